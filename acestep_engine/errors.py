@@ -1,0 +1,37 @@
+"""Exceptions raised by the engine. Each message names the field or file at fault."""
+
+
+class AceStepError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class BlueprintError(AceStepError, ValueError):
+    """A blueprint field is outside its allowed range; the message names field, range and value."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field} {message}")
+
+
+class TaskError(AceStepError, ValueError):
+    """A task parameter is invalid, or the loaded checkpoint cannot run the task."""
+
+
+class CheckpointError(AceStepError):
+    """A checkpoint exists but is incomplete or inconsistent (missing key, wrong shape, bad config)."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """Checkpoint files are absent and could not (or may not) be downloaded."""
+
+
+class GenerationCancelled(AceStepError):
+    """Raised when the caller's cancel event was set; nothing was written."""
+
+
+class GenerationError(AceStepError, RuntimeError):
+    """The model produced unusable output (NaN, Inf or silence)."""
+
+
+class TakeStoreError(AceStepError):
+    """A take could not be found, read or written."""
