@@ -1,0 +1,20 @@
+"""acestep_engine: a small engine for ACE-Step 1.5 music generation on diffusers' modules.
+
+No widget imports here: the workbench panels are views over these objects.
+"""
+
+from .blueprint import Blueprint
+from .engine import Engine
+from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCancelled, GenerationError,
+                     MissingCheckpointError, TakeStoreError, TaskError)
+from .progress import Progress
+from .takes import Take, TakeStore
+from .tasks import Text2Music
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AceStepError", "Blueprint", "BlueprintError", "CheckpointError", "Engine", "GenerationCancelled",
+    "GenerationError", "MissingCheckpointError", "Progress", "Take", "TakeStore", "TakeStoreError", "TaskError",
+    "Text2Music", "__version__",
+]

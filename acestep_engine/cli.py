@@ -1,0 +1,102 @@
+"""`acestep` command line: headless generation and checkpoint downloads.
+
+    acestep generate blueprint.json --out takes/ [--checkpoints DIR] [--dit NAME] [--batch 2] [--seed 42]
+    acestep download [--dit acestep-v15-turbo] [--lm acestep-5Hz-lm-1.7B] [--dir checkpoints]
+    acestep variants [--dir checkpoints]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _generate(args) -> int:
+    from . import Blueprint, Engine, TakeStore
+
+    blueprint = Blueprint.load(args.blueprint)
+    if args.duration is not None:
+        blueprint = blueprint.replace(duration=args.duration)
+    if args.demo:
+        engine = Engine.demo(device=args.device)
+    else:
+        engine = Engine.from_pretrained(args.checkpoints, dit=args.dit, device=args.device,
+                                        allow_download=args.download)
+    print(engine, file=sys.stderr)
+    store = TakeStore(args.out, audio_format=args.format)
+    seeds = None if args.seed is None else args.seed
+    takes = engine.generate(blueprint, batch_size=args.batch, seeds=seeds, progress=True, steps=args.steps,
+                            shift=args.shift, guidance=args.guidance)
+    for take in takes:
+        path = store.save(take)
+        print(f"{path}\tseed={take.seed}\t{take.duration:.1f} s")
+    return 0
+
+
+def _download(args) -> int:
+    from .checkpoints import download
+
+    root = download(args.dir, dit=args.dit, lm=args.lm)
+    print(f"checkpoints ready in {root}")
+    return 0
+
+
+def _variants(args) -> int:
+    from .checkpoints import available_variants
+    from .variants import VARIANTS
+
+    present = set(available_variants(args.dir))
+    for name, v in VARIANTS.items():
+        mark = "*" if name in present else " "
+        print(f"{mark} {name:32s} {v.size:4s} steps={v.preset.steps:<3d} shift={v.preset.shift:<4} "
+              f"guidance={v.preset.guidance:<4} tasks={','.join(v.tasks)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acestep", description="ACE-Step 1.5 workbench engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="render a blueprint JSON file into takes")
+    gen.add_argument("blueprint", type=Path)
+    gen.add_argument("--out", type=Path, default=Path("takes"))
+    gen.add_argument("--checkpoints", type=Path, default=None, help="default: $ACESTEP_CHECKPOINTS_DIR or ./checkpoints")
+    gen.add_argument("--dit", default="acestep-v15-turbo")
+    gen.add_argument("--demo", action="store_true", help="use the embedded demo checkpoint (random weights)")
+    gen.add_argument("--download", action="store_true", help="download missing checkpoint files")
+    gen.add_argument("--device", default="auto")
+    gen.add_argument("--batch", type=int, default=1)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--steps", type=int, default=None)
+    gen.add_argument("--shift", type=float, default=None)
+    gen.add_argument("--guidance", type=float, default=None)
+    gen.add_argument("--duration", type=float, default=None, help="override the blueprint's duration (s)")
+    gen.add_argument("--format", choices=("flac", "wav"), default="flac")
+    gen.set_defaults(func=_generate)
+
+    dl = sub.add_parser("download", help="download checkpoints from the Hugging Face hub")
+    dl.add_argument("--dit", default="acestep-v15-turbo")
+    dl.add_argument("--lm", default=None)
+    dl.add_argument("--dir", type=Path, default=None)
+    dl.set_defaults(func=_download)
+
+    var = sub.add_parser("variants", help="list the known DiT variants and which are on disk")
+    var.add_argument("--dir", type=Path, default=None)
+    var.set_defaults(func=_variants)
+    return parser
+
+
+def main(argv=None) -> int:
+    from .errors import AceStepError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AceStepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The front door: load a checkpoint set once, then `generate(blueprint, task)` -> takes.
+
+    engine = Engine.from_pretrained("checkpoints")        # or Engine.demo()
+    takes = engine.generate(Blueprint(caption="lo-fi piano", duration=30), batch_size=2)
+
+Generation reads like a pipeline: validate -> task plan (source latents, mask, instruction) ->
+conditions -> noise -> denoising loop -> tiled VAE decode -> normalised takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import vae_codec
+from .blueprint import Blueprint
+from .checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
+from .conditioning import encode_conditions, silence_frames
+from .errors import GenerationError, TaskError
+from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device
+from .progress import Progress, TqdmProgress
+from .sampling import SamplerSettings, denoise
+from .schedules import make_schedule
+from .takes import Take, new_take_id
+from .tasks import Text2Music
+from .variants import SamplingPreset, variant_for_task
+
+MAX_BATCH = 8
+DEMO_NOTICE = ("Demo checkpoint: tiny random weights, so it makes noise, not music. "
+               "Point Engine.from_pretrained at the real ACE-Step 1.5 weights for songs.")
+ENV_DEMO_DIR = "ACESTEP_DEMO_DIR"
+
+
+def demo_checkpoints_dir() -> Path:
+    """`$ACESTEP_DEMO_DIR`, else `~/.cache/acestep-workbench/demo-v1`."""
+    env = os.environ.get(ENV_DEMO_DIR)
+    if env:
+        return Path(env).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "acestep-workbench" / "demo-v1"
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Silence library chatter (dtype notes, tiny progress bars) while loading our own checkpoints."""
+    from diffusers.utils import logging as dlogging
+    from transformers.utils import logging as tlogging
+
+    old = dlogging.get_verbosity(), tlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    tlogging.set_verbosity_error()
+    tlogging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*weight_norm.*")
+            yield
+    finally:
+        dlogging.set_verbosity(old[0])
+        tlogging.set_verbosity(old[1])
+        tlogging.enable_progress_bar()
+
+
+class Engine:
+    """An ACE-Step 1.5 DiT with its VAE and text encoder, ready to generate takes."""
+
+    def __init__(self, models: LoadedModels, device: torch.device, dtype: torch.dtype):
+        self.models = models
+        self.device = device
+        self.dtype = dtype
+        self.is_demo = bool(models.config.get("acestep_workbench_random_weights", False))
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, checkpoints_dir: str | Path | None = None, dit: str = "acestep-v15-turbo",
+                        device="auto", dtype=None, allow_download: bool = False) -> "Engine":
+        """Load `dit` (a folder under `checkpoints_dir`) with `vae/` and `Qwen3-Embedding-0.6B/`.
+
+        `checkpoints_dir` defaults to `$ACESTEP_CHECKPOINTS_DIR` or `./checkpoints`. It may also be a
+        diffusers-format repository. Missing files are downloaded only with `allow_download=True`;
+        otherwise the error lists them with the command that fetches them. `device="auto"` picks
+        CUDA, then MPS, then CPU; `dtype=None` picks bf16/fp16 on CUDA and fp32 elsewhere.
+        """
+        device, dtype = resolve_device(device, dtype)
+        root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
+        with _quiet_loading():
+            if is_diffusers_layout(root):
+                models = load_diffusers_format(root, device, dtype)
+            else:
+                ensure_checkpoints(root, dit=dit, allow_download=allow_download)
+                models = load_official(root, dit, device, dtype)
+        engine = cls(models, device, dtype)
+        if engine.is_demo:
+            logging.getLogger(__name__).warning(DEMO_NOTICE)
+        return engine
+
+    @classmethod
+    def demo(cls, device="auto", dtype=None, variant: str = "turbo") -> "Engine":
+        """The embedded demo checkpoint (written on first use, in the official layout)."""
+        from .testing import DIT_FOLDERS, write_tiny_checkpoints
+
+        root = demo_checkpoints_dir()
+        folder = DIT_FOLDERS[variant]
+        if not (root / folder / "model.safetensors").is_file() or not (root / "vae").is_dir():
+            with _quiet_loading():
+                write_tiny_checkpoints(root, variant=variant, preset="demo", seed=1234)
+        return cls.from_pretrained(root, dit=folder, device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ facts from the configs
+    @property
+    def variant(self):
+        return self.models.variant
+
+    @property
+    def preset(self) -> SamplingPreset:
+        return self.models.variant.preset
+
+    @property
+    def sample_rate(self) -> int:
+        return self.models.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.models.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.models.frame_rate
+
+    @property
+    def latent_channels(self) -> int:
+        return self.models.latent_channels
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.models.variant.tasks
+
+    def can(self, task_name: str) -> bool:
+        return task_name in self.tasks
+
+    def frames_for(self, seconds: float) -> int:
+        """Latent frames for a duration, as upstream: `round(seconds, 1) * rate // hop`."""
+        return int(round(float(seconds), 1) * self.sample_rate) // self.hop_length
+
+    def silence(self, frames: int) -> torch.Tensor:
+        """`[frames, C]` silence latents in the model dtype."""
+        return silence_frames(self.models, frames)
+
+    def describe(self) -> dict:
+        return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": str(self.dtype).replace("torch.", ""),
+                "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints")}
+
+    def __repr__(self) -> str:
+        demo = ", demo (random weights)" if self.is_demo else ""
+        return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
+                f"{self.device}, {str(self.dtype).replace('torch.', '')}{demo})")
+
+    # ------------------------------------------------------------------ generation
+    def sampler_settings(self, steps=None, shift=None, guidance=None, guidance_method=None,
+                         guidance_interval=(0.0, 1.0), timesteps=None) -> SamplerSettings:
+        """The variant's preset with any overrides applied (and checked)."""
+        preset = self.preset
+        steps = preset.steps if steps is None else int(steps)
+        shift = preset.shift if shift is None else float(shift)
+        guidance = preset.guidance if guidance is None else float(guidance)
+        if self.variant.turbo and guidance > 1.0:
+            raise TaskError(f"guidance must be 1.0 on the turbo variant {self.variant.name}: its guidance is "
+                            f"distilled into the weights (got {guidance})")
+        if not 1 <= steps <= 200:
+            raise TaskError(f"steps must be between 1 and 200 (got {steps})")
+        if not 1.0 <= shift <= 5.0:
+            raise TaskError(f"shift must be between 1 and 5 (got {shift})")
+        if not 1.0 <= guidance <= 15.0:
+            raise TaskError(f"guidance must be between 1 and 15 (got {guidance})")
+        method = guidance_method or preset.guidance_method
+        if method not in ("apg", "cfg"):
+            raise TaskError(f"guidance_method must be 'apg' or 'cfg' (got {method!r})")
+        start, end = guidance_interval
+        if not 0.0 <= start <= end <= 1.0:
+            raise TaskError(f"guidance_interval must satisfy 0 <= start <= end <= 1 (got {guidance_interval})")
+        try:
+            schedule = make_schedule(self.variant.turbo, steps, shift, timesteps)
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
+        return SamplerSettings(schedule, guidance, method, (float(start), float(end)))
+
+    def make_noise(self, seeds: list[int], frames: int) -> torch.Tensor:
+        """Starting noise `[B, frames, C]` exactly as upstream draws it: one generator per item on the
+        model's device, seeded with the item's seed, `randn([1, frames, C])` in the model dtype."""
+        parts = []
+        for seed in seeds:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            parts.append(torch.randn((1, frames, self.latent_channels), generator=generator,
+                                     device=self.device, dtype=self.dtype))
+        return torch.cat(parts)
+
+    @staticmethod
+    def resolve_seeds(seeds, batch_size: int) -> list[int]:
+        """None -> random seeds; an int -> seed, seed+1, ...; a list -> one seed per item."""
+        if seeds is None:
+            return [secrets.randbelow(2 ** 32) for _ in range(batch_size)]
+        if isinstance(seeds, (int, np.integer)):
+            seeds = [int(seeds) + i for i in range(batch_size)]
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != batch_size:
+            raise TaskError(f"seeds must hold one seed per batch item: {batch_size} (got {len(seeds)})")
+        if any(not 0 <= s < 2 ** 63 for s in seeds):
+            raise TaskError(f"seeds must be between 0 and 2**63 - 1 (got {seeds})")
+        return seeds
+
+    def generate(self, blueprint: Blueprint, task=None, batch_size: int = 1, seeds=None, progress=None,
+                 cancel=None, *, steps=None, shift=None, guidance=None, guidance_method=None,
+                 guidance_interval=(0.0, 1.0), timesteps=None, normalize: bool = True,
+                 normalization_db: float = -1.0) -> list[Take]:
+        """Generate `batch_size` takes (1-8) of `blueprint` with `task` (default `Text2Music()`).
+
+        `seeds`: None (random, recorded), an int (seed, seed+1, ...) or one int per item.
+        `progress`: a callable receiving `Progress` per denoising step and per decoded item, or
+        True for a tqdm bar. `cancel`: a `threading.Event`; setting it stops between steps with
+        `GenerationCancelled` and returns nothing. `steps`, `shift`, `guidance` override the
+        variant's preset. Audio is float32 `[channels, samples]` at `sample_rate`, peak
+        normalised to `normalization_db` dBFS unless `normalize=False`.
+        """
+        started = time.perf_counter()
+        task = task if task is not None else Text2Music()
+        if not isinstance(blueprint, Blueprint):
+            raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
+        blueprint = blueprint.validate()
+        task.validate()
+        if not self.can(task.name):
+            raise TaskError(f"the task {task.name} needs the {variant_for_task(task.name)} checkpoint; "
+                            f"{self.variant.name} can run: {', '.join(self.tasks)}. Load it with "
+                            f"Engine.from_pretrained(..., dit='{variant_for_task(task.name)}')")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or not 1 <= batch_size <= MAX_BATCH:
+            raise TaskError(f"batch_size must be between 1 and {MAX_BATCH} (got {batch_size!r})")
+        seeds = self.resolve_seeds(seeds, batch_size)
+        settings = self.sampler_settings(steps, shift, guidance, guidance_method, guidance_interval, timesteps)
+        report = TqdmProgress() if progress is True else (progress or (lambda p: None))
+        steps_total = settings.steps
+
+        report(Progress("encode", 0, steps_total, 0, batch_size, "encoding conditions"))
+        plan = task.plan(self, blueprint)
+        conditions = encode_conditions(self.models, [plan.blueprint.caption_prompt(plan.instruction)],
+                                       [plan.blueprint.lyric_prompt()]).repeat(batch_size)
+        context = torch.cat([plan.source_latents, plan.chunk_mask], dim=-1).unsqueeze(0)
+        context = context.expand(batch_size, -1, -1).to(self.dtype)
+        noise = self.make_noise(seeds, plan.frames)
+        encoded = time.perf_counter()
+
+        def on_step(step, total):
+            report(Progress("denoise", step, total, 0, batch_size, f"step {step}/{total}"))
+
+        latents = denoise(self.models.transformer, noise, lambda i: (context, conditions), settings,
+                          on_step=on_step, cancel=cancel)
+        denoised = time.perf_counter()
+        _check_finite(latents, "latents")
+
+        audios = []
+        for i in range(batch_size):
+            report(Progress("decode", steps_total, steps_total, i, batch_size, f"decoding {i + 1}/{batch_size}"))
+            audio = vae_codec.decode(self.models.vae, latents[i], cancel=cancel)
+            audios.append(_finish_audio(audio, normalize, normalization_db))
+        finished = time.perf_counter()
+        report(Progress("done", steps_total, steps_total, batch_size, batch_size, "done"))
+
+        timings = {"encode_s": encoded - started, "denoise_s": denoised - encoded,
+                   "decode_s": finished - denoised, "total_s": finished - started}
+        sampling = {"steps": settings.steps, "shift": shift if shift is not None else self.preset.shift,
+                    "guidance": settings.guidance, "guidance_method": settings.guidance_method,
+                    "guidance_interval": list(settings.guidance_interval),
+                    "timesteps": [float(t) for t in settings.schedule], "normalize": normalize,
+                    "normalization_db": normalization_db}
+        return [Take(id=new_take_id(), audio=audios[i], sample_rate=self.sample_rate, seed=seeds[i],
+                     blueprint=plan.blueprint, task=task.to_dict(), model=self.describe(), sampling=sampling,
+                     timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
+                     batch_index=i)
+                for i in range(batch_size)]
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise GenerationError(f"the model produced NaN or Inf {what}; try float32 (dtype='fp32') or another seed")
+
+
+def _finish_audio(audio: np.ndarray, normalize: bool, target_db: float) -> np.ndarray:
+    if not np.isfinite(audio).all():
+        raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak < 1e-6:
+        raise GenerationError("the generated audio is silent (peak below -120 dBFS)")
+    if normalize:
+        return vae_codec.peak_normalize(audio, target_db)
+    if peak > 1.0:
+        audio /= peak
+    return audio
