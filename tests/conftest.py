@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny checkpoint sets in the official layout, written once per test session."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """48 kHz, hop 1920 tiny set with turbo and base DiTs."""
+    from acestep_engine.testing import write_tiny_checkpoints
+
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    write_tiny_checkpoints(root, variant="turbo")
+    write_tiny_checkpoints(root, variant="base")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny16_dir(tmp_path_factory):
+    """16 kHz, hop 320, 8 latent channels: nothing like the official format."""
+    from acestep_engine.testing import write_tiny_checkpoints
+
+    root = tmp_path_factory.mktemp("tiny16-checkpoints")
+    write_tiny_checkpoints(root, variant="turbo", preset="tiny-16k")
+    return root
+
+
+@pytest.fixture(scope="session")
+def turbo(tiny_dir):
+    from acestep_engine import Engine
+
+    return Engine.from_pretrained(tiny_dir, dit="acestep-v15-turbo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def base(tiny_dir):
+    from acestep_engine import Engine
+
+    return Engine.from_pretrained(tiny_dir, dit="acestep-v15-base", device="cpu")
