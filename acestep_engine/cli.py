@@ -18,6 +18,7 @@ def _generate(args) -> int:
     blueprint = Blueprint.load(args.blueprint)
     if args.duration is not None:
         blueprint = blueprint.replace(duration=args.duration)
+    blueprint = blueprint.validate()  # fail before spending time on loading models
     if args.demo:
         engine = Engine.demo(device=args.device)
     else:
