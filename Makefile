@@ -21,7 +21,7 @@ lab: install
 	$(BIN)/jupyter lab notebooks/00_quickstart.ipynb
 
 test: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --nbval-lax tests notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

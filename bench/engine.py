@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ def dit_flops(cfg: dict, frames: int, cond_len: int) -> float:
     return 2 * total
 
 
-def bench_dit(seconds: float, steps: int) -> dict:
+def bench_dit(seconds: float, steps: int, repeats: int = 3) -> dict:
     from acestep_engine.conditioning import Conditions
     from acestep_engine.loader import build_modules
     from acestep_engine.sampling import SamplerSettings, denoise
@@ -90,14 +91,17 @@ def bench_dit(seconds: float, steps: int) -> dict:
         def engine():
             return denoise(transformer, noise, lambda i: (context, conditions), settings)
 
-        results = {}
-        for name, fn in (("diffusers", direct), ("engine", engine), ("diffusers2", direct), ("engine2", engine)):
-            start = time.perf_counter()
-            out = fn()
-            results[name] = (time.perf_counter() - start) / steps
+        # Interleave the two paths and take medians: on a shared CPU, neighbouring runs drift by several %.
+        results = {"diffusers": [], "engine": []}
+        out = None
+        for _ in range(repeats):
+            for name, fn in (("diffusers", direct), ("engine", engine)):
+                start = time.perf_counter()
+                out = fn()
+                results[name].append((time.perf_counter() - start) / steps)
         assert torch.allclose(direct(), out, atol=1e-4)
-    t_direct = min(results["diffusers"], results["diffusers2"])
-    t_engine = min(results["engine"], results["engine2"])
+    t_direct = statistics.median(results["diffusers"])
+    t_engine = statistics.median(results["engine"])
     flops = dit_flops(OFFICIAL_2B, frames, cond_len)
     return {"seconds_audio": seconds, "frames": frames, "s_per_step_diffusers": t_direct, "s_per_step_engine": t_engine,
             "engine_overhead": t_engine / t_direct - 1, "gflops_per_step": flops / 1e9,
@@ -114,16 +118,28 @@ def vae_case(seconds: float, tiled: bool) -> dict:
     vae = AutoencoderOobleck(**OFFICIAL_VAE).eval().requires_grad_(False)
     latents = torch.randn(int(seconds * 25), 64) * 0.5
     vae_codec.decode(vae, latents[:64], chunk=None)  # warm-up
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    import threading
+
     import numpy as np
 
-    out = np.empty((2, latents.shape[0] * 1920), dtype=np.float32)
-    out[:] = 0  # touch the output buffer so it counts in the baseline
-    baseline = max(baseline, _rss())
+    out = np.zeros((2, latents.shape[0] * 1920), dtype=np.float32)  # touched: part of the baseline
+    baseline = _rss()
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():  # ru_maxrss would include the model's initialisation peak; sample the live RSS instead
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
     vae_codec.decode(vae, latents, chunk=vae_codec.DECODE_CHUNK if tiled else None, out=out)
     elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    done.set()
+    sampler.join()
+    peak = max(peak[0], _rss())
     return {"seconds_audio": seconds, "tiled": tiled, "s_per_audio_s": elapsed / seconds,
             "peak_extra_mb": max(0, peak - baseline) / 2 ** 20, "output_mb": out.nbytes / 2 ** 20}
 
@@ -147,6 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-vae", action="store_true")
     parser.add_argument("--skip-dit", action="store_true")
     parser.add_argument("--vae-case", nargs=2, help=argparse.SUPPRESS)
@@ -159,7 +176,7 @@ def main() -> None:
     roofline = matmul_roofline()
     print(f"plain fp32 matmul roofline: {roofline:.1f} GFLOP/s")
     if not args.skip_dit:
-        r = bench_dit(args.seconds, args.steps)
+        r = bench_dit(args.seconds, args.steps, args.repeats)
         print("\n(a) DiT step, 2B turbo config, {:.0f} s of audio ({} frames)".format(r["seconds_audio"], r["frames"]))
         print("| path | s/step | GFLOP/s | of roofline |")
         print("|---|---|---|---|")
