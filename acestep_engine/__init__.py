@@ -9,12 +9,12 @@ from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCa
                      MissingCheckpointError, TakeStoreError, TaskError)
 from .progress import Progress
 from .takes import Take, TakeStore
-from .tasks import Text2Music
+from .tasks import Complete, Cover, Extend, Extract, ExtractAll, Lego, Repaint, Text2Music
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AceStepError", "Blueprint", "BlueprintError", "CheckpointError", "Engine", "GenerationCancelled",
     "GenerationError", "MissingCheckpointError", "Progress", "Take", "TakeStore", "TakeStoreError", "TaskError",
-    "Text2Music", "__version__",
+    "Text2Music", "Cover", "Repaint", "Extend", "Extract", "ExtractAll", "Lego", "Complete", "__version__",
 ]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import vae_codec
-from .blueprint import Blueprint
+from .blueprint import TEXT2MUSIC_INSTRUCTION, Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
 from .conditioning import encode_conditions, silence_frames
 from .errors import GenerationError, TaskError
@@ -30,7 +30,8 @@ from .progress import Progress, TqdmProgress
 from .sampling import SamplerSettings, denoise
 from .schedules import make_schedule
 from .takes import Take, new_take_id
-from .tasks import Text2Music
+from .sources import reference_latents
+from .tasks import ExtractAll, Text2Music
 from .variants import SamplingPreset, variant_for_task
 
 MAX_BATCH = 8
@@ -40,12 +41,12 @@ ENV_DEMO_DIR = "ACESTEP_DEMO_DIR"
 
 
 def demo_checkpoints_dir() -> Path:
-    """`$ACESTEP_DEMO_DIR`, else `~/.cache/acestep-workbench/demo-v1`."""
+    """`$ACESTEP_DEMO_DIR`, else `~/.cache/acestep-workbench/demo-v2`."""
     env = os.environ.get(ENV_DEMO_DIR)
     if env:
         return Path(env).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "acestep-workbench" / "demo-v1"
+    return cache / "acestep-workbench" / "demo-v2"
 
 
 @contextlib.contextmanager
@@ -142,8 +143,17 @@ class Engine:
     def tasks(self) -> tuple[str, ...]:
         return self.models.variant.tasks
 
-    def can(self, task_name: str) -> bool:
-        return task_name in self.tasks
+    def can(self, task) -> bool:
+        """Whether the loaded variant can run `task` (a task object or a task name)."""
+        name = task if isinstance(task, str) else getattr(task, "capability", task.name)
+        return {"extend": "repaint", "extract_all": "extract"}.get(name, name) in self.tasks
+
+    def check_capability(self, task) -> None:
+        if not self.can(task):
+            name = task if isinstance(task, str) else task.name
+            needed = variant_for_task(name)
+            raise TaskError(f"the task {name} needs the {needed} checkpoint; {self.variant.name} can run: "
+                            f"{', '.join(self.tasks)}. Load it with Engine.from_pretrained(..., dit='{needed}')")
 
     def frames_for(self, seconds: float) -> int:
         """Latent frames for a duration, as upstream: `round(seconds, 1) * rate // hop`."""
@@ -215,6 +225,11 @@ class Engine:
             raise TaskError(f"seeds must be between 0 and 2**63 - 1 (got {seeds})")
         return seeds
 
+    def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
+        """Float32 audio `[2, samples]` at `sample_rate` -> latents `[samples // hop, C]` (tiled VAE, mean)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        return vae_codec.encode(self.models.vae, tensor).to(self.dtype)
+
     def generate(self, blueprint: Blueprint, task=None, batch_size: int = 1, seeds=None, progress=None,
                  cancel=None, *, steps=None, shift=None, guidance=None, guidance_method=None,
                  guidance_interval=(0.0, 1.0), timesteps=None, normalize: bool = True,
@@ -226,63 +241,156 @@ class Engine:
         True for a tqdm bar. `cancel`: a `threading.Event`; setting it stops between steps with
         `GenerationCancelled` and returns nothing. `steps`, `shift`, `guidance` override the
         variant's preset. Audio is float32 `[channels, samples]` at `sample_rate`, peak
-        normalised to `normalization_db` dBFS unless `normalize=False`.
+        normalised to `normalization_db` dBFS unless `normalize=False` (repaint and extend keep
+        the source's loudness). `ExtractAll` returns the takes of each track in turn.
         """
-        started = time.perf_counter()
         task = task if task is not None else Text2Music()
+        if isinstance(task, ExtractAll):
+            task.validate()
+            self.check_capability(task)
+            kwargs = dict(batch_size=batch_size, seeds=seeds, progress=progress, cancel=cancel, steps=steps,
+                          shift=shift, guidance=guidance, guidance_method=guidance_method,
+                          guidance_interval=guidance_interval, timesteps=timesteps, normalize=normalize,
+                          normalization_db=normalization_db)
+            return [take for sub in task.subtasks() for take in self.generate(blueprint, sub, **kwargs)]
+        started = time.perf_counter()
         if not isinstance(blueprint, Blueprint):
             raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
         blueprint = blueprint.validate()
         task.validate()
-        if not self.can(task.name):
-            raise TaskError(f"the task {task.name} needs the {variant_for_task(task.name)} checkpoint; "
-                            f"{self.variant.name} can run: {', '.join(self.tasks)}. Load it with "
-                            f"Engine.from_pretrained(..., dit='{variant_for_task(task.name)}')")
+        self.check_capability(task)
+        if getattr(task, "audio_codes", None) is not None and task.name not in ("text2music", "cover"):
+            raise TaskError(f"audio_codes apply to text2music and cover, not {task.name}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or not 1 <= batch_size <= MAX_BATCH:
             raise TaskError(f"batch_size must be between 1 and {MAX_BATCH} (got {batch_size!r})")
         seeds = self.resolve_seeds(seeds, batch_size)
         settings = self.sampler_settings(steps, shift, guidance, guidance_method, guidance_interval, timesteps)
         report = TqdmProgress() if progress is True else (progress or (lambda p: None))
-        steps_total = settings.steps
 
-        report(Progress("encode", 0, steps_total, 0, batch_size, "encoding conditions"))
+        report(Progress("encode", 0, settings.steps, 0, batch_size, "encoding conditions"))
         plan = task.plan(self, blueprint)
-        conditions = encode_conditions(self.models, [plan.blueprint.caption_prompt(plan.instruction)],
-                                       [plan.blueprint.lyric_prompt()]).repeat(batch_size)
-        context = torch.cat([plan.source_latents, plan.chunk_mask], dim=-1).unsqueeze(0)
-        context = context.expand(batch_size, -1, -1).to(self.dtype)
+        references = None
+        if getattr(task, "reference", None) is not None:
+            references = [reference_latents(self, task.reference)] * batch_size
         noise = self.make_noise(seeds, plan.frames)
+        x, settings = self._starting_point(plan, noise, settings)
+        inputs = self._step_inputs(plan, batch_size, settings, references)
         encoded = time.perf_counter()
 
         def on_step(step, total):
             report(Progress("denoise", step, total, 0, batch_size, f"step {step}/{total}"))
 
-        latents = denoise(self.models.transformer, noise, lambda i: (context, conditions), settings,
+        latents = denoise(self.models.transformer, x, inputs, settings, step_hook=self._injection(plan, noise, settings),
                           on_step=on_step, cancel=cancel)
-        denoised = time.perf_counter()
         _check_finite(latents, "latents")
+        latents = self._blend_kept_latents(plan, latents)
+        denoised = time.perf_counter()
 
         audios = []
         for i in range(batch_size):
-            report(Progress("decode", steps_total, steps_total, i, batch_size, f"decoding {i + 1}/{batch_size}"))
+            report(Progress("decode", settings.steps, settings.steps, i, batch_size, f"decoding {i + 1}/{batch_size}"))
             audio = vae_codec.decode(self.models.vae, latents[i], cancel=cancel)
-            audios.append(_finish_audio(audio, normalize, normalization_db))
+            keep_loudness = plan.normalize is False
+            audios.append(self._finish(plan, audio, normalize and not keep_loudness, normalization_db))
         finished = time.perf_counter()
-        report(Progress("done", steps_total, steps_total, batch_size, batch_size, "done"))
+        report(Progress("done", settings.steps, settings.steps, batch_size, batch_size, "done"))
 
         timings = {"encode_s": encoded - started, "denoise_s": denoised - encoded,
                    "decode_s": finished - denoised, "total_s": finished - started}
         sampling = {"steps": settings.steps, "shift": shift if shift is not None else self.preset.shift,
                     "guidance": settings.guidance, "guidance_method": settings.guidance_method,
                     "guidance_interval": list(settings.guidance_interval),
-                    "timesteps": [float(t) for t in settings.schedule], "normalize": normalize,
-                    "normalization_db": normalization_db}
+                    "timesteps": [float(t) for t in settings.schedule],
+                    "normalize": normalize and plan.normalize is not False, "normalization_db": normalization_db}
         return [Take(id=new_take_id(), audio=audios[i], sample_rate=self.sample_rate, seed=seeds[i],
                      blueprint=plan.blueprint, task=task.to_dict(), model=self.describe(), sampling=sampling,
                      timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
                      batch_index=i)
                 for i in range(batch_size)]
+
+    # ------------------------------------------------------------------ task steering (shared)
+    def _starting_point(self, plan, noise, settings):
+        """Pure noise, or (cover noise_strength) the noised source at the nearest schedule time."""
+        if plan.start_latents is None:
+            return noise, settings
+        target = 1.0 - plan.start_level
+        times = settings.schedule[:-1]
+        index = min(range(len(times)), key=lambda i: abs(times[i] - target))
+        t = times[index]
+        start = t * noise + (1.0 - t) * plan.start_latents.unsqueeze(0).to(noise)
+        trimmed = SamplerSettings(settings.schedule[index:], settings.guidance, settings.guidance_method,
+                                  settings.guidance_interval)
+        return start, trimmed
+
+    def _step_inputs(self, plan, batch, settings, references):
+        """Context latents and conditions per step; a cover switches to text2music after its share of steps."""
+        def encode(instruction):
+            return encode_conditions(self.models, [plan.blueprint.caption_prompt(instruction)],
+                                     [plan.blueprint.lyric_prompt()], references[:1] if references else None)
+
+        def context_of(source):
+            ctx = torch.cat([source, plan.chunk_mask], dim=-1).unsqueeze(0)
+            return ctx.expand(batch, -1, -1).to(self.dtype)
+
+        main = (context_of(plan.source_latents), encode(plan.instruction).repeat(batch))
+        if plan.switch_fraction is None or plan.switch_fraction >= 1.0:
+            return lambda i: main
+        late = (context_of(self.silence(plan.frames)), encode(TEXT2MUSIC_INSTRUCTION).repeat(batch))
+        switch = int(settings.steps * plan.switch_fraction)
+        return lambda i: main if i < switch else late
+
+    def _injection(self, plan, noise, settings):
+        """Repaint step injection: outside the mask, reset to the noised clean source for the first steps."""
+        if plan.keep_latents is None or plan.injection_fraction <= 0:
+            return None
+        inject_steps = round(plan.injection_fraction * settings.steps)
+        keep = plan.keep_latents.unsqueeze(0).to(noise)
+        regenerate = plan.chunk_mask.unsqueeze(0) > 0
+
+        def hook(i, t_next, x):
+            if i >= inject_steps:
+                return x
+            return torch.where(regenerate, x, t_next * noise + (1 - t_next) * keep)
+
+        return hook
+
+    def _blend_kept_latents(self, plan, latents):
+        """Repaint latent crossfade: keep the source outside the mask, ramping over `crossfade_frames`."""
+        if plan.keep_latents is None or plan.splice_audio is None:
+            return latents
+        soft = _soft_mask(plan.chunk_mask[:, 0].float().cpu().numpy(), plan.crossfade_frames)
+        soft = torch.from_numpy(soft).to(latents)[None, :, None]
+        return soft * latents + (1 - soft) * plan.keep_latents.unsqueeze(0).to(latents)
+
+    def _finish(self, plan, audio, normalize, target_db):
+        if not np.isfinite(audio).all():
+            raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
+        if plan.splice_audio is not None:
+            frames = plan.chunk_mask[:, 0].float().cpu().numpy()
+            inside = np.repeat(frames, self.hop_length)[: audio.shape[-1]]
+            soft = _soft_mask(inside, int(round(plan.wav_crossfade_s * self.sample_rate)))
+            new_peak = float(np.max(np.abs(audio * soft))) if audio.size else 0.0
+            if new_peak > 1.0:  # scale only the new material; the kept audio stays as it was
+                audio = audio / new_peak
+            audio = (soft * audio + (1 - soft) * plan.splice_audio[:, : audio.shape[-1]]).astype(np.float32)
+        if plan.output_samples is not None:
+            audio = np.ascontiguousarray(audio[:, : plan.output_samples])
+        if plan.prefix_audio is not None or plan.suffix_audio is not None:
+            parts = [p for p in (plan.prefix_audio, audio, plan.suffix_audio) if p is not None]
+            audio = np.concatenate(parts, axis=-1).astype(np.float32)
+        return _finish_audio(audio, normalize, target_db)
+
+
+def _soft_mask(inside: np.ndarray, ramp: int) -> np.ndarray:
+    """1 where `inside`, falling linearly to 0 over `ramp` positions outside each boundary."""
+    inside = inside > 0.5
+    if ramp <= 0 or inside.all() or not inside.any():
+        return inside.astype(np.float32)
+    from scipy.ndimage import distance_transform_edt
+
+    distance = distance_transform_edt(~inside)  # positions from the nearest inside position
+    return np.clip(1.0 - distance / (ramp + 1), 0.0, 1.0).astype(np.float32)
 
 
 def _check_finite(tensor: torch.Tensor, what: str) -> None:

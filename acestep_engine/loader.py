@@ -249,8 +249,6 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     for name, module in modules.items():
         if module is not None:
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    if modules["audio_tokenizer"] is not None:
-        modules["audio_tokenizer"].quantizer.float()  # FSQ rounding wants fp32 (upstream XL does this too)
     return cfg, modules, silence.to(device=device, dtype=dtype), weights_fingerprint(weights_path)
 
 

@@ -1,0 +1,138 @@
+"""Audio that a task starts from or is guided by: sources, reference audio and 5 Hz audio codes.
+
+A source may be a `Take`, a path to any audio file soundfile or librosa can read, or an
+`(array, sample_rate)` tuple; it is resampled to the engine's rate in stereo.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio_io import AudioFileError, load_source_audio, resample, to_stereo
+from .errors import TaskError
+
+MAX_SOURCE_SECONDS = 600.0
+REFERENCE_WINDOWS = 3  # upstream builds 30 s of reference from three 10 s windows
+_CODE_RE = re.compile(r"<\|audio_code_(\d+)\|>")
+
+
+@dataclass
+class Source:
+    """Source audio `[2, samples]` at the engine's rate, its latents `[frames, C]` and the take it came from."""
+
+    audio: np.ndarray
+    latents: torch.Tensor
+    take_id: str | None = None
+
+    @property
+    def samples(self) -> int:
+        return int(self.audio.shape[-1])
+
+
+def source_audio(engine, source, what: str = "source") -> tuple[np.ndarray, str | None]:
+    """Resolve a Take, path or (array, rate) into float32 `[2, n]` at `engine.sample_rate`."""
+    from .takes import Take
+
+    if isinstance(source, Take):
+        audio = resample(to_stereo(source.audio), source.sample_rate, engine.sample_rate)
+        take_id = source.id
+    else:
+        try:
+            audio = load_source_audio(source, engine.sample_rate)
+        except AudioFileError as exc:
+            raise TaskError(f"{what}: {exc}") from None
+        take_id = None
+    seconds = audio.shape[-1] / engine.sample_rate
+    if seconds > MAX_SOURCE_SECONDS:
+        raise TaskError(f"{what} must be at most {MAX_SOURCE_SECONDS:g} seconds long (got {seconds:.1f} s)")
+    if audio.shape[-1] < engine.hop_length:
+        raise TaskError(f"{what} is too short: {audio.shape[-1]} samples, less than one latent frame")
+    return np.ascontiguousarray(audio, dtype=np.float32), take_id
+
+
+def load_source(engine, source, what: str = "source") -> Source:
+    """Audio plus latents. A take made by the same weights reuses its stored latents (exact, no encode)."""
+    from .takes import Take
+
+    audio, take_id = source_audio(engine, source, what)
+    frames = audio.shape[-1] // engine.hop_length
+    if (isinstance(source, Take) and source.latents is not None and source.sample_rate == engine.sample_rate
+            and source.model.get("weights") == engine.models.fingerprint and len(source.latents) == frames):
+        latents = torch.from_numpy(np.asarray(source.latents)).to(engine.device, engine.dtype)
+    else:
+        latents = engine.encode_audio(audio)
+    return Source(audio, latents, take_id)
+
+
+def reference_latents(engine, reference) -> torch.Tensor:
+    """Timbre reference: three windows from the front, middle and back thirds, `timbre_frames` long in all.
+
+    Upstream picks the windows at random; we take the centre of each third so the same
+    reference always gives the same conditions. Audio shorter than the total is tiled first.
+    """
+    from .conditioning import timbre_frames
+
+    audio, _ = source_audio(engine, reference, "reference")
+    total = timbre_frames(engine.models) * engine.hop_length
+    window = total // REFERENCE_WINDOWS
+    if audio.shape[-1] < total:
+        audio = np.tile(audio, (1, int(np.ceil(total / audio.shape[-1]))))
+    third = audio.shape[-1] / REFERENCE_WINDOWS
+    pieces = []
+    for k in range(REFERENCE_WINDOWS):
+        centre = int((k + 0.5) * third)
+        start = min(max(0, centre - window // 2), audio.shape[-1] - window)
+        pieces.append(audio[:, start:start + window])
+    clip = np.concatenate(pieces, axis=-1)
+    clip = np.pad(clip, ((0, 0), (0, total - clip.shape[-1])))
+    return engine.encode_audio(clip)[: timbre_frames(engine.models)]
+
+
+def parse_audio_codes(codes, codebook_size: int) -> list[int]:
+    """`"<|audio_code_12|><|audio_code_40211|>..."` (or a list of ints) -> ints clamped to the codebook."""
+    if isinstance(codes, str):
+        values = [int(v) for v in _CODE_RE.findall(codes)]
+        if not values:
+            raise TaskError("audio_codes must contain codes written as <|audio_code_N|> (found none)")
+    else:
+        values = [int(v) for v in codes]
+        if not values:
+            raise TaskError("audio_codes must not be empty")
+    return [min(max(v, 0), codebook_size - 1) for v in values]
+
+
+@torch.no_grad()
+def codes_to_hints(engine, codes) -> torch.Tensor:
+    """Audio codes -> quantizer output -> detokenizer -> `[5 * N, C]` latent hints (upstream's cover source)."""
+    tokenizer, detokenizer = engine.models.audio_tokenizer, engine.models.detokenizer
+    if tokenizer is None or detokenizer is None:
+        raise TaskError(f"the checkpoint {engine.variant.name} has no audio tokenizer/detokenizer weights, "
+                        "so it cannot use audio codes or cover")
+    values = parse_audio_codes(codes, tokenizer.quantizer.codebook_size)
+    indices = torch.tensor(values, device=engine.device).view(1, -1, 1)
+    quantized = tokenizer.quantizer.get_output_from_indices(indices).to(engine.dtype)
+    return detokenizer(quantized)[0]
+
+
+@torch.no_grad()
+def fsq_round_trip(engine, latents: torch.Tensor) -> torch.Tensor:
+    """Source latents `[T, C]` -> 5 Hz FSQ codes -> detokenized hints `[T, C]` (the cover source)."""
+    tokenizer, detokenizer = engine.models.audio_tokenizer, engine.models.detokenizer
+    if tokenizer is None or detokenizer is None:
+        raise TaskError(f"the checkpoint {engine.variant.name} has no audio tokenizer/detokenizer weights, "
+                        "so it cannot cover")
+    quantized, _ = tokenizer.tokenize(latents.unsqueeze(0), silence_latent=engine.models.silence_latent)
+    return detokenizer(quantized)[0, : latents.shape[0]]
+
+
+@torch.no_grad()
+def audio_to_codes(engine, audio_source) -> str:
+    """Audio -> the 5 Hz code string the LM reads and writes (`<|audio_code_N|>...`)."""
+    source = load_source(engine, audio_source)
+    _, indices = engine.models.audio_tokenizer.tokenize(source.latents.unsqueeze(0),
+                                                        silence_latent=engine.models.silence_latent)
+    return "".join(f"<|audio_code_{int(i)}|>" for i in indices[0, :, 0].tolist())
