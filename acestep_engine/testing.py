@@ -26,13 +26,16 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</t
 PRESETS = {
     "tiny": dict(sample_rate=48000, downsampling_ratios=[2, 4, 4, 6, 10], latent_channels=16,
                  hidden_size=32, intermediate_size=64, layers=2, heads=2, kv_heads=1, head_dim=16,
-                 text_hidden_dim=16, text_layers=1, vae_channels=4, sliding_window=4),
+                 text_hidden_dim=16, text_layers=1, vae_channels=4, vae_multiples=[1, 1, 1, 2, 2],
+                 sliding_window=4),
     "tiny-16k": dict(sample_rate=16000, downsampling_ratios=[2, 4, 4, 10], latent_channels=8,
                      hidden_size=32, intermediate_size=64, layers=2, heads=2, kv_heads=1, head_dim=16,
-                     text_hidden_dim=16, text_layers=1, vae_channels=4, sliding_window=8),
+                     text_hidden_dim=16, text_layers=1, vae_channels=4, vae_multiples=[1, 1, 2, 2],
+                     sliding_window=8),
     "demo": dict(sample_rate=48000, downsampling_ratios=[2, 4, 4, 6, 10], latent_channels=16,
                  hidden_size=64, intermediate_size=128, layers=4, heads=4, kv_heads=2, head_dim=16,
-                 text_hidden_dim=32, text_layers=2, vae_channels=8, sliding_window=16),
+                 text_hidden_dim=32, text_layers=2, vae_channels=8, vae_multiples=[1, 1, 1, 2, 2],
+                 sliding_window=16),
 }
 DIT_FOLDERS = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft"}
 
@@ -144,7 +147,7 @@ def write_vae(folder: Path, preset: str = "tiny", seed: int = 0):
     # Oobleck's encoder width is also its output: mean and scale of every latent channel.
     vae = AutoencoderOobleck(encoder_hidden_size=2 * p["latent_channels"],
                              downsampling_ratios=p["downsampling_ratios"],
-                             channel_multiples=[1, 2, 4, 8, 16][: len(p["downsampling_ratios"])],
+                             channel_multiples=p["vae_multiples"],
                              decoder_channels=p["vae_channels"], decoder_input_channels=p["latent_channels"],
                              audio_channels=2, sampling_rate=p["sample_rate"])
     vae.save_pretrained(folder, safe_serialization=True)

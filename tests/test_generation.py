@@ -19,7 +19,7 @@ def test_text2music_shapes_and_record(turbo):
     assert take.audio.dtype == np.float32 and take.audio.shape == (2, 10 * 48000)
     assert take.sample_rate == 48000 and take.latents.shape == (250, 16)
     assert take.seed == 7 and take.blueprint == BP.validate() and take.parent_id is None
-    assert take.task == {"name": "text2music"}
+    assert take.task == {"name": "text2music", "reference": None, "audio_codes": None}
     assert take.model["variant"] == "acestep-v15-turbo" and len(take.model["weights"]) == 16
     assert take.sampling["steps"] == 8 and take.sampling["shift"] == 3.0 and take.sampling["guidance"] == 1.0
     assert take.sampling["timesteps"][:3] == pytest.approx([1.0, 0.95455, 0.9], abs=1e-5)
