@@ -6,7 +6,7 @@ embedding table (reference 2.4). The condition encoder packs `[lyrics | timbre |
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +21,13 @@ class Conditions:
     states: torch.Tensor
     mask: torch.Tensor
     null_states: torch.Tensor
+    _guided: torch.Tensor | None = field(default=None, repr=False)
+
+    def guided_states(self) -> torch.Tensor:
+        """`[2B, S, H]`: conditional then null states, built once so every step passes the same tensor."""
+        if self._guided is None:
+            self._guided = torch.cat([self.states, self.null_states])
+        return self._guided
 
     def repeat(self, batch: int) -> "Conditions":
         if self.states.shape[0] == batch:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -72,11 +73,15 @@ def _quiet_loading():
 class Engine:
     """An ACE-Step 1.5 DiT with its VAE and text encoder, ready to generate takes."""
 
-    def __init__(self, models: LoadedModels, device: torch.device, dtype: torch.dtype):
+    def __init__(self, models: LoadedModels, device: torch.device, dtype: torch.dtype,
+                 allow_download: bool = False):
         self.models = models
         self.device = device
         self.dtype = dtype
+        self.allow_download = allow_download
         self.is_demo = bool(models.config.get("acestep_workbench_random_weights", False))
+        self._lock = threading.Lock()  # one generation at a time: the sampler patches modules while it runs
+        self._variants: dict[str, "Engine"] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -97,7 +102,7 @@ class Engine:
             else:
                 ensure_checkpoints(root, dit=dit, allow_download=allow_download)
                 models = load_official(root, dit, device, dtype)
-        engine = cls(models, device, dtype)
+        engine = cls(models, device, dtype, allow_download=allow_download)
         if engine.is_demo:
             logging.getLogger(__name__).warning(DEMO_NOTICE)
         return engine
@@ -113,6 +118,34 @@ class Engine:
             with _quiet_loading():
                 write_tiny_checkpoints(root, variant=variant, preset="demo", seed=1234)
         return cls.from_pretrained(root, dit=folder, device=device, dtype=dtype)
+
+    def with_variant(self, dit: str, allow_download: bool | None = None) -> "Engine":
+        """An engine for another DiT variant of the same checkpoints folder, sharing this one's VAE and
+        text encoder (loaded once, kept for reuse). Downloads it only if allowed."""
+        from .checkpoints import components_for
+        from .loader import load_dit
+
+        if dit == self.variant.name:
+            return self
+        if dit not in self._variants:
+            root = Path(self.models.paths["checkpoints"])
+            allow = self.allow_download if allow_download is None else allow_download
+            missing = components_for(dit)[0].missing(root)
+            if missing:
+                ensure_checkpoints(root, dit=dit, allow_download=allow)
+            with _quiet_loading():
+                cfg, modules, silence, fingerprint = load_dit(root / dit, self.device, self.dtype)
+            from dataclasses import replace as dc_replace
+
+            from .variants import resolve_variant
+
+            models = dc_replace(self.models, transformer=modules["transformer"],
+                                condition_encoder=modules["condition_encoder"],
+                                audio_tokenizer=modules["audio_tokenizer"], detokenizer=modules["detokenizer"],
+                                silence_latent=silence, config=cfg, variant=resolve_variant(dit, cfg),
+                                fingerprint=fingerprint, paths=dict(self.models.paths, dit=str(root / dit)))
+            self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download)
+        return self._variants[dit]
 
     # ------------------------------------------------------------------ facts from the configs
     @property
@@ -174,7 +207,8 @@ class Engine:
 
     # ------------------------------------------------------------------ generation
     def sampler_settings(self, steps=None, shift=None, guidance=None, guidance_method=None,
-                         guidance_interval=(0.0, 1.0), timesteps=None) -> SamplerSettings:
+                         guidance_interval=(0.0, 1.0), timesteps=None, method="ode",
+                         solver="euler") -> SamplerSettings:
         """The variant's preset with any overrides applied (and checked)."""
         preset = self.preset
         steps = preset.steps if steps is None else int(steps)
@@ -189,17 +223,21 @@ class Engine:
             raise TaskError(f"shift must be between 1 and 5 (got {shift})")
         if not 1.0 <= guidance <= 15.0:
             raise TaskError(f"guidance must be between 1 and 15 (got {guidance})")
-        method = guidance_method or preset.guidance_method
-        if method not in ("apg", "cfg"):
-            raise TaskError(f"guidance_method must be 'apg' or 'cfg' (got {method!r})")
+        chosen_guidance = guidance_method or preset.guidance_method
+        if chosen_guidance not in ("apg", "cfg"):
+            raise TaskError(f"guidance_method must be 'apg' or 'cfg' (got {chosen_guidance!r})")
         start, end = guidance_interval
         if not 0.0 <= start <= end <= 1.0:
             raise TaskError(f"guidance_interval must satisfy 0 <= start <= end <= 1 (got {guidance_interval})")
+        if method not in ("ode", "sde"):
+            raise TaskError(f"method must be 'ode' or 'sde' (got {method!r})")
+        if solver not in ("euler", "heun"):
+            raise TaskError(f"solver must be 'euler' or 'heun' (got {solver!r})")
         try:
             schedule = make_schedule(self.variant.turbo, steps, shift, timesteps)
         except ValueError as exc:
             raise TaskError(str(exc)) from None
-        return SamplerSettings(schedule, guidance, method, (float(start), float(end)))
+        return SamplerSettings(schedule, guidance, chosen_guidance, (float(start), float(end)), method, solver)
 
     def make_noise(self, seeds: list[int], frames: int) -> torch.Tensor:
         """Starting noise `[B, frames, C]` exactly as upstream draws it: one generator per item on the
@@ -232,15 +270,16 @@ class Engine:
 
     def generate(self, blueprint: Blueprint, task=None, batch_size: int = 1, seeds=None, progress=None,
                  cancel=None, *, steps=None, shift=None, guidance=None, guidance_method=None,
-                 guidance_interval=(0.0, 1.0), timesteps=None, normalize: bool = True,
-                 normalization_db: float = -1.0) -> list[Take]:
+                 guidance_interval=(0.0, 1.0), timesteps=None, method: str = "ode", solver: str = "euler",
+                 normalize: bool = True, normalization_db: float = -1.0) -> list[Take]:
         """Generate `batch_size` takes (1-8) of `blueprint` with `task` (default `Text2Music()`).
 
         `seeds`: None (random, recorded), an int (seed, seed+1, ...) or one int per item.
         `progress`: a callable receiving `Progress` per denoising step and per decoded item, or
         True for a tqdm bar. `cancel`: a `threading.Event`; setting it stops between steps with
         `GenerationCancelled` and returns nothing. `steps`, `shift`, `guidance` override the
-        variant's preset. Audio is float32 `[channels, samples]` at `sample_rate`, peak
+        variant's preset; `method` ("ode"/"sde") and `solver` ("euler"/"heun") pick the sampler
+        (SDE noise is seeded from the item's seed, unlike upstream's global RNG). Audio is float32 `[channels, samples]` at `sample_rate`, peak
         normalised to `normalization_db` dBFS unless `normalize=False` (repaint and extend keep
         the source's loudness). `ExtractAll` returns the takes of each track in turn.
         """
@@ -250,22 +289,36 @@ class Engine:
             self.check_capability(task)
             kwargs = dict(batch_size=batch_size, seeds=seeds, progress=progress, cancel=cancel, steps=steps,
                           shift=shift, guidance=guidance, guidance_method=guidance_method,
-                          guidance_interval=guidance_interval, timesteps=timesteps, normalize=normalize,
-                          normalization_db=normalization_db)
+                          guidance_interval=guidance_interval, timesteps=timesteps, method=method, solver=solver,
+                          normalize=normalize, normalization_db=normalization_db)
             return [take for sub in task.subtasks() for take in self.generate(blueprint, sub, **kwargs)]
         started = time.perf_counter()
         if not isinstance(blueprint, Blueprint):
             raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
         blueprint = blueprint.validate()
         task.validate()
+        if not self.can(task) and self.allow_download:
+            needed = variant_for_task(task.name)
+            return self.with_variant(needed).generate(
+                blueprint, task, batch_size, seeds, progress, cancel, steps=steps, shift=shift, guidance=guidance,
+                guidance_method=guidance_method, guidance_interval=guidance_interval, timesteps=timesteps,
+                method=method, solver=solver, normalize=normalize, normalization_db=normalization_db)
         self.check_capability(task)
+        with self._lock:
+            return self._generate(blueprint, task, batch_size, seeds, progress, cancel, started, steps, shift,
+                                  guidance, guidance_method, guidance_interval, timesteps, method, solver, normalize,
+                                  normalization_db)
+
+    def _generate(self, blueprint, task, batch_size, seeds, progress, cancel, started, steps, shift, guidance,
+                  guidance_method, guidance_interval, timesteps, method, solver, normalize, normalization_db):
         if getattr(task, "audio_codes", None) is not None and task.name not in ("text2music", "cover"):
             raise TaskError(f"audio_codes apply to text2music and cover, not {task.name}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or not 1 <= batch_size <= MAX_BATCH:
             raise TaskError(f"batch_size must be between 1 and {MAX_BATCH} (got {batch_size!r})")
         seeds = self.resolve_seeds(seeds, batch_size)
-        settings = self.sampler_settings(steps, shift, guidance, guidance_method, guidance_interval, timesteps)
+        settings = self.sampler_settings(steps, shift, guidance, guidance_method, guidance_interval, timesteps,
+                                         method, solver)
         report = TqdmProgress() if progress is True else (progress or (lambda p: None))
 
         report(Progress("encode", 0, settings.steps, 0, batch_size, "encoding conditions"))
@@ -282,7 +335,7 @@ class Engine:
             report(Progress("denoise", step, total, 0, batch_size, f"step {step}/{total}"))
 
         latents = denoise(self.models.transformer, x, inputs, settings, step_hook=self._injection(plan, noise, settings),
-                          on_step=on_step, cancel=cancel)
+                          on_step=on_step, cancel=cancel, sde_noise=self._sde_noise(seeds, plan.frames))
         _check_finite(latents, "latents")
         latents = self._blend_kept_latents(plan, latents)
         denoised = time.perf_counter()
@@ -301,13 +354,24 @@ class Engine:
         sampling = {"steps": settings.steps, "shift": shift if shift is not None else self.preset.shift,
                     "guidance": settings.guidance, "guidance_method": settings.guidance_method,
                     "guidance_interval": list(settings.guidance_interval),
-                    "timesteps": [float(t) for t in settings.schedule],
+                    "timesteps": [float(t) for t in settings.schedule], "method": settings.method,
+                    "solver": settings.solver,
                     "normalize": normalize and plan.normalize is not False, "normalization_db": normalization_db}
         return [Take(id=new_take_id(), audio=audios[i], sample_rate=self.sample_rate, seed=seeds[i],
                      blueprint=plan.blueprint, task=task.to_dict(), model=self.describe(), sampling=sampling,
                      timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
                      batch_index=i)
                 for i in range(batch_size)]
+
+    def _sde_noise(self, seeds, frames):
+        """Fresh SDE noise per step from per-item generators seeded apart from the starting noise."""
+        generators = [torch.Generator(device=self.device).manual_seed((int(s) + 0x5DE) % 2 ** 63) for s in seeds]
+
+        def draw():
+            return torch.cat([torch.randn((1, frames, self.latent_channels), generator=g, device=self.device,
+                                          dtype=self.dtype) for g in generators])
+
+        return draw
 
     # ------------------------------------------------------------------ task steering (shared)
     def _starting_point(self, plan, noise, settings):
