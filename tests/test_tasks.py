@@ -233,3 +233,27 @@ def test_tasks_replay_from_their_record(turbo, source):
     task = task_from_dict(out.task, resolve_take=lambda take_id: source)
     again, = turbo.generate(out.blueprint, task, seeds=9)
     assert np.array_equal(again.audio, out.audio)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("make", [
+    lambda s: Text2Music(), lambda s: Cover(s, strength=0.7, noise_strength=0.2), lambda s: Repaint(s, 1.0, 2.0),
+    lambda s: Repaint(s, regions=[(0.0, 1.0), (9.0, 14.0)]), lambda s: Extend(s, left=1.0, right=2.0),
+])
+def test_every_turbo_task_runs_in_batches(turbo, source, make, batch):
+    takes = turbo.generate(BP, make(source), batch_size=batch, seeds=list(range(10, 10 + batch)))
+    assert len(takes) == batch and len({t.id for t in takes}) == batch
+    for take in takes:
+        assert np.isfinite(take.audio).all() and take.audio.shape[0] == 2
+        assert take.latents.shape[0] * 1920 >= take.audio.shape[-1] - 1920 or take.task["name"] == "extend"
+
+
+def test_songs_near_the_600_second_limit(turbo):
+    long, = turbo.generate(BP.replace(duration=599.9), seeds=1)
+    assert long.latents.shape[0] == 14997 and long.audio.shape[-1] == 14997 * 1920
+    tail, = turbo.generate(BP, Repaint(long, 590.0, 600.0), seeds=2)
+    assert tail.audio.shape[-1] == 600 * 48000  # outpainted to exactly the limit
+    keep = int(589.9 * 48000)
+    assert np.array_equal(tail.audio[:, :keep], long.audio[:, :keep])
+    with pytest.raises(TaskError, match="must be at most 600 seconds long"):
+        turbo.generate(BP, Extend(long, right=5.0, context=600.0))

@@ -1,0 +1,236 @@
+"""Panels driven from Python on the tiny checkpoint: set fields, click, wait for the worker, check."""
+
+import threading
+
+import pytest
+
+from acestep_engine import Blueprint, TakeStore
+from workbench import BlueprintEditor, GeneratePanel, SpectrogramView, TakeCard
+from workbench.generate import parse_seeds
+from workbench.jobs import JobRunner
+
+BP = Blueprint(caption="lo-fi piano", lyrics="[verse]\nhello", bpm=84, keyscale="F minor", timesignature=4,
+               duration=10.0, language="en")
+
+
+def test_editor_round_trips_a_blueprint():
+    editor = BlueprintEditor(BP)
+    assert editor.blueprint.validate() == BP.validate()
+    assert editor.errors == {}
+
+
+def test_editor_shows_invalid_values_inline_and_blocks_generation(turbo, tmp_path):
+    editor = BlueprintEditor(BP)
+    editor.bpm.value = "512"
+    editor.duration.value = 3.0
+    assert "bpm must be between 30 and 300 (got 512)" in editor.error_box.value
+    assert "duration must be between 10 and 600 seconds (got 3.0)" in editor.error_box.value
+    panel = GeneratePanel(turbo, editor, TakeStore(tmp_path))
+    assert panel.generate() is None
+    assert "bpm must be between 30 and 300 (got 512)" in panel.status.value
+    assert len(TakeStore(tmp_path)) == 0
+    editor.bpm.value = "120"
+    editor.duration.value = 10.0
+    assert editor.error_box.value == ""
+
+
+def test_editor_json_load_and_save(tmp_path):
+    editor = BlueprintEditor(BP)
+    editor.path.value = str(tmp_path / "song.json")
+    editor.save_button.click()
+    assert "saved" in editor.file_status.value
+    other = BlueprintEditor()
+    other.path.value = str(tmp_path / "song.json")
+    other.load_button.click()
+    assert other.blueprint.validate() == BP.validate()
+    other.path.value = str(tmp_path / "missing.json")
+    other.load_button.click()
+    assert other.file_status.value.startswith("not loaded:")
+
+
+class FakePlanner:
+    def complete(self, blueprint):
+        return blueprint.replace(bpm=blueprint.bpm or 128, keyscale=blueprint.keyscale or "D minor")
+
+    def inspire(self, idea, instrumental=False):
+        return Blueprint(caption=f"planned: {idea}", duration=60.0, instrumental=instrumental)
+
+    def format(self, blueprint):
+        return blueprint.replace(caption=blueprint.caption.strip().capitalize())
+
+
+def test_plan_buttons_are_gated_and_mark_planned_fields():
+    editor = BlueprintEditor(Blueprint(caption="x"))
+    assert editor.fill_button.disabled and "No planner loaded" in editor.plan_status.value
+    editor.set_planner(FakePlanner())
+    assert not editor.fill_button.disabled
+    editor.fill_button.click()
+    assert editor.planned_fields == {"bpm", "keyscale"} and editor.bpm.value == "128"
+    editor.idea.value = "rainy night"
+    editor.inspire_button.click()
+    assert editor.caption.value == "planned: rainy night"
+
+
+def test_generate_panel_runs_on_a_worker_and_saves_takes(turbo, tmp_path):
+    store = TakeStore(tmp_path)
+    panel = GeneratePanel(turbo, BlueprintEditor(BP), store)
+    assert panel.steps.value == 8 and panel.shift.value == 3.0 and panel.guidance.disabled
+    panel.batch_size.value = 2
+    panel.seeds.value = "5"
+    panel.generate_button.click()
+    takes = panel.job.result(timeout=120)
+    assert panel.job.thread is not threading.main_thread()
+    assert [t.seed for t in takes] == [5, 6] and len(store) == 2
+    assert len(panel.results.children) == 2 and panel.progress.value == 1000
+    assert "2 take(s)" in panel.status.value
+    assert not panel.generate_button.disabled and panel.cancel_button.disabled
+
+
+def test_second_generate_while_running_is_refused(turbo, tmp_path):
+    panel = GeneratePanel(turbo, BlueprintEditor(BP), TakeStore(tmp_path))
+    gate = threading.Event()
+    original = turbo.generate
+
+    def slow_generate(*args, **kwargs):
+        gate.wait(30)
+        return original(*args, **kwargs)
+
+    turbo.generate = slow_generate
+    try:
+        job = panel.generate()
+        again = panel.generate()
+        assert again is job and "already running" in panel.status.value
+    finally:
+        gate.set()
+        job.result(timeout=120)
+        del turbo.generate
+
+
+def test_cancel_stops_and_saves_nothing(turbo, tmp_path):
+    store = TakeStore(tmp_path)
+    panel = GeneratePanel(turbo, BlueprintEditor(BP), store)
+    original = turbo.generate
+
+    def generate_then_cancel(*args, **kwargs):
+        progress = kwargs["progress"]
+
+        def cancel_at_step_2(p):
+            progress(p)
+            if p.stage == "denoise" and p.step == 2:
+                panel.cancel_button.click()
+
+        kwargs["progress"] = cancel_at_step_2
+        return original(*args, **kwargs)
+
+    turbo.generate = generate_then_cancel
+    try:
+        panel.generate_button.click()
+        panel.job.wait(120)
+    finally:
+        del turbo.generate
+    assert "cancelled" in panel.status.value and len(store) == 0 and panel.results.children == ()
+
+
+def test_errors_appear_in_the_panel(turbo, tmp_path):
+    panel = GeneratePanel(turbo, BlueprintEditor(BP), TakeStore(tmp_path))
+    panel.task.value = "cover"
+    assert "no source" in panel.source_label.value
+    panel.generate_button.click()
+    assert "cover needs a source" in panel.status.value
+    panel.task.value = "text2music"
+    panel.seeds.value = "one, two"
+    panel.generate_button.click()
+    assert "seeds must be whole numbers" in panel.status.value
+
+
+def test_use_as_source_then_cover_and_recall(turbo, tmp_path):
+    store = TakeStore(tmp_path)
+    editor = BlueprintEditor(BP)
+    panel = GeneratePanel(turbo, editor, store)
+    panel.seeds.value = "1"
+    panel.generate_button.click()
+    first, = panel.job.result(timeout=120)
+    card = TakeCard(first, on_recall=panel.recall, on_use_as_source=panel.set_source)
+    card.source_button.click()
+    assert panel.source is first
+    panel.task.value = "cover"
+    panel.cover_strength.value = 0.5
+    panel.generate_button.click()
+    cover, = panel.job.result(timeout=120)
+    assert cover.parent_id == first.id and store.lineage(cover.id) == [first.id, cover.id]
+    editor.caption.value = "something else"
+    card.recall_button.click()
+    assert editor.caption.value == BP.caption
+
+
+def test_spectrogram_view_renders_png_with_a_b_players(turbo):
+    a, b = turbo.generate(BP, batch_size=2, seeds=[1, 2])
+    view = SpectrogramView(a, compare=b)
+    assert view.image.value[:8] == b"\x89PNG\r\n\x1a\n" and len(view.players.children) == 2
+    before = view.image.value
+    view.beat_grid.value = False
+    assert view.image.value != before
+
+
+def test_parse_seeds():
+    assert parse_seeds("", 2) is None and parse_seeds("42", 3) == 42 and parse_seeds("1, 2 3", 3) == [1, 2, 3]
+
+
+def test_job_runner_reports_errors_through_result():
+    runner = JobRunner()
+
+    def fail(cancel):
+        raise ValueError("boom")
+
+    job = runner.start("fail", fail)
+    with pytest.raises(ValueError, match="boom"):
+        job.result(timeout=5)
+    assert not runner.busy
+
+
+def test_take_browser_lists_filters_renames_deletes_with_undo_and_exports(turbo, tmp_path):
+    from workbench import TakeBrowser
+
+    store = TakeStore(tmp_path / "takes")
+    first, second = turbo.generate(BP, batch_size=2, seeds=[1, 2])
+    for take in (first, second):
+        store.save(take)
+    recalled = []
+    browser = TakeBrowser(store, on_recall=recalled.append)
+    assert len(browser.takes.options) == 2 and browser.selected == second.id  # newest first
+    browser.search.value = "nothing matches this"
+    assert browser.takes.options == ()
+    browser.search.value = ""
+    browser.select(first.id)
+    browser.name.value = "keeper"
+    browser.rename_button.click()
+    assert store.record(first.id)["name"] == "keeper"
+    browser.export_path.value = str(tmp_path / "out")
+    browser.export_format.value = "flac"
+    browser.export_button.click()
+    assert (tmp_path / "out" / "keeper.flac").is_file()
+    browser.compare_with.value = second.id
+    assert "SpectrogramView" not in browser.status.value and len(browser.detail.children) == 1
+    browser.recall_button.click()
+    assert recalled[0].id == first.id
+    browser.delete_button.click()
+    assert first.id not in store and not browser.undo_button.disabled
+    browser.undo_button.click()
+    assert first.id in store and browser.selected == first.id
+
+
+def test_workbench_composes_panels_around_one_store(turbo, tmp_path):
+    from workbench import Workbench
+
+    bench = Workbench(turbo, TakeStore(tmp_path))
+    assert "Demo checkpoint" in bench.header.value
+    bench.generate_panel.seeds.value = "3"
+    bench.generate_panel.generate_button.click()
+    take, = bench.generate_panel.job.result(timeout=120)
+    assert bench.current_take is take and bench.browser.selected == take.id
+    assert len(bench.look.children) == 1
+    bench.use_as_source(take)
+    assert bench.generate_panel.source is take and bench.generate_panel.task.value == "cover"
+    bench.editor.caption.value = "changed"
+    bench.recall(take)
+    assert bench.editor.caption.value == take.blueprint.caption and bench.tabs.selected_index == 0

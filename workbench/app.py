@@ -1,0 +1,72 @@
+"""Workbench: the panels in tabs around one engine, one take store and the current take."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from acestep_engine import Blueprint, Engine, TakeStore
+
+from .browser import TakeBrowser
+from .editor import BlueprintEditor
+from .generate import GeneratePanel
+from .views import SpectrogramView
+
+DEFAULT_BLUEPRINT = Blueprint(
+    caption="rainy-night lo-fi hip hop, dusty piano, soft vinyl crackle, mellow male vocal",
+    lyrics="[verse]\nMissed the last train home\nCity lights, I'm on my own\n[chorus]\nRain on the window, slow",
+    bpm=84, keyscale="F minor", timesignature=4, duration=30.0, language="en",
+)
+
+
+class Workbench:
+    """Blueprint, Generate, Look and Takes tabs sharing one engine, store and current take."""
+
+    def __init__(self, engine: Engine, store: TakeStore, blueprint: Blueprint | None = None, planner=None):
+        self.engine, self.store = engine, store
+        self.current_take = None
+        self.editor = BlueprintEditor(blueprint or DEFAULT_BLUEPRINT, planner=planner)
+        self.generate_panel = GeneratePanel(engine, self.editor, store, on_take=self._on_take)
+        self.browser = TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source)
+        self.look = widgets.VBox([widgets.HTML("<i>Generate or select a take to look at it.</i>")])
+        banner = ("<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. "
+                  "It makes noise, not music; point the workbench at real ACE-Step 1.5 weights for songs.</div>"
+                  if engine.is_demo else "")
+        self.header = widgets.HTML(f"{banner}<b>{engine!r}</b> &middot; takes in <code>{store.folder}</code>")
+        self.tabs = widgets.Tab(children=[self.editor.widget, self.generate_panel.widget, self.look,
+                                          self.browser.widget])
+        for i, title in enumerate(["Blueprint", "Generate", "Look", "Takes"]):
+            self.tabs.set_title(i, title)
+        self.browser.takes.observe(lambda change: self._select_from_browser(), names="value")
+        self.widget = widgets.VBox([self.header, self.tabs])
+
+    @classmethod
+    def demo(cls, takes_dir=None, device="auto") -> "Workbench":
+        """The workbench on the embedded demo checkpoint (random weights: it makes noise)."""
+        folder = Path(takes_dir or os.environ.get("ACESTEP_TAKES_DIR", "takes"))
+        return cls(Engine.demo(device=device), TakeStore(folder))
+
+    def _on_take(self, take) -> None:
+        self.current_take = take
+        self.look.children = (SpectrogramView(take).widget,)
+        self.browser.refresh()
+
+    def _select_from_browser(self) -> None:
+        selected = self.browser.selected
+        if selected is not None and (self.current_take is None or self.current_take.id != selected):
+            self.current_take = self.store.load(selected)
+            self.look.children = (SpectrogramView(self.current_take).widget,)
+
+    def recall(self, take) -> None:
+        self.editor.set_blueprint(take.blueprint)
+        self.tabs.selected_index = 0
+
+    def use_as_source(self, take) -> None:
+        self.generate_panel.set_source(take)
+        self.generate_panel.task.value = "cover"
+        self.tabs.selected_index = 1
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
