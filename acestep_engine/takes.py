@@ -27,12 +27,12 @@ FORMAT_VERSION = 1
 
 
 def new_take_id() -> str:
-    """Time-sortable and unique: `YYYYMMDD-HHMMSS-xxxxxx`."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    """Unique and roughly time-sortable: `YYYYMMDD-HHMMSS-mmm-xxxx` (UTC, milliseconds, random)."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3] + "-" + secrets.token_hex(2)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 @dataclass
@@ -68,6 +68,17 @@ class Take:
     @property
     def title(self) -> str:
         return self.name or self.id
+
+    def restore(self):
+        """The blueprint that made this take, to put back into an editor and iterate on."""
+        from .blueprint import Blueprint
+
+        return Blueprint.from_dict(self.blueprint.to_dict())
+
+    def as_source(self) -> "Take":
+        """This take as the source of the next task (cover, repaint, extend, tracks). Tasks accept
+        takes directly; the new take then records this one as its parent."""
+        return self
 
     def to_record(self) -> dict:
         return {
@@ -207,7 +218,7 @@ class TakeStore:
             raise TakeStoreError(f"the sidecar {path} is corrupt ({exc})") from None
 
     def list(self, task: str | None = None, parent_id: str | None = None, search: str | None = None) -> list[dict]:
-        """Sidecar records (no audio loaded), oldest first, optionally filtered."""
+        """Sidecar records (no audio loaded), oldest first (creation time, then batch index), optionally filtered."""
         records = []
         for take_id in self.ids():
             try:
@@ -225,7 +236,7 @@ class TakeStore:
                 if search.lower() not in haystack:
                     continue
             records.append(record)
-        return records
+        return sorted(records, key=lambda r: (r.get("created", ""), r.get("batch_index", 0), r["id"]))
 
     def load(self, take_id: str) -> Take:
         record = self.record(take_id)

@@ -234,3 +234,24 @@ def test_workbench_composes_panels_around_one_store(turbo, tmp_path):
     bench.editor.caption.value = "changed"
     bench.recall(take)
     assert bench.editor.caption.value == take.blueprint.caption and bench.tabs.selected_index == 0
+
+
+def test_workbench_editing_tabs_follow_the_current_take(turbo, tmp_path):
+    from workbench import Workbench
+
+    bench = Workbench(turbo, TakeStore(tmp_path))
+    assert bench.painter is None and "Generate or select a take first" in bench.repaint_tab.children[0].value
+    first, second = turbo.generate(BP, batch_size=2, seeds=[1, 2])
+    bench.set_current_take(first)
+    assert bench.painter.take is first and bench.cover_lab.source is first and bench.tracks.source is first
+    bench.set_current_take(second)
+    assert bench.painter.take is second and bench.tracks.source is second
+    assert [bench.tabs.get_title(i) for i in range(7)] == ["Blueprint", "Generate", "Look", "Repaint", "Cover",
+                                                           "Tracks", "Takes"]
+
+
+def test_take_restore_and_as_source(turbo):
+    take, = turbo.generate(BP, seeds=1)
+    restored = take.restore()
+    assert restored == take.blueprint and restored is not take.blueprint
+    assert take.as_source() is take

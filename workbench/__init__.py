@@ -6,10 +6,13 @@ notebooks and tests drive the same panels a person clicks.
 
 from .app import Workbench
 from .browser import TakeBrowser
+from .cover_lab import CoverLab
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
 from .jobs import Job, JobRunner
+from .painter import RepaintPainter
+from .tracks import TracksPanel
 from .views import SpectrogramView, TakeCard
 
-__all__ = ["BlueprintEditor", "GeneratePanel", "Job", "JobRunner", "SpectrogramView", "TakeBrowser", "TakeCard",
-           "Workbench"]
+__all__ = ["BlueprintEditor", "CoverLab", "GeneratePanel", "Job", "JobRunner", "RepaintPainter", "SpectrogramView",
+           "TakeBrowser", "TakeCard", "TracksPanel", "Workbench"]

@@ -10,9 +10,14 @@ import ipywidgets as widgets
 from acestep_engine import Blueprint, Engine, TakeStore
 
 from .browser import TakeBrowser
+from .cover_lab import CoverLab
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
+from .painter import RepaintPainter
+from .tracks import TracksPanel
 from .views import SpectrogramView
+
+_WAITING = "<i>Generate or select a take first: this tab works on the current take.</i>"
 
 DEFAULT_BLUEPRINT = Blueprint(
     caption="rainy-night lo-fi hip hop, dusty piano, soft vinyl crackle, mellow male vocal",
@@ -22,7 +27,9 @@ DEFAULT_BLUEPRINT = Blueprint(
 
 
 class Workbench:
-    """Blueprint, Generate, Look and Takes tabs sharing one engine, store and current take."""
+    """Blueprint, Generate, Look, Repaint, Cover, Tracks and Takes tabs sharing one engine, store and
+    current take. The editing tabs always work on the current take (the newest, or the one picked
+    in Takes)."""
 
     def __init__(self, engine: Engine, store: TakeStore, blueprint: Blueprint | None = None, planner=None):
         self.engine, self.store = engine, store
@@ -30,14 +37,18 @@ class Workbench:
         self.editor = BlueprintEditor(blueprint or DEFAULT_BLUEPRINT, planner=planner)
         self.generate_panel = GeneratePanel(engine, self.editor, store, on_take=self._on_take)
         self.browser = TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source)
-        self.look = widgets.VBox([widgets.HTML("<i>Generate or select a take to look at it.</i>")])
+        self.look = widgets.VBox([widgets.HTML(_WAITING)])
+        self.painter: RepaintPainter | None = None
+        self.cover_lab: CoverLab | None = None
+        self.tracks: TracksPanel | None = None
+        self.repaint_tab, self.cover_tab, self.tracks_tab = (widgets.VBox([widgets.HTML(_WAITING)]) for _ in range(3))
         banner = ("<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. "
                   "It makes noise, not music; point the workbench at real ACE-Step 1.5 weights for songs.</div>"
                   if engine.is_demo else "")
         self.header = widgets.HTML(f"{banner}<b>{engine!r}</b> &middot; takes in <code>{store.folder}</code>")
         self.tabs = widgets.Tab(children=[self.editor.widget, self.generate_panel.widget, self.look,
-                                          self.browser.widget])
-        for i, title in enumerate(["Blueprint", "Generate", "Look", "Takes"]):
+                                          self.repaint_tab, self.cover_tab, self.tracks_tab, self.browser.widget])
+        for i, title in enumerate(["Blueprint", "Generate", "Look", "Repaint", "Cover", "Tracks", "Takes"]):
             self.tabs.set_title(i, title)
         self.browser.takes.observe(lambda change: self._select_from_browser(), names="value")
         self.widget = widgets.VBox([self.header, self.tabs])
@@ -48,19 +59,33 @@ class Workbench:
         folder = Path(takes_dir or os.environ.get("ACESTEP_TAKES_DIR", "takes"))
         return cls(Engine.demo(device=device), TakeStore(folder))
 
-    def _on_take(self, take) -> None:
+    def set_current_take(self, take) -> None:
+        """Make `take` the one the Look, Repaint, Cover and Tracks tabs work on."""
         self.current_take = take
         self.look.children = (SpectrogramView(take).widget,)
+        if self.painter is None:
+            self.painter = RepaintPainter(take, self.engine, self.store)
+            self.cover_lab = CoverLab(take, self.engine, self.store)
+            self.tracks = TracksPanel(take, self.engine, self.store)
+            self.repaint_tab.children = (self.painter.widget,)
+            self.cover_tab.children = (self.cover_lab.widget,)
+            self.tracks_tab.children = (self.tracks.widget,)
+        else:
+            self.painter.set_take(take)
+            self.cover_lab.set_source(take)
+            self.tracks.set_source(take)
+
+    def _on_take(self, take) -> None:
+        self.set_current_take(take)
         self.browser.refresh()
 
     def _select_from_browser(self) -> None:
         selected = self.browser.selected
         if selected is not None and (self.current_take is None or self.current_take.id != selected):
-            self.current_take = self.store.load(selected)
-            self.look.children = (SpectrogramView(self.current_take).widget,)
+            self.set_current_take(self.store.load(selected))
 
     def recall(self, take) -> None:
-        self.editor.set_blueprint(take.blueprint)
+        self.editor.set_blueprint(take.restore())
         self.tabs.selected_index = 0
 
     def use_as_source(self, take) -> None:

@@ -1,0 +1,79 @@
+"""RepaintPainter: regions stay in sync both ways; repaint and extend make linked takes."""
+
+import numpy as np
+import pytest
+
+from acestep_engine import Blueprint, TakeStore
+from workbench import RepaintPainter
+from workbench.painter import SliderRegionCanvas
+
+BP = Blueprint(caption="dub techno chords", bpm=120, duration=10.0)
+
+
+@pytest.fixture(scope="module")
+def take(turbo):
+    take, = turbo.generate(BP, seeds=11)
+    return take
+
+
+@pytest.mark.parametrize("custom", [True, False])
+def test_regions_sync_between_canvas_and_boxes(turbo, take, custom):
+    painter = RepaintPainter(take, turbo, use_custom_widget=custom)
+    assert isinstance(painter.canvas, SliderRegionCanvas) != custom
+    if custom:
+        assert painter.canvas.image.startswith("data:image/png;base64,")
+        assert 0 < painter.canvas.plot_left < painter.canvas.plot_right < 1
+        assert "export default" in painter.canvas._esm  # the JavaScript ships in the package
+    painter.canvas.regions = [[1.0, 2.5], [6.0, 7.0]]  # as a drag in the browser would set it
+    boxes = [(row.children[0].value, row.children[1].value) for row in painter.rows.children]
+    assert boxes == [(1.0, 2.5), (6.0, 7.0)]
+    painter.rows.children[1].children[0].value = 5.5  # typing in a start box moves the painted region
+    assert painter.canvas.regions == [[1.0, 2.5], [5.5, 7.0]]
+    painter.rows.children[0].children[2].click()  # Remove
+    assert painter.regions == [(5.5, 7.0)] and len(painter.rows.children) == 1
+    painter.add_button.click()
+    assert len(painter.regions) == 2
+
+
+def test_fallback_sliders_move_regions(turbo, take):
+    painter = RepaintPainter(take, turbo, use_custom_widget=False)
+    painter.regions = [(2.0, 3.0)]
+    slider = painter.canvas.sliders.children[0]
+    slider.value = (4.0, 6.0)
+    assert painter.regions == [(4.0, 6.0)]
+    assert painter.rows.children[0].children[0].value == 4.0
+
+
+def test_repaint_button_makes_a_linked_take_and_shows_before_after(turbo, take, tmp_path):
+    store = TakeStore(tmp_path)
+    store.save(take)
+    painter = RepaintPainter(take, turbo, store)
+    painter.regions = [(3.0, 5.0), (7.0, 8.0)]
+    painter.seed.value = "4"
+    painter.repaint_button.click()
+    result, = painter.job.result(timeout=120)
+    assert result.parent_id == take.id and result.task["name"] == "repaint"
+    assert result.task["regions"] == [[3.0, 5.0], [7.0, 8.0]]
+    assert store.lineage(result.id) == [take.id, result.id]
+    assert len(painter.comparison.children) == 1 and "A = before" in painter.status.value
+    keep = slice(0, int(2.8 * 48000))
+    assert np.array_equal(result.audio[:, keep], take.audio[:, keep])
+    painter.next_button.click()
+    assert painter.take is result and painter.regions == []
+
+
+def test_extend_right_with_context(turbo, take, tmp_path):
+    painter = RepaintPainter(take, turbo, TakeStore(tmp_path))
+    painter.extend_right.value = 4.0
+    painter.context.value = 6.0
+    painter.repaint_button.click()
+    result, = painter.job.result(timeout=120)
+    assert result.task["name"] == "extend" and result.duration == pytest.approx(take.duration + 4.0)
+
+
+def test_nothing_painted_is_explained(turbo, take):
+    painter = RepaintPainter(take, turbo)
+    assert painter.repaint() is None and "paint a region" in painter.status.value
+    painter.regions = [(5.0, 4.0)]
+    painter.repaint_button.click()
+    assert "region end must be after its start" in painter.status.value
