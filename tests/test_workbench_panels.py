@@ -255,3 +255,19 @@ def test_take_restore_and_as_source(turbo):
     restored = take.restore()
     assert restored == take.blueprint and restored is not take.blueprint
     assert take.as_source() is take
+
+
+def test_recall_restores_blueprint_task_and_seed(turbo, tmp_path):
+    from acestep_engine import Cover
+    from workbench import Workbench
+
+    store = TakeStore(tmp_path)
+    bench = Workbench(turbo, store)
+    source, = turbo.generate(BP, seeds=5)
+    store.save(source)
+    cover, = turbo.generate(BP.replace(caption="jazz"), Cover(source, strength=0.25), seeds=9)
+    store.save(cover)
+    bench.recall(cover)
+    assert bench.editor.caption.value == "jazz" and bench.generate_panel.seeds.value == "9"
+    assert bench.generate_panel.task.value == "cover" and bench.generate_panel.source.id == source.id
+    assert bench.generate_panel.cover_strength.value == 0.25

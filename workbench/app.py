@@ -85,7 +85,17 @@ class Workbench:
             self.set_current_take(self.store.load(selected))
 
     def recall(self, take) -> None:
+        """Put a take's blueprint in the editor and its task and seed in the generate panel."""
         self.editor.set_blueprint(take.restore())
+        panel = self.generate_panel
+        panel.seeds.value = str(take.seed)
+        parent = take.task.get("source", {}).get("take") if isinstance(take.task.get("source"), dict) else None
+        if take.task.get("name") == "cover" and parent in self.store:
+            panel.set_source(self.store.load(parent))
+            panel.cover_strength.value = float(take.task.get("strength", 1.0))
+            panel.task.value = "cover"
+        elif take.task.get("name") == "text2music":
+            panel.task.value = "text2music"
         self.tabs.selected_index = 0
 
     def use_as_source(self, take) -> None:

@@ -1,0 +1,105 @@
+"""The region painter's JavaScript in a real headless Chromium (Debian's, driven by Playwright).
+
+A static page loads the ESM exactly as shipped in the package with a small fake anywidget model;
+mouse drags and double-clicks must change the `regions` trait the way the Python side expects.
+"""
+
+import base64
+import functools
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from workbench.painter import _JS
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+PAGE = """<!doctype html><html><body style="margin:0">
+<div id="el" style="width:800px"></div>
+<script type="module">
+import widget from "./region_canvas.js";
+const state = {image: "%s", duration: 10, plot_left: 0.1, plot_right: 0.9, regions: [[7, 8]]};
+const handlers = {};
+window.saved = 0;
+const model = {
+  get: (k) => state[k],
+  set: (k, v) => { state[k] = v; (handlers["change:" + k] || []).forEach((f) => f()); },
+  on: (event, f) => { (handlers[event] = handlers[event] || []).push(f); },
+  save_changes: () => { window.saved += 1; },
+};
+window.state = state;
+widget.render({model, el: document.getElementById("el")});
+window.ready = true;
+</script></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("canvas-page")
+    shutil.copy(_JS, folder / "region_canvas.js")
+    png = folder / "spec.png"
+    Image.fromarray((np.random.default_rng(0).random((200, 800, 3)) * 255).astype("uint8")).save(png)
+    data = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    (folder / "index.html").write_text(PAGE % data)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is needed for browser tests: `make test` installs it "
+                    "(apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+def test_drag_adds_a_region_and_double_click_removes_it(browser, page_url, tmp_path):
+    page = browser.new_page(viewport={"width": 900, "height": 400})
+    page.goto(page_url)
+    page.wait_for_function("window.ready === true")
+    canvas = page.locator("canvas")
+    canvas.wait_for()
+    page.wait_for_timeout(200)
+    box = canvas.bounding_box()
+    assert box["width"] == pytest.approx(800, abs=1)
+
+    def x_at(seconds):  # the plot spans 10 %..90 % of the width for 10 s
+        return box["x"] + (0.1 + 0.8 * seconds / 10) * box["width"]
+
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(x_at(2.0), y)
+    page.mouse.down()
+    page.mouse.move(x_at(3.0), y, steps=5)
+    page.mouse.move(x_at(4.5), y, steps=5)
+    page.mouse.up()
+    regions = page.evaluate("window.state.regions")
+    assert len(regions) == 2 and regions[0] == [7, 8]
+    assert regions[1] == pytest.approx([2.0, 4.5], abs=0.05)
+    assert page.evaluate("window.saved") == 1
+    page.screenshot(path=str(tmp_path / "painted.png"))
+
+    page.mouse.move(x_at(7.0), y)  # drag the left edge of the first region from 7 s to 6 s
+    page.mouse.down()
+    page.mouse.move(x_at(6.0), y, steps=5)
+    page.mouse.up()
+    assert page.evaluate("window.state.regions")[0] == pytest.approx([6.0, 8.0], abs=0.05)
+
+    page.mouse.dblclick(x_at(3.5), y)
+    assert page.evaluate("window.state.regions") == [pytest.approx([6.0, 8.0], abs=0.05)]
+    page.close()
