@@ -34,6 +34,11 @@ def test_cover_the_cover_and_replay_a_step(turbo, take, tmp_path):
     lab.replay(first)
     again, = lab.job.result(timeout=120)
     assert np.array_equal(again.audio, first.audio) and "replayed" in lab.status.value
+    lab.set_source(first)  # back to an earlier step: the lineage is cut there
+    assert [t.id for t in lab.lineage] == [take.id, first.id]
+    other, = turbo.generate(BP, seeds=99)
+    lab.set_source(other)  # an unrelated take starts a new lineage
+    assert lab.lineage == [other]
 
 
 def test_cover_lab_reports_bad_input(turbo, take):

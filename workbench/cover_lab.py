@@ -49,9 +49,16 @@ class CoverLab:
         self.set_source(source)
 
     def set_source(self, take) -> None:
+        """Cover `take` next. A cover of the last step extends the lineage; going back to an earlier
+        step cuts it there; an unrelated take starts a new lineage."""
         self.source = take
-        if not self.lineage or self.lineage[-1].id != take.id:
+        ids = [t.id for t in self.lineage]
+        if take.id in ids:
+            self.lineage = self.lineage[: ids.index(take.id) + 1]
+        elif self.lineage and take.parent_id == self.lineage[-1].id:
             self.lineage.append(take)
+        else:
+            self.lineage = [take]
         self._show_lineage()
         self.status.value = f"source: <b>{take.title}</b>"
 
