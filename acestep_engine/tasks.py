@@ -1,7 +1,15 @@
 """Generation tasks. Each task builds a `TaskPlan`: its source latents, chunk mask, instruction
 and schedule edits. Conditioning, the denoising loop and decoding are shared (`Engine.generate`).
 
-Behaviour follows upstream ACE-Step 1.5 (reference 4.3-4.8) except where a docstring says so.
+Behaviour follows upstream ACE-Step 1.5 (reference 4.3-4.8), with these deliberate differences:
+- source audio is VAE-encoded with the posterior mean, not a sample, so a source always gives
+  the same latents;
+- the timbre reference takes its three windows from the centres of the front, middle and back
+  thirds instead of random positions, for the same reason;
+- repaint uses the explicit 0/1 chunk mask, reuses a take's own latents when it can, and keeps
+  the source's loudness (see `Repaint`);
+- `audio_codes` are accepted by text2music and cover (upstream turns both into a cover); the
+  other tasks refuse them with a clear error rather than silently becoming a cover.
 """
 
 from __future__ import annotations
