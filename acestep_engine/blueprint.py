@@ -154,6 +154,16 @@ def _check_language(value):
     return code
 
 
+def _check_planned(value):
+    """Names of the fields a planner wrote, as a sorted tuple (provenance, not a model input)."""
+    names = ("caption", "lyrics", "bpm", "keyscale", "timesignature", "duration", "language", "instrumental")
+    if value is None:
+        return ()
+    if isinstance(value, str) or not all(isinstance(v, str) and v in names for v in value):
+        raise BlueprintError("planned", f"must list field names among {', '.join(names)} (got {value!r})")
+    return tuple(sorted(set(value)))
+
+
 def _check_instrumental(value):
     if not isinstance(value, bool):
         raise BlueprintError("instrumental", f"must be True or False (got {value!r})")
@@ -169,6 +179,7 @@ _FIELD_CHECKS = {
     "duration": _check_duration,
     "language": _check_language,
     "instrumental": _check_instrumental,
+    "planned": _check_planned,
 }
 
 _TAG_LINE_RE = re.compile(r"\s*\[([^\]]+)\]\s*")
@@ -183,6 +194,7 @@ class Blueprint:
     section tags, shorter than 4096 characters. bpm: beats per minute (30-300) or None to leave it
     open. keyscale: e.g. "F# minor" or None. timesignature: beats per bar (2, 3, 4 or 6) or None.
     duration: seconds (10-600). language: vocal language code of LANGUAGES. instrumental: no vocals.
+    planned: names of the fields a planner wrote (provenance; never shown to the model).
     """
 
     caption: str = ""
@@ -193,6 +205,11 @@ class Blueprint:
     duration: float = 30.0
     language: str = "unknown"
     instrumental: bool = False
+    planned: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if isinstance(self.planned, list):  # from JSON
+            self.planned = tuple(self.planned)
 
     # -------------------------------------------------------------- validation
     def validate(self) -> "Blueprint":

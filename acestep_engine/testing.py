@@ -103,8 +103,12 @@ def _prod(values) -> int:
     return out
 
 
-def build_tokenizer(folder: Path) -> None:
-    """Write a byte-level BPE tokenizer (Qwen2Tokenizer files) with the Qwen3 special tokens."""
+def build_tokenizer(folder: Path, audio_codes: int = 0, chat_template: str | None = None) -> int:
+    """Write a byte-level BPE tokenizer (Qwen2Tokenizer files) with the Qwen3 special tokens.
+
+    `audio_codes` > 0 adds the planner's `<|audio_code_0|>`... tokens and makes `<|im_end|>` the
+    end of a turn, as in the 5 Hz LM's tokenizer. Returns the vocabulary size.
+    """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
@@ -112,17 +116,25 @@ def build_tokenizer(folder: Path) -> None:
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS[:3]])
+    # Like Qwen3, <think> and </think> are added tokens but not special ones (decoding keeps them).
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in SPECIAL_TOKENS[3:]])
+    if audio_codes:
+        tokenizer.add_tokens([AddedToken(f"<|audio_code_{i}|>", special=False, normalized=False)
+                              for i in range(audio_codes)])
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "Qwen2Tokenizer", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
-        "model_max_length": 32768, "clean_up_tokenization_spaces": False,
-    }, indent=2))
+    eos = "<|im_end|>" if audio_codes else "<|endoftext|>"
+    config = {"tokenizer_class": "Qwen2Tokenizer", "eos_token": eos, "pad_token": "<|endoftext|>",
+              "model_max_length": 32768, "clean_up_tokenization_spaces": False}
+    if chat_template:
+        config["chat_template"] = chat_template
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (folder / "special_tokens_map.json").write_text(json.dumps(
-        {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}, indent=2))
+        {"eos_token": eos, "pad_token": "<|endoftext|>"}, indent=2))
+    return tokenizer.get_vocab_size()
 
 
 def write_text_encoder(folder: Path, preset: str = "tiny", seed: int = 0) -> None:
@@ -137,6 +149,44 @@ def write_text_encoder(folder: Path, preset: str = "tiny", seed: int = 0) -> Non
                          max_position_embeddings=4096, bos_token_id=256, eos_token_id=256, pad_token_id=256)
     torch.manual_seed(seed)
     Qwen3Model(config).save_pretrained(folder, safe_serialization=True)
+
+
+LM_FOLDER = "acestep-5Hz-lm-0.6B"
+LM_CODE_TOKENS = 65535  # as the official LM: codes 0-65534, of which the FSQ codebook uses 0-63999
+
+
+def write_lm(folder: Path, preset: str = "tiny", seed: int = 0, with_model_prefix: bool = True) -> None:
+    """A tiny 5 Hz LM in the official layout: a Qwen3ForCausalLM (tied embeddings) saved as
+    model.safetensors, and our byte-level tokenizer with the ChatML, think and audio-code tokens
+    and a chat template. `with_model_prefix=False` drops the `model.` key prefix, as some upstream
+    LM checkpoints do."""
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from .lm_prompts import CHAT_TEMPLATE
+
+    p = PRESETS[preset]
+    vocab_size = build_tokenizer(folder, audio_codes=LM_CODE_TOKENS, chat_template=CHAT_TEMPLATE)
+    from tokenizers import Tokenizer
+
+    tokens = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    width = 2 * p["text_hidden_dim"]
+    config = Qwen3Config(vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=p["text_layers"], num_attention_heads=2, num_key_value_heads=1,
+                         head_dim=16, max_position_embeddings=8192, tie_word_embeddings=True,
+                         bos_token_id=tokens.token_to_id("<|endoftext|>"),
+                         eos_token_id=tokens.token_to_id("<|im_end|>"),
+                         pad_token_id=tokens.token_to_id("<|endoftext|>"))
+    torch.manual_seed(seed + 3)
+    model = Qwen3ForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    if not with_model_prefix:
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+        save_file({k.removeprefix("model."): v for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+    (folder / "modeling_qwen3_acestep.py").write_text(_CODE_TRAP.format(name="modeling_qwen3_acestep.py"))
 
 
 def write_vae(folder: Path, preset: str = "tiny", seed: int = 0):
@@ -199,11 +249,12 @@ def write_dit(folder: Path, vae, preset: str = "tiny", variant: str = "turbo", s
 
 
 def write_tiny_checkpoints(path, variant: str = "turbo", preset: str = "tiny", seed: int = 0,
-                           dtype=torch.float32) -> Path:
+                           dtype=torch.float32, with_lm: bool = False) -> Path:
     """Write a complete checkpoint set (DiT `variant`, VAE, text encoder) under `path`.
 
     `variant` is "turbo", "base" or "sft" (folder `acestep-v15-<variant>`). Several variants can
-    share one folder: the VAE and text encoder are written once per preset. Returns `path`.
+    share one folder: the VAE and text encoder are written once per preset. `with_lm` adds a tiny
+    5 Hz LM planner as `acestep-5Hz-lm-0.6B/`. Returns `path`.
     """
     if variant not in DIT_FOLDERS:
         raise ValueError(f"variant must be one of {', '.join(DIT_FOLDERS)} (got {variant!r})")
@@ -223,6 +274,8 @@ def write_tiny_checkpoints(path, variant: str = "turbo", preset: str = "tiny", s
         vae = write_vae(root / VAE_DIR, preset, seed)
         write_text_encoder(root / TEXT_ENCODER_DIR, preset, seed)
     write_dit(root / DIT_FOLDERS[variant], vae, preset, variant, seed, dtype)
+    if with_lm and not (root / LM_FOLDER / "model.safetensors").is_file():
+        write_lm(root / LM_FOLDER, preset, seed)
     variants = sorted(set(info.get("variants", [])) | {variant})
     marker.write_text(json.dumps({"preset": preset, "seed": seed, "variants": variants,
                                   "random_weights": True}, indent=2))

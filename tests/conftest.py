@@ -40,3 +40,13 @@ def base(tiny_dir):
     from acestep_engine import Engine
 
     return Engine.from_pretrained(tiny_dir, dit="acestep-v15-base", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def planner(tiny_dir, turbo):
+    """The tiny 5 Hz LM planner beside the tiny DiTs (official folder name), attached to `turbo`."""
+    from acestep_engine.planner import Planner
+    from acestep_engine.testing import LM_FOLDER, write_lm
+
+    write_lm(tiny_dir / LM_FOLDER)
+    return Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", engine=turbo)

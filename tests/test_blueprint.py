@@ -249,7 +249,7 @@ def test_json_round_trip_is_exact(bp):
 
 def test_to_dict_lists_every_field_in_order():
     assert list(Blueprint().to_dict()) == ["caption", "lyrics", "bpm", "keyscale", "timesignature", "duration",
-                                           "language", "instrumental"]
+                                           "language", "instrumental", "planned"]
     assert json.loads(Blueprint(bpm=100).to_json())["bpm"] == 100
 
 

@@ -1,0 +1,189 @@
+"""The 5 Hz LM's prompts and its chain-of-thought metadata block (reference 5.1-5.2).
+
+Prompts are ChatML conversations rendered by the checkpoint's own chat template
+(`tokenizer.apply_chat_template`, as upstream does); `render_chatml` renders the same text for a
+tokenizer that ships without one. The chain of thought is YAML with sorted keys:
+
+    <think>
+    bpm: 120
+    caption: a dreamy lo-fi song
+    duration: 180
+    keyscale: C major
+    language: en
+    timesignature: 4
+    </think>
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from .blueprint import Blueprint
+
+GENERATE_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
+UNDERSTAND_INSTRUCTION = "Understand the given musical conditions and describe the audio semantics accordingly:"
+INSPIRE_INSTRUCTION = "Expand the user's input into a more detailed and specific musical description:"
+FORMAT_INSTRUCTION = "Format the user's input into a more detailed and specific musical description:"
+NO_USER_INPUT = "NO USER INPUT"  # upstream's sentinel for "no negative prompt"
+
+COT_FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")  # sorted, as yaml.dump does
+THINK, END_THINK = "<think>", "</think>"
+
+# Qwen3's ChatML as it renders these conversations: an assistant turn that carries a chain of
+# thought is written `<think>\n{reasoning}\n</think>\n\n{answer}`, with the reasoning stripped of
+# surrounding newlines. Used for tokenizers without a template (our tiny planner ships it too).
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- set content = message['content'] %}"
+    "{%- if message['role'] == 'assistant' and '</think>' in content %}"
+    "{%- set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\n') %}"
+    "{%- set answer = content.split('</think>')[-1].lstrip('\n') %}"
+    "{{- '<|im_start|>assistant\n<think>\n' + reasoning + '\n</think>\n\n' + answer + '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + content + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def render_chatml(messages: list[dict], add_generation_prompt: bool) -> str:
+    """CHAT_TEMPLATE's output, without Jinja (for tokenizers that ship no template)."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if message["role"] == "assistant" and END_THINK in content:
+            reasoning = content.split(END_THINK)[0].split(THINK)[-1].strip("\n")
+            answer = content.split(END_THINK)[-1].lstrip("\n")
+            out.append(f"<|im_start|>assistant\n{THINK}\n{reasoning}\n{END_THINK}\n\n{answer}<|im_end|>\n")
+        else:
+            out.append(f"<|im_start|>{message['role']}\n{content}<|im_end|>\n")
+    if add_generation_prompt:
+        out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The prompt text through the tokenizer's chat template (or `render_chatml` without one)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    return render_chatml(messages, add_generation_prompt)
+
+
+def system(instruction: str) -> dict:
+    return {"role": "system", "content": f"# Instruction\n{instruction}\n\n"}
+
+
+def caption_lyrics(caption: str, lyrics: str) -> str:
+    """User content of the generate flow (both phases)."""
+    return f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+
+
+# ---------------------------------------------------------------------------------- conversations
+def think_messages(caption: str, lyrics: str) -> list[dict]:
+    """Phase 1 of the generate flow (the chain of thought); render with add_generation_prompt=True."""
+    return [system(GENERATE_INSTRUCTION), {"role": "user", "content": caption_lyrics(caption, lyrics)}]
+
+
+def codes_messages(caption: str, lyrics: str, cot: str) -> list[dict]:
+    """Phase 2 (the audio codes): the chain of thought `cot` as the assistant's turn; render with
+    add_generation_prompt=False and end the text with a newline."""
+    return think_messages(caption, lyrics) + [{"role": "assistant", "content": cot}]
+
+
+def inspire_messages(query: str, instrumental: bool) -> list[dict]:
+    return [system(INSPIRE_INSTRUCTION),
+            {"role": "user", "content": f"{query}\n\ninstrumental: {'true' if instrumental else 'false'}"}]
+
+
+def format_messages(caption: str, lyrics: str) -> list[dict]:
+    return [system(FORMAT_INSTRUCTION), {"role": "user", "content": f"# Caption\n{caption}\n\n# Lyric\n{lyrics}"}]
+
+
+def understand_messages(codes: str) -> list[dict]:
+    return [system(UNDERSTAND_INSTRUCTION), {"role": "user", "content": codes}]
+
+
+def with_newline(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"
+
+
+# ---------------------------------------------------------------------------------- chain of thought
+def cot_values(blueprint: Blueprint) -> dict:
+    """The chain-of-thought fields a (validated) blueprint sets; open ones are left out."""
+    bp = blueprint.validate()
+    values = {"bpm": bp.bpm, "caption": bp.caption or None, "duration": int(bp.duration), "keyscale": bp.keyscale,
+              "language": None if bp.language == "unknown" else bp.language, "timesignature": bp.timesignature}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def cot_yaml(values: dict) -> str:
+    """YAML of the chain-of-thought fields exactly as upstream dumps them (sorted keys, unicode kept)."""
+    return yaml.dump(values, allow_unicode=True, sort_keys=True) if values else ""
+
+
+def cot_text(values: dict) -> str:
+    """`<think>\\n{yaml}</think>`: the assistant content of phase 2 (empty values: `<think>\\n\\n</think>`)."""
+    dumped = cot_yaml(values)
+    return f"{THINK}\n{dumped}{END_THINK}" if dumped else f"{THINK}\n\n{END_THINK}"
+
+
+def field_line(name: str, value) -> str:
+    """One injected field as the LM writes it: `name: value` plus continuation lines, ending in a newline."""
+    return yaml.dump({name: value}, allow_unicode=True, sort_keys=True)
+
+
+_KEY_LINE = re.compile(r"^([A-Za-z_]+):\s?(.*)$")
+
+
+def parse_cot(text: str) -> dict:
+    """The fields of a chain of thought (text between `<think>` and `</think>`, or the whole text).
+
+    Key lines are `key: value`; lines that start with whitespace continue the previous value and
+    are joined with single spaces. Values are YAML-unquoted; bpm, duration and timesignature
+    become ints where they are whole numbers. Unknown keys (such as genres) are kept as text.
+    """
+    if END_THINK in text:
+        text = text.split(END_THINK)[0]
+    if THINK in text:
+        text = text.split(THINK, 1)[1]
+    fields: dict[str, str] = {}
+    key = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        match = _KEY_LINE.match(line)
+        if match and not line[0].isspace():
+            key = match.group(1)
+            fields[key] = match.group(2).strip()
+        elif key is not None:
+            fields[key] = f"{fields[key]} {line.strip()}".strip()
+    parsed: dict = {}
+    for key, raw in fields.items():
+        value = _unquote(raw)
+        if key in ("bpm", "duration", "timesignature"):
+            number = re.fullmatch(r"\s*(\d+)(?:\.0*)?(?:\s*/\s*\d+)?\s*", str(value))
+            value = int(number.group(1)) if number else value
+        parsed[key] = value
+    return parsed
+
+
+def _unquote(raw: str):
+    if raw[:1] in ("'", '"'):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw.strip("'\"")
+    return raw
+
+
+def split_lyrics(answer: str) -> str:
+    """Lyrics written after `</think>`: a leading `# Lyric` header is dropped (as upstream)."""
+    text = answer.split(END_THINK)[-1] if END_THINK in answer else answer
+    text = text.replace("<|im_end|>", "").strip("\n")
+    text = re.sub(r"^\s*#\s*Lyrics?\s*\n", "", text)
+    return text.strip()
