@@ -5,7 +5,7 @@ No widget imports here: the workbench panels are views over these objects.
 
 from .blueprint import Blueprint
 from .engine import Engine
-from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCancelled, GenerationError,
+from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCancelled, GenerationError, LoRAError,
                      MissingCheckpointError, TakeStoreError, TaskError)
 from .progress import Progress
 from .takes import Take, TakeStore
@@ -15,6 +15,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AceStepError", "Blueprint", "BlueprintError", "CheckpointError", "Engine", "GenerationCancelled",
-    "GenerationError", "MissingCheckpointError", "Progress", "Take", "TakeStore", "TakeStoreError", "TaskError",
-    "Text2Music", "Cover", "Repaint", "Extend", "Extract", "ExtractAll", "Lego", "Complete", "__version__",
+    "GenerationError", "LoRAError", "MissingCheckpointError", "Progress", "Take", "TakeStore", "TakeStoreError",
+    "TaskError", "Text2Music", "Cover", "Repaint", "Extend", "Extract", "ExtractAll", "Lego", "Complete", "__version__",
 ]

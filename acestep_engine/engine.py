@@ -82,6 +82,8 @@ class Engine:
         self.is_demo = bool(models.config.get("acestep_workbench_random_weights", False))
         self._lock = threading.Lock()  # one generation at a time: the sampler patches modules while it runs
         self._variants: dict[str, "Engine"] = {}
+        self._adapters = None  # LoRA adapters on the DiT (created on first use)
+        self._training = False  # True while acestep_engine.lora.train holds the DiT
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -198,12 +200,49 @@ class Engine:
 
     def describe(self) -> dict:
         return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints")}
+                "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
+                "loras": self.loras()}
 
     def __repr__(self) -> str:
         demo = ", demo (random weights)" if self.is_demo else ""
         return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
                 f"{self.device}, {str(self.dtype).replace('torch.', '')}{demo})")
+
+    # ------------------------------------------------------------------ LoRA adapters
+    # Changes wait for a running generation (the lock), so a take never mixes two adapter states.
+    @property
+    def adapters(self):
+        """The `acestep_engine.lora.AdapterSet` of this engine's DiT."""
+        if self._adapters is None:
+            from .lora.adapters import AdapterSet
+
+            self._adapters = AdapterSet(self.models.transformer)
+        return self._adapters
+
+    @property
+    def busy(self) -> bool:
+        """True while a generation or a LoRA training run uses the DiT."""
+        return self._lock.locked()
+
+    def load_lora(self, path, name: str | None = None, scale: float = 1.0) -> str:
+        """Load a peft LoRA folder (ours or upstream's) onto the DiT; returns its name (default: the
+        folder's name). `scale` multiplies the adapter's effect: 0 gives the base model exactly."""
+        with self._lock:
+            return self.adapters.load(path, name, scale).name
+
+    def set_lora_scale(self, scale: float, name: str | None = None) -> None:
+        """Scale one adapter (or, with name=None, every loaded adapter); -4 to 4, 0 switches it off."""
+        with self._lock:
+            self.adapters.set_scale(scale, name)
+
+    def loras(self) -> list[dict]:
+        """Loaded adapters as `{"name", "path", "scale", "fingerprint", "rank"}`, in loading order."""
+        return self._adapters.describe() if self._adapters is not None else []
+
+    def unload_lora(self, name: str | None = None) -> None:
+        """Remove one adapter (or all with name=None); the DiT's layers become the original ones."""
+        with self._lock:
+            self.adapters.unload(name)
 
     # ------------------------------------------------------------------ generation
     def sampler_settings(self, steps=None, shift=None, guidance=None, guidance_method=None,
@@ -304,6 +343,8 @@ class Engine:
                 guidance_method=guidance_method, guidance_interval=guidance_interval, timesteps=timesteps,
                 method=method, solver=solver, normalize=normalize, normalization_db=normalization_db)
         self.check_capability(task)
+        if self._training:
+            raise GenerationError("a LoRA training run is using this engine's DiT: wait for it or stop it first")
         with self._lock:
             return self._generate(blueprint, task, batch_size, seeds, progress, cancel, started, steps, shift,
                                   guidance, guidance_method, guidance_interval, timesteps, method, solver, normalize,

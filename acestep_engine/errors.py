@@ -35,3 +35,7 @@ class GenerationError(AceStepError, RuntimeError):
 
 class TakeStoreError(AceStepError):
     """A take could not be found, read or written."""
+
+
+class LoRAError(AceStepError, ValueError):
+    """A LoRA setting, adapter file or training data is unusable; the message names the field or file."""

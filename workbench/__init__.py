@@ -10,9 +10,10 @@ from .cover_lab import CoverLab
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
 from .jobs import Job, JobRunner
+from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .tracks import TracksPanel
 from .views import SpectrogramView, TakeCard
 
-__all__ = ["BlueprintEditor", "CoverLab", "GeneratePanel", "Job", "JobRunner", "RepaintPainter", "SpectrogramView",
-           "TakeBrowser", "TakeCard", "TracksPanel", "Workbench"]
+__all__ = ["BlueprintEditor", "CoverLab", "GeneratePanel", "Job", "JobRunner", "LoRAPanel", "RepaintPainter",
+           "SpectrogramView", "TakeBrowser", "TakeCard", "TracksPanel", "Workbench"]

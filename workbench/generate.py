@@ -54,6 +54,7 @@ class GeneratePanel:
             f"<small>{engine.variant.name}: preset {preset.steps} steps, shift {preset.shift:g}, "
             f"guidance {preset.guidance:g}{' (turbo: fixed 8 steps, no guidance)' if engine.variant.turbo else ''}"
             f"{' &middot; <b>demo checkpoint: random weights, makes noise</b>' if engine.is_demo else ''}</small>")
+        self.lora_note = widgets.HTML()
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="320px"))
@@ -64,10 +65,11 @@ class GeneratePanel:
         self.cancel_button.on_click(lambda _: self.cancel())
         self.task.observe(lambda change: self._update_task_controls(), names="value")
         self._update_task_controls()
+        self.show_loras(engine.loras())
         self.widget = widgets.VBox([
             widgets.HBox([self.task, self.source_label]), self.cover_strength,
             widgets.HBox([self.batch_size, self.seeds]), widgets.HBox([self.steps, self.shift, self.guidance]),
-            self.preset_note, widgets.HBox([self.generate_button, self.cancel_button, self.progress]),
+            self.preset_note, self.lora_note, widgets.HBox([self.generate_button, self.cancel_button, self.progress]),
             self.status, self.results,
         ])
 
@@ -85,6 +87,11 @@ class GeneratePanel:
             self.source_label.value = f"source: <b>{self.source.title}</b>"
         else:
             self.source_label.value = ""
+
+    def show_loras(self, loras) -> None:
+        """Show the LoRA adapters (and scales) the next takes will be made with (`engine.loras()`)."""
+        shown = [f"{a['name']} &times; {a['scale']:g}" for a in loras]
+        self.lora_note.value = f"<small>LoRA: {', '.join(shown)}</small>" if shown else ""
 
     def build_task(self):
         if self.task.value == "cover":
@@ -110,6 +117,7 @@ class GeneratePanel:
         except (AceStepError, ValueError) as exc:
             self._set_status(str(exc), error=True)
             return None
+        self.show_loras(self.engine.loras())
         options = dict(batch_size=self.batch_size.value, seeds=seeds, shift=self.shift.value)
         if not self.engine.variant.turbo:
             options.update(steps=self.steps.value, guidance=self.guidance.value)
