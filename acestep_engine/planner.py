@@ -363,15 +363,14 @@ class Planner:
         from transformers import DynamicCache
 
         cache = DynamicCache()
+        codes_only = all(shape.start_codes for shape in shapes)
         feed, feed_positions = ids, positions
         produced = 0
         started = time.perf_counter()
         while not constraint.done:
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("planning cancelled")
-            out = self.model(input_ids=feed, attention_mask=mask, position_ids=feed_positions, use_cache=True,
-                             logits_to_keep=1, **{self._cache_arg: cache})
-            logits = out.logits[:, -1, :].float()
+            logits = self._next_logits(feed, mask, feed_positions, cache, codes_only)
             if guided:
                 cond, uncond = logits[:rows], logits[rows:]
                 logits = uncond + options.guidance * (cond - uncond)
@@ -405,6 +404,36 @@ class Planner:
             return written
         return [self.tokenizer.decode(w, skip_special_tokens=False) for w in written]
 
+    def _next_logits(self, feed, mask, positions, cache, codes_only) -> torch.Tensor:
+        """fp32 logits of the last position, `[rows, vocab]`. In the code phase only audio codes and
+        EOS can follow, so only their rows of the LM head are computed (about 30 % of the vocabulary
+        for the official LM; the others stay -inf, which the constraint would impose anyway)."""
+        kwargs = dict(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
+                      **{self._cache_arg: cache})
+        head = self._code_head() if codes_only else None
+        if head is None:
+            return self.model(**kwargs, logits_to_keep=1).logits[:, -1, :].float()
+        first, weight = head
+        hidden = self.model.model(**kwargs).last_hidden_state[:, -1, :]
+        logits = torch.full((hidden.shape[0], self.table.vocab_size), float("-inf"), device=hidden.device)
+        logits[:, first: first + weight.shape[0]] = (hidden @ weight.T).float()
+        eos = self.model.lm_head.weight[self.table.eos_id]
+        logits[:, self.table.eos_id] = (hidden @ eos).float()
+        return logits
+
+    def _code_head(self):
+        """(first token id, LM-head rows) of the valid audio codes when their ids are contiguous (they
+        are in the official tokenizer); the rows are a view, so nothing is copied."""
+        key = self.table.codebook_size
+        if getattr(self, "_code_head_cache", (None,))[0] != key:
+            ids = [self.table.code_ids[c] for c in range(self.table.codebook_size)]
+            contiguous = ids == list(range(ids[0], ids[0] + len(ids)))
+            head = None
+            if contiguous and getattr(self.model.lm_head, "bias", None) is None:
+                head = ids[0], self.model.lm_head.weight[ids[0]: ids[0] + len(ids)]
+            self._code_head_cache = (key, head)
+        return self._code_head_cache[1]
+
     def _left_padded(self, texts):
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.table.eos_id
         encoded = [self.table.encode(text) for text in texts]
@@ -418,26 +447,33 @@ class Planner:
 
     @staticmethod
     def _sample(scores, history, generators, options: SamplingOptions) -> torch.Tensor:
-        """CFG'd, constrained logits -> repetition penalty -> top-k -> top-p -> temperature -> draw."""
-        scores = scores.clone()
+        """CFG'd, constrained logits -> repetition penalty -> top-k -> top-p -> temperature -> draw.
+
+        Each row samples among the tokens it may write, not the whole vocabulary."""
         if options.repetition_penalty != 1.0:
+            scores = scores.clone()
             seen = torch.gather(scores, 1, history)
             seen = torch.where(seen < 0, seen * options.repetition_penalty, seen / options.repetition_penalty)
             scores.scatter_(1, history, seen)
+        return torch.stack([Planner._draw_row(row, generator, options) for row, generator in zip(scores, generators)])
+
+    @staticmethod
+    def _draw_row(scores, generator, options: SamplingOptions) -> torch.Tensor:
+        """One row, over the tokens it may write only (so each row's draw is independent of the batch)."""
+        candidates = torch.isfinite(scores).nonzero().squeeze(1)
+        if candidates.numel() == 1:  # forced: no draw, so the random stream follows real choices only
+            return candidates[0]
+        scores = scores[candidates]
         if options.top_k:
-            kth = torch.topk(scores, min(options.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+            kth = torch.topk(scores, min(options.top_k, scores.numel())).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
         if options.top_p is not None and options.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=True, dim=-1)
-            cumulative = ordered.softmax(-1).cumsum(-1)
-            drop = cumulative - ordered.softmax(-1) >= options.top_p  # keeps the first token always
-            scores = scores.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+            ordered, order = torch.sort(scores, descending=True)
+            probs = ordered.softmax(-1)
+            drop = probs.cumsum(-1) - probs >= options.top_p  # the most likely token always stays
+            scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
         probs = (scores / options.temperature).softmax(-1)
-        # A row with one allowed token takes it without a draw, so each row's random stream depends
-        # only on its own choices (a batch row matches the same plan run alone).
-        single = torch.isfinite(scores).sum(-1) == 1
-        return torch.stack([probs[i].argmax() if single[i] else torch.multinomial(probs[i], 1, generator=g)[0]
-                            for i, g in enumerate(generators)])
+        return candidates[torch.multinomial(probs, 1, generator=generator)[0]]
 
 
 def _budget(shape: Shape) -> int:

@@ -180,7 +180,6 @@ def test_codes_follow_the_seed_and_the_sampling_knobs(planner):
     a = planner.codes(bp, seed=1)
     assert a == planner.codes(bp, seed=1)
     assert a != planner.codes(bp, seed=2)
-    assert planner.codes(bp, seed=1, negative_prompt="noise") != a  # the unconditional prompt changed
     assert planner.codes(bp, seed=1, top_k=1) == planner.codes(bp, seed=9, top_k=1)  # greedy
     batch = planner.codes_batch(bp, 3, seeds=[1, 2, 3])
     assert batch[0] == a and len(set(batch)) == 3
@@ -190,15 +189,33 @@ def test_codes_follow_the_seed_and_the_sampling_knobs(planner):
         planner.codes_batch(bp, 9)
 
 
+def test_the_negative_prompt_replaces_the_caption_of_the_unconditional_prompt(planner, monkeypatch):
+    seen = {}
+    run = planner._run
+
+    def spy(texts, shapes, *args, unconditional=None, **kwargs):
+        seen["cond"], seen["uncond"] = texts[0], unconditional
+        return run(texts, shapes, *args, unconditional=unconditional, **kwargs)
+
+    monkeypatch.setattr(planner, "_run", spy)
+    planner.codes(Blueprint(caption="city pop", duration=10), seed=0, negative_prompt="harsh noise")
+    assert "# Caption\ncity pop\n" in seen["cond"] and "bpm" not in seen["uncond"]
+    assert "# Caption\nharsh noise\n" in seen["uncond"][0] and "<think>\n\n</think>" in seen["uncond"][0]
+    planner.codes(Blueprint(caption="city pop", duration=10), seed=0, negative_prompt="NO USER INPUT")
+    assert "# Caption\ncity pop\n" in seen["uncond"][0]
+    planner.codes(Blueprint(caption="city pop", duration=10), seed=0, guidance=1.0)
+    assert seen["uncond"] is None
+
+
 def test_guidance_runs_cond_and_uncond_in_one_forward(planner, monkeypatch):
     batches = []
-    forward = planner.model.forward
+    forward = planner.model.model.forward
 
     def spy(*args, **kwargs):
         batches.append(kwargs["input_ids"].shape[0])
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(planner.model, "forward", spy)
+    monkeypatch.setattr(planner.model.model, "forward", spy)
     planner.codes(Blueprint(caption="x", duration=10), seed=0, guidance=2.0)
     assert set(batches) == {2}
     batches.clear()
@@ -221,6 +238,20 @@ def test_forced_text_is_fed_in_one_forward(planner, monkeypatch):
     assert out.planned == ()
     # prompt, then the whole injected chain of thought at once (nothing is left to sample)
     assert len(lengths) <= 3
+
+
+def test_the_code_phase_head_equals_the_full_lm_head(planner):
+    ids = torch.tensor([planner.table.encode("<|im_start|>assistant\n<think>\n\n</think>\n\n<|im_end|>\n")])
+    mask = torch.ones_like(ids)
+    positions = torch.arange(ids.shape[1])[None]
+    from transformers import DynamicCache
+
+    fast = planner._next_logits(ids, mask, positions, DynamicCache(), codes_only=True)
+    full = planner._next_logits(ids, mask, positions, DynamicCache(), codes_only=False)
+    allowed = planner.table.valid_codes.clone()
+    allowed[planner.table.eos_id] = True
+    assert torch.allclose(fast[0, allowed], full[0, allowed], atol=1e-5)
+    assert torch.isinf(fast[0, ~allowed]).all()
 
 
 def test_the_constraint_works_inside_model_generate(planner):
