@@ -27,7 +27,7 @@ lab: install
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/00_quickstart.ipynb
 
 test: install browser-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --nbval-lax tests notebooks
+	HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 $(BIN)/python -m pytest -q --nbval-lax tests notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -48,27 +48,43 @@ def test_editor_json_load_and_save(tmp_path):
     assert other.file_status.value.startswith("not loaded:")
 
 
-class FakePlanner:
-    def complete(self, blueprint):
-        return blueprint.replace(bpm=blueprint.bpm or 128, keyscale=blueprint.keyscale or "D minor")
-
-    def inspire(self, idea, instrumental=False):
-        return Blueprint(caption=f"planned: {idea}", duration=60.0, instrumental=instrumental)
-
-    def format(self, blueprint):
-        return blueprint.replace(caption=blueprint.caption.strip().capitalize())
-
-
-def test_plan_buttons_are_gated_and_mark_planned_fields():
-    editor = BlueprintEditor(Blueprint(caption="x"))
+def test_plan_buttons_are_gated_run_the_planner_and_mark_planned_fields(planner):
+    editor = BlueprintEditor(Blueprint(caption="x", lyrics="[verse]\nla", duration=20))
     assert editor.fill_button.disabled and "No planner loaded" in editor.plan_status.value
-    editor.set_planner(FakePlanner())
-    assert not editor.fill_button.disabled
+    assert editor.load_planner_button.layout.display == "none"  # nothing to load it with yet
+    editor.planner_loader = lambda: planner
+    editor.set_planner(None)
+    assert editor.load_planner_button.layout.display is None
+    editor.load_planner_button.click()
+    assert editor.planner is planner and not editor.fill_button.disabled
+
     editor.fill_button.click()
-    assert editor.planned_fields == {"bpm", "keyscale"} and editor.bpm.value == "128"
+    editor.plan_job.result(timeout=120)
+    assert editor.planned_fields == {"bpm", "keyscale", "timesignature", "language"}
+    assert editor.caption.value == "x" and editor.duration.value == 20.0 and editor.bpm.value
+    assert editor.bpm.description.endswith("✦") and not editor.caption.description.endswith("✦")
+    assert "planned ✦: <b>bpm, keyscale, language, timesignature</b>" in editor.plan_status.value
+    assert editor.blueprint.planned == ("bpm", "keyscale", "language", "timesignature")
+    editor.bpm.value = "99"  # the user takes the field back
+    assert "bpm" not in editor.planned_fields and editor.bpm.description == "BPM"
+
     editor.idea.value = "rainy night"
+    editor.instrumental.value = True
     editor.inspire_button.click()
-    assert editor.caption.value == "planned: rainy night"
+    planned = editor.plan_job.result(timeout=120)
+    assert editor.blueprint.validate() == planned and planned.instrumental and editor.caption.value
+
+
+def test_planning_can_be_cancelled_and_bad_blueprints_are_refused(planner):
+    editor = BlueprintEditor(Blueprint(caption="keep me", bpm=None), planner=planner)
+    editor.idea.value = "a long idea"
+    job = editor.plan("inspire")
+    job.cancel()
+    job.wait(120)
+    assert "cancelled" in editor.plan_status.value and editor.caption.value == "keep me"
+    editor.bpm.value = "999"
+    assert editor.plan("complete") is None
+    assert "fix the blueprint first: bpm must be between 30 and 300" in editor.plan_status.value
 
 
 def test_generate_panel_runs_on_a_worker_and_saves_takes(turbo, tmp_path):
@@ -246,8 +262,8 @@ def test_workbench_editing_tabs_follow_the_current_take(turbo, tmp_path):
     assert bench.painter.take is first and bench.cover_lab.source is first and bench.tracks.source is first
     bench.set_current_take(second)
     assert bench.painter.take is second and bench.tracks.source is second
-    assert [bench.tabs.get_title(i) for i in range(7)] == ["Blueprint", "Generate", "Look", "Repaint", "Cover",
-                                                           "Tracks", "Takes"]
+    assert [bench.tabs.get_title(i) for i in range(8)] == ["Blueprint", "Generate", "Look", "Repaint", "Cover",
+                                                           "Tracks", "Takes", "LoRA"]
 
 
 def test_take_restore_and_as_source(turbo):
@@ -271,3 +287,26 @@ def test_recall_restores_blueprint_task_and_seed(turbo, tmp_path):
     assert bench.editor.caption.value == "jazz" and bench.generate_panel.seeds.value == "9"
     assert bench.generate_panel.task.value == "cover" and bench.generate_panel.source.id == source.id
     assert bench.generate_panel.cover_strength.value == 0.25
+
+
+def test_workbench_loads_the_planner_beside_the_dit_and_thinks_first(turbo, planner, tmp_path):
+    from workbench import Workbench
+
+    bench = Workbench(turbo, TakeStore(tmp_path))
+    assert bench.generate_panel.think.disabled and "needs a planner" in bench.generate_panel.think_note.value
+    bench.editor.load_planner_button.click()  # finds acestep-5Hz-lm-0.6B next to the DiT
+    assert bench.planner.name == "acestep-5Hz-lm-0.6B" and bench.planner.engine is turbo
+    assert not bench.generate_panel.think.disabled and not bench.lora_panel.use_planner.disabled
+
+    bench.set_planner(planner)
+    bench.editor.set_blueprint(Blueprint(caption="x", duration=10, bpm=90))
+    panel = bench.generate_panel
+    panel.think.value = True
+    panel.batch_size.value = 2
+    panel.seeds.value = "7"
+    panel.generate_button.click()
+    takes = panel.job.result(timeout=240)
+    assert [t.seed for t in takes] == [7, 8]
+    expected = planner.codes_batch(Blueprint(caption="x", duration=10, bpm=90), 2, seeds=7)
+    assert [t.task["audio_codes"] for t in takes] == expected
+    assert all(t.duration == pytest.approx(10.0, abs=0.05) for t in takes)

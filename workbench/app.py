@@ -13,6 +13,7 @@ from .browser import TakeBrowser
 from .cover_lab import CoverLab
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
+from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .tracks import TracksPanel
 from .views import SpectrogramView
@@ -27,15 +28,19 @@ DEFAULT_BLUEPRINT = Blueprint(
 
 
 class Workbench:
-    """Blueprint, Generate, Look, Repaint, Cover, Tracks and Takes tabs sharing one engine, store and
-    current take. The editing tabs always work on the current take (the newest, or the one picked
-    in Takes)."""
+    """Blueprint, Generate, Look, Repaint, Cover, Tracks, Takes and LoRA tabs sharing one engine, store,
+    planner and current take. The editing tabs always work on the current take (the newest, or the
+    one picked in Takes). `planner` (a 5 Hz LM `Planner`) enables planning and "Think first"; without
+    one, the Blueprint tab offers to load it (`load_planner`)."""
 
     def __init__(self, engine: Engine, store: TakeStore, blueprint: Blueprint | None = None, planner=None):
         self.engine, self.store = engine, store
+        self.planner = None
         self.current_take = None
-        self.editor = BlueprintEditor(blueprint or DEFAULT_BLUEPRINT, planner=planner)
+        self.editor = BlueprintEditor(blueprint or DEFAULT_BLUEPRINT)
+        self.editor.planner_loader = self._load_default_planner
         self.generate_panel = GeneratePanel(engine, self.editor, store, on_take=self._on_take)
+        self.lora_panel = LoRAPanel(engine, store, generate_panel=self.generate_panel)
         self.browser = TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source)
         self.look = widgets.VBox([widgets.HTML(_WAITING)])
         self.painter: RepaintPainter | None = None
@@ -47,17 +52,54 @@ class Workbench:
                   if engine.is_demo else "")
         self.header = widgets.HTML(f"{banner}<b>{engine!r}</b> &middot; takes in <code>{store.folder}</code>")
         self.tabs = widgets.Tab(children=[self.editor.widget, self.generate_panel.widget, self.look,
-                                          self.repaint_tab, self.cover_tab, self.tracks_tab, self.browser.widget])
-        for i, title in enumerate(["Blueprint", "Generate", "Look", "Repaint", "Cover", "Tracks", "Takes"]):
+                                          self.repaint_tab, self.cover_tab, self.tracks_tab, self.browser.widget,
+                                          self.lora_panel.widget])
+        for i, title in enumerate(["Blueprint", "Generate", "Look", "Repaint", "Cover", "Tracks", "Takes", "LoRA"]):
             self.tabs.set_title(i, title)
+        self.set_planner(planner)
         self.browser.takes.observe(lambda change: self._select_from_browser(), names="value")
         self.widget = widgets.VBox([self.header, self.tabs])
 
     @classmethod
-    def demo(cls, takes_dir=None, device="auto") -> "Workbench":
-        """The workbench on the embedded demo checkpoint (random weights: it makes noise)."""
+    def demo(cls, takes_dir=None, device="auto", planner: bool = True) -> "Workbench":
+        """The workbench on the embedded demo checkpoint and demo planner (random weights: noise)."""
+        from acestep_engine.planner import Planner
+
         folder = Path(takes_dir or os.environ.get("ACESTEP_TAKES_DIR", "takes"))
-        return cls(Engine.demo(device=device), TakeStore(folder))
+        engine = Engine.demo(device=device)
+        return cls(engine, TakeStore(folder), planner=Planner.demo(device=device, engine=engine) if planner else None)
+
+    def set_planner(self, planner) -> None:
+        """Use `planner` in the Blueprint tab (Plan buttons), Generate (Think first) and LoRA (labels)."""
+        self.planner = planner
+        if planner is not None and getattr(planner, "engine", None) is None:
+            planner.attach(self.engine)
+        self.editor.set_planner(planner)
+        self.generate_panel.set_planner(planner)
+        self.lora_panel.set_planner(planner)
+
+    def load_planner(self, path_or_name=None, allow_download: bool = False):
+        """Load a 5 Hz LM (a folder or an `acestep-5Hz-lm-*` name beside the DiT; default: the demo
+        planner on the demo checkpoint, else the first LM found, else 1.7B) and use it everywhere."""
+        from acestep_engine.planner import Planner
+        from acestep_engine.variants import LM_VARIANTS
+
+        root = Path(self.engine.models.paths.get("checkpoints") or ".")
+        if path_or_name is None:
+            found = [name for name in LM_VARIANTS if (root / name / "config.json").is_file()]
+            if not found and self.engine.is_demo:
+                self.set_planner(Planner.demo(device=self.engine.device, engine=self.engine))
+                return self.planner
+            path_or_name = found[0] if found else "acestep-5Hz-lm-1.7B"
+        planner = Planner.from_pretrained(path_or_name, checkpoints_dir=root, device=self.engine.device,
+                                          allow_download=allow_download or self.engine.allow_download,
+                                          engine=self.engine)
+        self.set_planner(planner)
+        return planner
+
+    def _load_default_planner(self):
+        self.load_planner()
+        return self.planner
 
     def set_current_take(self, take) -> None:
         """Make `take` the one the Look, Repaint, Cover and Tracks tabs work on."""

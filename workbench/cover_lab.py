@@ -111,6 +111,11 @@ class CoverLab:
             post(lambda: setattr(self.progress, "value", int(1000 * p.fraction)))
 
         def done(job):
+            if job.error is None:  # model state first, on the worker: job.result() returns after this
+                self.result = job.value[0]
+                if self.store is not None:
+                    self.store.save(self.result)
+
             def update():
                 self.generate_button.disabled, self.cancel_button.disabled = False, True
                 if isinstance(job.error, GenerationCancelled):
@@ -119,9 +124,6 @@ class CoverLab:
                 if job.error is not None:
                     self.status.value = f"<span style='color:#b00020'>{type(job.error).__name__}: {job.error}</span>"
                     return
-                self.result = job.value[0]
-                if self.store is not None:
-                    self.store.save(self.result)
                 self.progress.value = 1000
                 self.next_button.disabled = False
                 if replay_of is not None:

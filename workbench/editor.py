@@ -7,9 +7,12 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from acestep_engine.blueprint import KEYSCALES, LANGUAGES, Blueprint
-from acestep_engine.errors import BlueprintError
+from acestep_engine.errors import BlueprintError, GenerationCancelled
+
+from .jobs import JobRunner, post
 
 AUTO = "auto"
+PLANNED_MARK = " ✦"  # appended to the label of a field the planner wrote, until the user edits it
 _ASCII_KEYS = [k for k in KEYSCALES if "♯" not in k and "♭" not in k]
 
 
@@ -47,18 +50,29 @@ class BlueprintEditor:
         self.inspire_button = widgets.Button(description="Inspire", tooltip="plan a whole blueprint from the idea")
         self.fill_button = widgets.Button(description="Fill empty fields")
         self.format_button = widgets.Button(description="Format caption + lyrics")
+        self.plan_cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
+        self.load_planner_button = widgets.Button(description="Load planner", icon="download",
+                                                  tooltip="load the 5 Hz LM (the demo one on the demo checkpoint)")
+        self.plan_progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="200px"))
         self.plan_status = widgets.HTML()
         self.planned_fields: set[str] = set()
+        self.plan_runner = JobRunner()
+        self.plan_job = None
+        self.planner_loader = None  # set by the Workbench: a callable that loads and returns a planner
 
         self._fields = [self.caption, self.lyrics, self.bpm, self.keyscale, self.timesignature, self.duration,
                         self.language, self.instrumental]
-        for control in self._fields:
-            control.observe(lambda change: self._refresh_errors(), names="value")
+        self._labels = {name: control.description for name, control in self._named_fields().items()}
+        self._setting = False
+        for name, control in self._named_fields().items():
+            control.observe(lambda change, name=name: self._edited(name), names="value")
         self.load_button.on_click(lambda _: self.load(self.path.value))
         self.save_button.on_click(lambda _: self.save(self.path.value))
         self.inspire_button.on_click(lambda _: self._plan("inspire"))
         self.fill_button.on_click(lambda _: self._plan("complete"))
         self.format_button.on_click(lambda _: self._plan("format"))
+        self.plan_cancel_button.on_click(lambda _: self.cancel_plan())
+        self.load_planner_button.on_click(lambda _: self.load_planner())
         self._update_planner_controls()
 
         self.widget = widgets.VBox([
@@ -67,7 +81,8 @@ class BlueprintEditor:
             widgets.HBox([self.language, self.instrumental]), self.error_box,
             widgets.HBox([self.path, self.load_button, self.save_button, self.file_status]),
             widgets.HTML("<b>Planner</b>"), self.idea,
-            widgets.HBox([self.inspire_button, self.fill_button, self.format_button]), self.plan_status,
+            widgets.HBox([self.inspire_button, self.fill_button, self.format_button, self.plan_cancel_button,
+                          self.plan_progress, self.load_planner_button]), self.plan_status,
         ])
         self.set_blueprint(blueprint or Blueprint())
 
@@ -80,9 +95,34 @@ class BlueprintEditor:
                          keyscale=None if self.keyscale.value == AUTO else self.keyscale.value,
                          timesignature=None if self.timesignature.value == AUTO else self.timesignature.value,
                          duration=self.duration.value, language=self.language.value,
-                         instrumental=self.instrumental.value)
+                         instrumental=self.instrumental.value, planned=tuple(sorted(self.planned_fields)))
+
+    def _named_fields(self) -> dict:
+        return dict(zip(["caption", "lyrics", "bpm", "keyscale", "timesignature", "duration", "language",
+                         "instrumental"], self._fields))
+
+    def _edited(self, name: str) -> None:
+        if not self._setting and name in self.planned_fields:  # the user took this field back
+            self.planned_fields.discard(name)
+            self._show_planned()
+        self._refresh_errors()
+
+    def _show_planned(self) -> None:
+        for name, control in self._named_fields().items():
+            control.description = self._labels[name] + (PLANNED_MARK if name in self.planned_fields else "")
 
     def set_blueprint(self, blueprint: Blueprint) -> None:
+        """Show `blueprint`; its `planned` fields are marked ✦ until edited."""
+        self._setting = True
+        try:
+            self._set_values(blueprint)
+        finally:
+            self._setting = False
+        self.planned_fields = set(blueprint.planned or ())
+        self._show_planned()
+        self._refresh_errors()
+
+    def _set_values(self, blueprint: Blueprint) -> None:
         if blueprint.keyscale and blueprint.keyscale not in self.keyscale.options:
             self.keyscale.options = list(self.keyscale.options) + [blueprint.keyscale]
         self.caption.value = blueprint.caption or ""
@@ -93,7 +133,6 @@ class BlueprintEditor:
         self.duration.value = float(blueprint.duration)
         self.language.value = blueprint.language if blueprint.language in LANGUAGES else "unknown"
         self.instrumental.value = bool(blueprint.instrumental)
-        self._refresh_errors()
 
     @property
     def errors(self) -> dict[str, str]:
@@ -134,34 +173,91 @@ class BlueprintEditor:
     # ------------------------------------------------------------------ planner
     def _update_planner_controls(self) -> None:
         missing = self.planner is None
+        busy = self.plan_runner.busy
         for button in (self.inspire_button, self.fill_button, self.format_button):
-            button.disabled = missing
+            button.disabled = missing or busy
         self.idea.disabled = missing
-        self.plan_status.value = ("<i>No planner loaded: load a 5 Hz LM (acestep-5Hz-lm-*) to plan blueprints "
-                                  "from an idea.</i>" if missing else "")
+        self.plan_cancel_button.disabled = not busy
+        self.load_planner_button.layout.display = None if missing and self.planner_loader else "none"
+        if missing:
+            self.plan_status.value = ("<i>No planner loaded: planning needs a 5 Hz LM (acestep-5Hz-lm-*)"
+                                      + (", press Load planner.</i>" if self.planner_loader else
+                                         ": Planner.from_pretrained(...), then editor.set_planner(planner).</i>"))
 
     def set_planner(self, planner) -> None:
         self.planner = planner
+        self.plan_status.value = f"planner: <b>{planner!r}</b>" if planner is not None else ""
         self._update_planner_controls()
 
-    def _plan(self, how: str) -> None:
-        if self.planner is None:
-            return
+    def load_planner(self):
+        """Load a planner through `planner_loader` (the Workbench sets it) and enable the Plan buttons."""
+        if self.planner_loader is None:
+            return None
+        self.plan_status.value = "loading the planner..."
         try:
-            before = self.blueprint
-            if how == "inspire":
-                planned = self.planner.inspire(self.idea.value, instrumental=self.instrumental.value)
-            elif how == "complete":
-                planned = self.planner.complete(before)
-            else:
-                planned = self.planner.format(before)
+            self.set_planner(self.planner_loader())
         except Exception as exc:
-            self.plan_status.value = f"<span style='color:#b00020'>planning failed: {exc}</span>"
-            return
-        self.planned_fields = {f for f, v in planned.to_dict().items() if v != before.to_dict().get(f)}
-        self.set_blueprint(planned)
-        marked = ", ".join(sorted(self.planned_fields)) or "nothing"
-        self.plan_status.value = f"planned: <b>{marked}</b>"
+            self.plan_status.value = f"<span style='color:#b00020'>could not load the planner: {exc}</span>"
+        return self.planner
+
+    def plan(self, how: str = "complete"):
+        """Run the planner ("inspire" from the Idea box, "complete" the open fields, or "format")
+        on a worker thread; returns the Job (`job.result()` waits for the planned blueprint)."""
+        return self._plan(how)
+
+    def _plan(self, how: str):
+        if self.planner is None:
+            return None
+        if self.plan_runner.busy:
+            self.plan_status.value = "<span style='color:#b00020'>the planner is busy: wait or press Cancel</span>"
+            return self.plan_job
+        try:
+            before = self.valid_blueprint() if how != "inspire" else None
+        except BlueprintError as exc:
+            self.plan_status.value = f"<span style='color:#b00020'>fix the blueprint first: {exc}</span>"
+            return None
+        idea, instrumental = self.idea.value, self.instrumental.value
+        language = self.language.value if self.language.value != "unknown" else None
+        planner = self.planner
+
+        def report(p):
+            post(lambda: (setattr(self.plan_progress, "value", int(1000 * p.fraction)),
+                          setattr(self.plan_status, "value", f"planning: {p.message}")))
+
+        def work(cancel):
+            options = dict(progress=report, cancel=cancel)
+            if how == "inspire":
+                return planner.inspire(idea, instrumental=instrumental, language=language, **options)
+            if how == "complete":
+                return planner.complete(before, **options)
+            return planner.format(before, **options)
+
+        def finished(job):
+            def update():
+                self._update_planner_controls()
+                if isinstance(job.error, GenerationCancelled):
+                    self.plan_status.value = "planning cancelled: the blueprint is unchanged"
+                elif job.error is not None:
+                    self.plan_status.value = (f"<span style='color:#b00020'>planning failed: "
+                                              f"{type(job.error).__name__}: {job.error}</span>")
+                else:
+                    self.set_blueprint(job.value)
+                    self.plan_progress.value = 1000
+                    marked = ", ".join(sorted(self.planned_fields)) or "nothing (every field was set)"
+                    demo = " (demo planner: random weights, random text)" if getattr(planner, "is_demo", False) else ""
+                    self.plan_status.value = f"planned{PLANNED_MARK}: <b>{marked}</b>{demo}"
+
+            post(update)
+
+        self.plan_progress.value = 0
+        self.plan_status.value = f"planning ({how})..."
+        self.plan_job = self.plan_runner.start("plan", work, on_done=finished)
+        self._update_planner_controls()
+        return self.plan_job
+
+    def cancel_plan(self) -> None:
+        if self.plan_job is not None:
+            self.plan_job.cancel()
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

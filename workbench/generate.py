@@ -26,12 +26,17 @@ def parse_seeds(text: str, batch: int):
     return values[0] if len(values) == 1 else values
 
 
+def _item_seed(seeds, i: int) -> int:
+    return seeds[i] if isinstance(seeds, list) else seeds + i
+
+
 class GeneratePanel:
     """Task, batch, seeds and sampler settings (prefilled with the loaded variant's preset);
     Generate runs on a worker thread with a progress bar, status line and a working Cancel."""
 
-    def __init__(self, engine, editor, store=None, on_take=None):
+    def __init__(self, engine, editor, store=None, on_take=None, planner=None):
         self.engine, self.editor, self.store = engine, editor, store
+        self.planner = planner
         self.on_take = on_take
         self.source = None  # the take a cover starts from (set by "Use as source")
         self.takes: list = []
@@ -55,6 +60,9 @@ class GeneratePanel:
             f"guidance {preset.guidance:g}{' (turbo: fixed 8 steps, no guidance)' if engine.variant.turbo else ''}"
             f"{' &middot; <b>demo checkpoint: random weights, makes noise</b>' if engine.is_demo else ''}</small>")
         self.lora_note = widgets.HTML()
+        self.think = widgets.Checkbox(description="Think first: the planner writes the audio codes, the DiT renders them",
+                                      layout=widgets.Layout(width="auto"), indent=False)
+        self.think_note = widgets.HTML()
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="320px"))
@@ -65,11 +73,12 @@ class GeneratePanel:
         self.cancel_button.on_click(lambda _: self.cancel())
         self.task.observe(lambda change: self._update_task_controls(), names="value")
         self._update_task_controls()
+        self.set_planner(planner)
         self.show_loras(engine.loras())
         self.widget = widgets.VBox([
             widgets.HBox([self.task, self.source_label]), self.cover_strength,
             widgets.HBox([self.batch_size, self.seeds]), widgets.HBox([self.steps, self.shift, self.guidance]),
-            self.preset_note, self.lora_note, widgets.HBox([self.generate_button, self.cancel_button, self.progress]),
+            self.preset_note, self.lora_note, widgets.HBox([self.think, self.think_note]), widgets.HBox([self.generate_button, self.cancel_button, self.progress]),
             self.status, self.results,
         ])
 
@@ -87,6 +96,16 @@ class GeneratePanel:
             self.source_label.value = f"source: <b>{self.source.title}</b>"
         else:
             self.source_label.value = ""
+
+    def set_planner(self, planner) -> None:
+        """Enable "Think first" (upstream's LM-then-DiT flow) when a planner is loaded."""
+        self.planner = planner
+        self.think.disabled = planner is None
+        if planner is None:
+            self.think.value = False
+            self.think_note.value = "<small><i>needs a planner: Load planner in the Blueprint tab</i></small>"
+        else:
+            self.think_note.value = ""
 
     def show_loras(self, loras) -> None:
         """Show the LoRA adapters (and scales) the next takes will be made with (`engine.loras()`)."""
@@ -129,7 +148,20 @@ class GeneratePanel:
             post(lambda: (setattr(self.progress, "value", int(1000 * p.fraction)),
                           self._set_status(f"{p.message} ({int(100 * p.fraction)} %)")))
 
+        think = self.think.value and self.planner is not None and isinstance(task, Text2Music)
+        planner = self.planner
+
         def work(cancel):
+            if think:  # one code string per take, then the cover path renders them (as upstream)
+                codes = planner.codes_batch(blueprint, options["batch_size"], seeds=options["seeds"],
+                                            progress=report, cancel=cancel)
+                takes = []
+                for i, code_string in enumerate(codes):
+                    item = dict(options, batch_size=1,
+                                seeds=None if options["seeds"] is None else _item_seed(options["seeds"], i))
+                    takes += self.engine.generate(blueprint, Text2Music(audio_codes=code_string), progress=report,
+                                                  cancel=cancel, **item)
+                return takes
             return self.engine.generate(blueprint, task, progress=report, cancel=cancel, **options)
 
         self.job = self.runner.start("generate", work, on_done=self._finished)
@@ -141,6 +173,12 @@ class GeneratePanel:
             self._set_status("cancelling after the current step...")
 
     def _finished(self, job) -> None:
+        if job.error is None:  # model state first, on the worker: job.result() returns after this
+            for take in job.value:
+                if self.store is not None:
+                    self.store.save(take)
+            self.takes.extend(job.value)
+
         def update():
             self.generate_button.disabled, self.cancel_button.disabled = False, True
             if isinstance(job.error, GenerationCancelled):
@@ -152,11 +190,8 @@ class GeneratePanel:
                 return
             takes = job.value
             for take in takes:
-                if self.store is not None:
-                    self.store.save(take)
                 if self.on_take is not None:
                     self.on_take(take)
-            self.takes.extend(takes)
             cards = [TakeCard(t, on_recall=self.recall, on_use_as_source=self.set_source).widget for t in takes]
             self.results.children = tuple(cards) + tuple(self.results.children)
             self.progress.value = 1000

@@ -251,6 +251,9 @@ class LoRAPanel:
                                    progress=report, cancel=cancel)
 
         def done(job):
+            if job.error is None:  # model state first, on the worker: job.result() returns after this
+                self.dataset = job.value
+
             def update():
                 self._running(False)
                 if isinstance(job.error, GenerationCancelled):
@@ -258,7 +261,6 @@ class LoRAPanel:
                 elif job.error is not None:
                     self._set_status(f"{type(job.error).__name__}: {job.error}", error=True)
                 else:
-                    self.dataset = job.value
                     self._show_dataset(job.value)
                     self.progress.value = 1000
                     self._set_status(f"{len(job.value)} songs ready: press Train")
@@ -315,6 +317,9 @@ class LoRAPanel:
             return result, loss_png(self.losses)
 
         def done(job):
+            if job.error is None:  # model state first, on the worker: job.result() returns after this
+                self.result = job.value[0]
+
             def update():
                 self._running(False)
                 if job.error is not None:
@@ -322,7 +327,6 @@ class LoRAPanel:
                     self._set_status(f"{type(job.error).__name__}: {job.error}{hint}", error=True)
                     return
                 result, png = job.value
-                self.result = result
                 self.loss_plot.value = png
                 self.adapter_path.value = str(result.adapter_path)
                 self.progress.value = 1000 if not result.stopped else self.progress.value

@@ -246,6 +246,11 @@ class RepaintPainter:
             return self.engine.generate(source.blueprint, task, seeds=seed, progress=report, cancel=cancel)
 
         def done(job):
+            if job.error is None:  # model state first, on the worker: job.result() returns after this
+                self.result = job.value[0]
+                if self.store is not None:
+                    self.store.save(self.result)
+
             def update():
                 self.repaint_button.disabled, self.cancel_button.disabled = False, True
                 if isinstance(job.error, GenerationCancelled):
@@ -253,9 +258,6 @@ class RepaintPainter:
                 elif job.error is not None:
                     self.status.value = f"<span style='color:#b00020'>{type(job.error).__name__}: {job.error}</span>"
                 else:
-                    self.result = job.value[0]
-                    if self.store is not None:
-                        self.store.save(self.result)
                     self.progress.value = 1000
                     self.next_button.disabled = False
                     self.comparison.children = (SpectrogramView(source, self.result, regions=self.regions).widget,)

@@ -132,6 +132,12 @@ class TracksPanel:
             post(lambda: setattr(self.progress, "value", int(1000 * p.fraction)))
 
         def done(job):
+            if job.error is None:  # model state first, on the worker: job.result() returns after this
+                for take in job.value:
+                    if self.store is not None:
+                        self.store.save(take)
+                self.takes.extend(job.value)
+
             def update():
                 self.run_button.disabled, self.cancel_button.disabled = False, True
                 if isinstance(job.error, GenerationCancelled):
@@ -140,10 +146,6 @@ class TracksPanel:
                 if job.error is not None:
                     self.status.value = f"<span style='color:#b00020'>{type(job.error).__name__}: {job.error}</span>"
                     return
-                for take in job.value:
-                    if self.store is not None:
-                        self.store.save(take)
-                self.takes.extend(job.value)
                 self.results.children = tuple(TakeCard(t).widget for t in job.value) + self.results.children
                 self.progress.value = 1000
                 names = ", ".join(t.task.get("track") or "+".join(t.task.get("tracks", [])) for t in job.value)

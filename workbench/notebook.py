@@ -1,0 +1,92 @@
+"""The first cell of every tutorial notebook: where we run, which device and dtype, which weights.
+
+    runtime = setup()            # Colab: custom widget manager on; picks the GPU and dtype
+    engine = runtime.engine()    # real weights in ./checkpoints if present, else the demo checkpoint
+    planner = runtime.planner(engine)
+
+`ACESTEP_CHECKPOINTS_DIR` points at real weights elsewhere. The same notebooks run unchanged in
+JupyterLab, VS Code and Colab; in tests they run on the demo checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from acestep_engine import Engine, TakeStore
+from acestep_engine.checkpoints import available_variants, default_checkpoints_dir
+from acestep_engine.hardware import recommend_models
+from acestep_engine.loader import resolve_device
+from acestep_engine.variants import LM_VARIANTS
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+@dataclass
+class Runtime:
+    """Where the notebook runs. `gpu_gib` is the GPU's memory (0 without a GPU)."""
+
+    colab: bool
+    device: torch.device
+    dtype: torch.dtype
+    gpu: str
+    gpu_gib: float
+    checkpoints_dir: Path
+
+    @property
+    def has_real_weights(self) -> bool:
+        return bool(available_variants(self.checkpoints_dir))
+
+    def engine(self, variant: str = "turbo") -> Engine:
+        """The DiT `variant` ("turbo", "base", "sft" or a folder name) from real weights when
+        present, else the demo checkpoint (random weights: noise, not music)."""
+        if self.has_real_weights:
+            folder = variant if variant.startswith("acestep-") else f"acestep-v15-{variant}"
+            return Engine.from_pretrained(self.checkpoints_dir, dit=folder, device=self.device, dtype=self.dtype)
+        return Engine.demo(device=self.device, dtype=self.dtype, variant=variant)
+
+    def planner(self, engine: Engine | None = None):
+        """The 5 Hz LM beside real weights (the size that fits this GPU first), else the demo planner."""
+        from acestep_engine.planner import Planner
+
+        if self.has_real_weights:
+            found = [name for name in LM_VARIANTS if (self.checkpoints_dir / name / "config.json").is_file()]
+            if found:
+                preferred = recommend_models(self.gpu_gib)[1]
+                name = preferred if preferred in found else found[0]
+                return Planner.from_pretrained(name, checkpoints_dir=self.checkpoints_dir, device=self.device,
+                                               engine=engine)
+        return Planner.demo(device=self.device, engine=engine)
+
+    def store(self, name: str = "takes") -> TakeStore:
+        """The take store (`$ACESTEP_TAKES_DIR`, else ./takes, or ./<name>)."""
+        return TakeStore(Path(os.environ.get("ACESTEP_TAKES_DIR") or name))
+
+    def __repr__(self) -> str:
+        where = "Colab" if self.colab else "Jupyter"
+        gpu = f"{self.gpu} ({self.gpu_gib:.0f} GiB)" if self.gpu_gib else "no GPU"
+        weights = f"real weights in {self.checkpoints_dir}" if self.has_real_weights else \
+            "demo checkpoint (random weights: noise, not music)"
+        return f"{where}, {gpu}, {self.device} {str(self.dtype).replace('torch.', '')}, {weights}"
+
+
+def setup() -> Runtime:
+    """Enable Colab's custom widget manager (for the anywidget region painter) and pick the device:
+    CUDA in bf16, or fp16 on GPUs without bf16 such as Colab's T4; MPS or CPU in fp32."""
+    colab = in_colab()
+    if colab:
+        from google.colab import output  # type: ignore[import-not-found]
+
+        output.enable_custom_widget_manager()
+    device, dtype = resolve_device("auto", None)
+    gpu, gib = "", 0.0
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu, gib = props.name, props.total_memory / 2 ** 30
+    return Runtime(colab, device, dtype, gpu, gib, default_checkpoints_dir())
