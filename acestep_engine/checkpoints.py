@@ -76,6 +76,20 @@ def lm_component(name: str) -> Component:
     return Component(name, repo, in_main, (("config.json",), _WEIGHTS, *_TOKENIZER))
 
 
+# Download sizes before the hub is asked (bf16 safetensors; the hub's metadata gives exact ones online).
+_APPROX_BYTES = {VAE_DIR: 337_000_000, TEXT_ENCODER_DIR: 1_200_000_000, "acestep-5Hz-lm-0.6B": 1_300_000_000,
+                 "acestep-5Hz-lm-1.7B": 3_500_000_000, "acestep-5Hz-lm-4B": 8_000_000_000}
+_APPROX_DIT_BYTES = {"2B": 4_790_000_000, "4B": 9_500_000_000}
+
+
+def approx_download_bytes(component: Component) -> int:
+    """About how many bytes `component` downloads (known sizes; 0 for a folder we do not know)."""
+    if component.folder in _APPROX_BYTES:
+        return _APPROX_BYTES[component.folder]
+    variant = VARIANTS.get(component.folder)
+    return _APPROX_DIT_BYTES.get(variant.size, 0) if variant else 0
+
+
 def components_for(dit: str | None = "acestep-v15-turbo", lm: str | None = None) -> list[Component]:
     """The folders needed to run `dit` (plus VAE and text encoder) and optionally the planner `lm`."""
     parts = []
