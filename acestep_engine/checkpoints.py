@@ -201,17 +201,26 @@ def _folder_list(root: Path, components: list[Component]) -> list[str]:
     return lines
 
 
-def _offline_message(root: Path, components: list[Component], reason: str) -> str:
+def manual_download_commands(root: Path, components: list[Component]) -> list[str]:
+    """`hf download` commands that fetch the missing `components` into a local `checkpoints/`, one
+    per repository, to run on a machine with network before copying the folders into `root`."""
     wanted = [c for c in components if c.missing(root)]
     main = [c.folder for c in wanted if c.in_main_repo]
-    lines = [f"No network: the Hugging Face hub cannot be reached ({reason}), so nothing was downloaded.",
-             f"Missing in {root}:", *_folder_list(root, components),
-             "On a machine with network, download them:"]
+    commands = []
     if main:
         include = " ".join(f"'{folder}/*'" for folder in main)
-        lines.append(f"  hf download {MAIN_REPO} --include {include} --exclude '*.py' --local-dir checkpoints")
-    lines += [f"  hf download {c.repo_id} --exclude '*.py' --local-dir checkpoints/{c.folder}"
-              for c in wanted if not c.in_main_repo]
+        commands.append(f"hf download {MAIN_REPO} --include {include} --exclude '*.py' --local-dir checkpoints")
+    commands += [f"hf download {c.repo_id} --exclude '*.py' --local-dir checkpoints/{c.folder}"
+                 for c in wanted if not c.in_main_repo]
+    return commands
+
+
+def _offline_message(root: Path, components: list[Component], reason: str) -> str:
+    wanted = [c for c in components if c.missing(root)]
+    lines = [f"No network: the Hugging Face hub cannot be reached ({reason}), so nothing was downloaded.",
+             f"Missing in {root}:", *_folder_list(root, components),
+             "On a machine with network, download them:",
+             *(f"  {command}" for command in manual_download_commands(root, components))]
     folders = ", ".join(f"{c.folder}/" for c in wanted)
     lines.append(f"then copy the folders {folders} from there into {root} "
                  f"(or point ${ENV_CHECKPOINTS_DIR} at the folder that holds them).")
