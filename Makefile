@@ -43,8 +43,8 @@ $(IPYW7)/.installed: $(BIN)/.installed Makefile
 	touch $@
 
 test-ipywidgets7: $(IPYW7)/.installed
-	PYTHONPATH=$(IPYW7) $(BIN)/python -c "import ipywidgets; print('panel tests on ipywidgets', ipywidgets.__version__)"
-	PYTHONPATH=$(IPYW7) ACESTEP_EXPECT_IPYWIDGETS=7.7.1 HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 \
+	PYTHONPATH=$(abspath $(IPYW7)) $(BIN)/python -c "import ipywidgets; print('panel tests on ipywidgets', ipywidgets.__version__)"
+	PYTHONPATH=$(abspath $(IPYW7)) ACESTEP_EXPECT_IPYWIDGETS=7.7.1 HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider $(PANEL_TESTS)
 
 clean:
