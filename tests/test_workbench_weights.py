@@ -148,6 +148,17 @@ def test_a_download_that_does_not_fit_on_the_disk_is_refused(state, tmp_path, mo
     assert panel.job is None and "not enough disk space" in panel.status.value and "1.0 MB are free" in panel.status.value
 
 
+def test_a_hidden_panel_asks_the_hub_only_when_shown(state, source, tmp_path, online):
+    from workbench.weights import WeightsPanel
+
+    hub = FakeHub(source)
+    panel = WeightsPanel(state, checkpoints_dir=tmp_path / "checkpoints", gpu_gib=0, hub=hub, visible=False)
+    panel.dit.value = "acestep-v15-base"
+    assert hub.listed == [] and "about" in panel.summary.value
+    panel.set_visible(True)
+    assert panel.sizes_checked.wait(30) and hub.listed and "about" not in panel.summary.value
+
+
 def test_no_answer_from_the_hub_turns_into_the_offline_paragraph(state, tmp_path, online):
     class Unreachable:
         def list_files(self, repo_id):

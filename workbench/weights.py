@@ -44,9 +44,12 @@ def _gpu_gib() -> float:
 class WeightsPanel(JobPanel):
     """Get the real weights for `dit` and `lm` into `checkpoints_dir` (default: where the workbench
     looks, `default_checkpoints_dir()`), then reload the shared state's engine on them. `hub` is
-    the hub client (`acestep_engine.hub.Hub`; tests pass a fake one)."""
+    the hub client (`acestep_engine.hub.Hub`; tests pass a fake one). The hub is asked for exact
+    sizes when the panel is shown (`set_visible(True)`; standalone panels are shown at once), so a
+    workbench that keeps this section closed makes no network request."""
 
-    def __init__(self, state: WorkbenchState, checkpoints_dir=None, gpu_gib: float | None = None, hub=None):
+    def __init__(self, state: WorkbenchState, checkpoints_dir=None, gpu_gib: float | None = None, hub=None,
+                 visible: bool = True):
         self.hub = hub or Hub()
         gpu_gib = _gpu_gib() if gpu_gib is None else gpu_gib
         dit, lm = recommend_models(gpu_gib)
@@ -73,6 +76,7 @@ class WeightsPanel(JobPanel):
         self.offline = hub_offline_by_setting()
         self.sizes_checked = threading.Event()  # set when the hub answered (or could not) for this choice
         self._sizes_for = None
+        self.visible = visible
         self.download_button.on_click(lambda _: self.download())
         self.load_button.on_click(lambda _: self.load())
         for control in (self.dit, self.lm, self.folder):
@@ -95,13 +99,18 @@ class WeightsPanel(JobPanel):
     def choice(self) -> tuple[str, str | None]:
         return self.dit.value, (None if self.lm.value == NO_LM else self.lm.value)
 
+    def set_visible(self, visible: bool) -> None:
+        self.visible = visible
+        if visible:
+            self.refresh()
+
     def refresh(self, ask_hub: bool = True) -> None:
         """Redraw what is missing (known sizes at once); ask the hub for exact sizes once per choice."""
         dit, lm = self.choice
         self.plan = plan_download(self.root, dit, lm, online=False)
         self._draw()
         key = (str(self.root), dit, lm)
-        if ask_hub and not self.plan.complete and not self.offline and self._sizes_for != key:
+        if ask_hub and self.visible and not self.plan.complete and not self.offline and self._sizes_for != key:
             self._sizes_for = key
             self.sizes_checked.clear()
             threading.Thread(target=self._ask_hub, args=(key,), name="acestep-hub-sizes", daemon=True).start()
