@@ -176,6 +176,13 @@ class TakeStore:
         record["name"] = str(name)
         _atomic_write_text(self._sidecar(take_id), json.dumps(record, indent=2, ensure_ascii=False))
 
+    def update_notes(self, take_id: str, **notes) -> dict:
+        """Merge `notes` (JSON-friendly values) into the take's sidecar notes, atomically; returns them all."""
+        record = self.record(take_id)
+        record["notes"] = {**(record.get("notes") or {}), **notes}
+        _atomic_write_text(self._sidecar(take_id), json.dumps(record, indent=2, ensure_ascii=False))
+        return record["notes"]
+
     def delete(self, take_id: str) -> str:
         """Move the take to `.trash/` (see `undelete`)."""
         self.record(take_id)
