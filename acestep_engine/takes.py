@@ -205,11 +205,13 @@ class TakeStore:
     def empty_trash(self) -> None:
         shutil.rmtree(self.trash, ignore_errors=True)
 
-    def export(self, take_id: str, path, format: str | None = None) -> Path:
-        """Write a copy of the take's audio to `path` (format from the suffix: .wav or .flac)."""
-        take = self.load(take_id)
-        path = Path(path)
-        return write_audio(path, take.audio, take.sample_rate, format or path.suffix.lstrip(".") or "wav")
+    def export(self, take_id: str, path, format: str | None = None, bit_depth=None, extras: bool = True) -> Path:
+        """Write the take to `path`: wav (bit_depth 16, 24 or "float"), flac (16, 24), mp3, ogg or opus, from
+        the suffix unless `format` is given; with `extras` its `.lrc` and sidecar `.json` go beside it.
+        Batches and lineages: `acestep_engine.export.export_batch` / `export_lineage`."""
+        from .export import export_take
+
+        return export_take(self, take_id, path, format, bit_depth, extras)
 
     # ------------------------------------------------------------------ reading
     def ids(self) -> list[str]:
