@@ -650,23 +650,38 @@ class TakeStore:
                     tmp.unlink()
         return self.folder / audio_name
 
+    def _rewrite_sidecar(self, take_id: str, operation: str, change) -> dict:
+        """Read the sidecar, apply `change(record)`, write it back atomically (the sidecar rename is
+        the commit point); returns the new record."""
+        check_take_id(take_id)
+        with self._lock:
+            self._recover()
+            record = self.record(take_id)
+            change(record)
+            record = _jsonable(record, "sidecar")
+            temps = [self.folder / _temp_name("sidecar")]
+            try:
+                _write_file(temps[0], _encode_json(record))
+                self._run(operation, take_id, [(temps[0], self._sidecar(take_id))], temps=temps)
+            finally:
+                for tmp in temps:
+                    tmp.unlink(missing_ok=True)
+        return record
+
     def rename(self, take_id: str, name: str) -> None:
         """Set the take's display name (text, at most MAX_NAME_CHARS characters; "" clears it)."""
         if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
             raise TakeStoreError(f"name must be text of at most {MAX_NAME_CHARS} characters (got {name!r:.60})")
         _jsonable(name, "name")
-        check_take_id(take_id)
-        with self._lock:
-            self._recover()
-            record = self.record(take_id)
-            record["name"] = name
-            temps = [self.folder / _temp_name("sidecar")]
-            try:
-                _write_file(temps[0], _encode_json(record))
-                self._run("rename", take_id, [(temps[0], self._sidecar(take_id))], temps=temps)
-            finally:
-                for tmp in temps:
-                    tmp.unlink(missing_ok=True)
+        self._rewrite_sidecar(take_id, "rename", lambda record: record.update(name=name))
+
+    def update_notes(self, take_id: str, **notes) -> dict:
+        """Merge `notes` (JSON-friendly values; numpy numbers are converted, NaN/Inf refused naming the
+        note) into the take's sidecar notes, atomically; returns them all."""
+        checked = {key: _jsonable(value, f"notes.{key}") for key, value in notes.items()}
+        record = self._rewrite_sidecar(take_id, "update_notes",
+                                       lambda record: record.update(notes={**(record.get("notes") or {}), **checked}))
+        return record["notes"]
 
     def delete(self, take_id: str) -> str:
         """Move the take to `.trash/` (see `undelete`); a take of the same id already there is replaced."""
@@ -715,13 +730,13 @@ class TakeStore:
             files = sorted((p for p in self.trash.iterdir() if p.is_file()), key=lambda p: p.suffix != ".json")
             self._run("empty_trash", "*", removes=files)
 
-    def export(self, take_id: str, path, format: str | None = None) -> Path:
-        """Write a copy of the take's audio to `path` (format from the suffix: .wav or .flac)."""
-        from .audio_io import write_audio
+    def export(self, take_id: str, path, format: str | None = None, bit_depth=None, extras: bool = True) -> Path:
+        """Write the take to `path`: wav (bit_depth 16, 24 or "float"), flac (16, 24), mp3, ogg or opus, from
+        the suffix unless `format` is given; with `extras` its `.lrc` and sidecar `.json` go beside it.
+        Batches and lineages: `acestep_engine.export.export_batch` / `export_lineage`."""
+        from .export import export_take
 
-        take = self.load(take_id)
-        path = Path(path)
-        return write_audio(path, take.audio, take.sample_rate, format or path.suffix.lstrip(".") or "wav")
+        return export_take(self, take_id, path, format, bit_depth, extras)
 
     # ------------------------------------------------------------------ reading
     def _checked_file(self, path: Path) -> dict:
