@@ -252,7 +252,7 @@ class Engine:
                              guidance_interval=guidance_interval, timesteps=timesteps, method=method, solver=solver)
 
     @contextlib.contextmanager
-    def exclusive(self, reason: str = "a LoRA training run"):
+    def exclusive(self, reason: str = "another job"):
         """Hold this engine's DiT alone for the block: waits for a running generation to finish,
         then refuses new ones (`GenerationError` naming `reason`) until the block ends."""
         with self._lock:
