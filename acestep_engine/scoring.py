@@ -567,7 +567,7 @@ def lyric_timestamps(engine, take, layers: dict | None = None, seed: int = ALIGN
     x = t * noise + (1.0 - t) * latents.unsqueeze(0).to(engine.dtype)
     timestep = torch.full((1,), t, device=engine.device, dtype=engine.dtype)
     step(2, "one DiT pass, reading cross-attention")
-    with _exclusive(engine):  # hooks on the DiT must not see another job's generation
+    with engine.exclusive("lyric alignment"):  # the hooks must not see another job's generation
         captured = capture_cross_attention(engine.models.transformer, used, hidden_states=x, timestep=timestep,
                                            timestep_r=timestep, encoder_hidden_states=states, context_latents=context)
     step(3, "aligning lyric tokens to frames")
@@ -611,11 +611,6 @@ def lyric_timestamps(engine, take, layers: dict | None = None, seed: int = ALIGN
                            lrc=to_lrc(lines), score=round(score, 4), coverage=coverage, monotonicity=monotonicity,
                            confidence=confidence, duration=duration, layers=used, note=note)
 
-
-def _exclusive(engine):
-    """The engine's one-job-at-a-time guard (`Engine.exclusive()` where it exists, else its lock)."""
-    exclusive = getattr(engine, "exclusive", None)
-    return exclusive() if callable(exclusive) else engine._lock
 
 
 def save_lyric_timestamps(store, take_id: str, stamps: LyricTimestamps) -> None:
