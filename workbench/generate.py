@@ -8,6 +8,7 @@ import ipywidgets as widgets
 
 from acestep_engine import Cover, Text2Music
 from acestep_engine.errors import AceStepError
+from acestep_engine.settings import GenerationSettings
 
 from .jobs import TIME, JobPanel
 from .state import WorkbenchState
@@ -65,25 +66,33 @@ class GeneratePanel(JobPanel):
         self.source = None  # the take a cover starts from (set by "Use as source")
         self.takes: list = []
         preset = engine.preset
+        turbo = engine.variant.turbo
+        bounds = GenerationSettings.bounds(engine.variant)  # the one place that knows the ranges
         style = {"description_width": "initial"}
         self.task = widgets.Dropdown(description="Task", options=TASKS, value="text2music", style=style,
                                      layout=widgets.Layout(width="340px"))
         self.cover_strength = widgets.FloatSlider(description="Keep structure", value=1.0, min=0, max=1, step=0.05,
                                                   style=style, tooltip="1 = follow the source closely, 0 = restyle")
-        self.batch_size = widgets.IntSlider(description="Takes", value=1, min=1, max=8, style=style)
+        self.batch_size = widgets.IntSlider(description="Takes", value=1, min=bounds["batch_size"]["min"],
+                                            max=bounds["batch_size"]["max"], style=style)
         self.seeds = widgets.Text(description="Seeds", placeholder="random (or 42, or 1, 2, 3)", style=style)
         self.after_run = widgets.Dropdown(description="after a run", options=AFTER_RUN, value="next", style=style,
                                           layout=widgets.Layout(width="220px"),
                                           tooltip="what the Seeds box holds after a run with fixed seeds")
-        self.steps = widgets.BoundedIntText(description="Steps", value=preset.steps, min=1, max=200, style=style,
-                                            disabled=engine.variant.turbo)
-        self.shift = widgets.BoundedFloatText(description="Shift", value=preset.shift, min=1.0, max=5.0, step=0.5,
-                                              style=style)
-        self.guidance = widgets.BoundedFloatText(description="Guidance", value=preset.guidance, min=1.0, max=15.0,
-                                                 step=0.5, style=style, disabled=engine.variant.turbo)
+        self.steps = widgets.BoundedIntText(description="Steps", value=preset.steps, min=bounds["steps"]["min"],
+                                            max=bounds["steps"]["max"], style=style,
+                                            layout=widgets.Layout(width="160px"))
+        self.shift = widgets.BoundedFloatText(description="Shift", value=preset.shift, min=bounds["shift"]["min"],
+                                              max=bounds["shift"]["max"], step=0.5 if not turbo else 1.0,
+                                              style=style, layout=widgets.Layout(width="160px"))
+        self.guidance = widgets.BoundedFloatText(description="Guidance", value=preset.guidance,
+                                                 min=bounds["guidance"]["min"], max=bounds["guidance"]["max"],
+                                                 step=0.5, style=style, disabled=turbo,
+                                                 layout=widgets.Layout(width="170px"))
         self.preset_note = widgets.HTML(
             f"<small>{engine.variant.name}: preset {preset.steps} steps, shift {preset.shift:g}, "
-            f"guidance {preset.guidance:g}{' (turbo: fixed 8 steps, no guidance)' if engine.variant.turbo else ''}"
+            f"guidance {preset.guidance:g}"
+            f"{' (turbo: guidance is distilled into the weights; shift snaps to 1, 2 or 3)' if turbo else ''}"
             f"</small>")
         self.lora_note = widgets.HTML()
         self.think = widgets.Checkbox(description="Think first: the planner writes the audio codes, the DiT renders them",
@@ -183,9 +192,9 @@ class GeneratePanel(JobPanel):
             return None
         engine, planner = self.engine, self.planner
         batch = self.batch_size.value
-        options = dict(batch_size=batch, seeds=seeds, shift=self.shift.value)
+        options = dict(batch_size=batch, seeds=seeds, shift=self.shift.value, steps=self.steps.value)
         if not engine.variant.turbo:
-            options.update(steps=self.steps.value, guidance=self.guidance.value)
+            options.update(guidance=self.guidance.value)
         think = self.think.value and planner is not None and isinstance(task, Text2Music)
 
         def work(cancel, progress):
