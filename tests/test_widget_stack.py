@@ -33,14 +33,15 @@ def _shown(obj) -> list[dict]:
 @pytest.fixture(scope="module")
 def bench(turbo, tmp_path_factory):
     from acestep_engine import Blueprint, TakeStore
-    from workbench import Workbench
+    from workbench import Workbench, close_tree
 
     store = TakeStore(tmp_path_factory.mktemp("stack-takes"))
     wb = Workbench(turbo, store, Blueprint(caption="widget stack", duration=10.0, bpm=120, keyscale="C major",
                                            timesignature=4, language="en"))
     take, = turbo.generate(wb.editor.blueprint, seeds=1, steps=2)
     store.save(take)
-    return wb, take
+    yield wb, take
+    close_tree(wb.widget)  # no live players left for the tests that count them
 
 
 def test_every_panel_displays_as_a_widget(bench):

@@ -2,6 +2,7 @@
 with a fake hub serving the tiny official-layout set: what is missing and how big, download with
 progress and Cancel, the reload every tab sees, and the offline paragraph."""
 
+import json
 import shutil
 import socket
 import threading
@@ -171,3 +172,32 @@ def test_no_answer_from_the_hub_turns_into_the_offline_paragraph(state, tmp_path
     assert panel.sizes_checked.wait(30)
     assert "No network" in panel.offline_note.value and "HF_HUB_OFFLINE" not in panel.offline_note.value
     assert panel.download_button.disabled and "about 6.3 GB" in panel.summary.value
+
+
+def test_in_the_workbench_loaded_weights_reach_every_tab_and_the_header(source, tmp_path):
+    from acestep_engine import Engine, TakeStore
+    from workbench import Workbench, close_tree
+
+    wb = Workbench(Engine.demo(device="cpu"), TakeStore(tmp_path / "takes"))
+    section, panel = wb.weights_section, wb.weights
+    assert section.selected_index is None and not panel.visible and "Demo checkpoint" in wb.header.banner.value
+    folder = tmp_path / "checkpoints"
+    for name in MAIN:
+        shutil.copytree(source / name, folder / name, ignore=shutil.ignore_patterns("*.py"))
+    config = folder / "acestep-v15-turbo" / "config.json"  # as the real weights: not marked random
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
+                                  if k != "acestep_workbench_random_weights"}))
+    panel.folder.value = str(folder)
+    section.selected_index = 0
+    assert panel.visible and "Everything is here" in panel.summary.value
+    panel.load_button.click()
+    assert panel.job.wait(120) and panel.job.state == "done", panel.status.value
+    assert wb.engine is wb.state.engine and wb.engine.models.paths["checkpoints"] == str(folder)
+    assert wb.header.banner.value == "" and "demo" not in wb.header.models.value  # the header follows
+    wb.generate_panel.batch_size.value = 1
+    wb.editor.set_blueprint(wb.editor.blueprint.replace(duration=10.0))
+    wb.generate_panel.generate_button.click()
+    take, = wb.generate_panel.job.result(120)
+    assert take.model["checkpoints"] == str(folder)  # Generate runs on the new weights
+    assert wb.tracks.engine is wb.engine or wb.tracks.engine.models.paths["checkpoints"] == str(folder)
+    close_tree(wb.widget)

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 
 from acestep_engine import GenerationCancelled
 
+from .display import widget_bundle
 from .jobs import JobRunner, post
 from .synced_player import SyncedPlayer
 
@@ -321,4 +322,4 @@ class ListenPanel:
         return self._start(f"LRC {take_id}", work, saved)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -26,6 +26,7 @@ from acestep_engine.hardware import recommend_models
 from acestep_engine.hub import DownloadPlan, Hub, fetch, format_bytes, free_bytes, plan_download
 from acestep_engine.variants import LM_VARIANTS, VARIANTS
 
+from .display import widget_bundle
 from .jobs import JobPanel, post
 from .state import WorkbenchState
 
@@ -61,6 +62,8 @@ class WeightsPanel(JobPanel):
                                     layout=widgets.Layout(width="330px"))
         self.lm = widgets.Dropdown(description="Planner LM", options=[NO_LM, *LM_VARIANTS], value=lm or NO_LM,
                                    style=style, layout=widgets.Layout(width="330px"))
+        if checkpoints_dir is None and engine is not None and not engine.is_demo:
+            checkpoints_dir = engine.models.paths.get("checkpoints")
         self.folder = widgets.Text(description="Folder", value=str(checkpoints_dir or default_checkpoints_dir()),
                                    style=style, layout=widgets.Layout(width="100%"))
         self.summary = widgets.HTML()
@@ -273,4 +276,4 @@ class WeightsPanel(JobPanel):
         return f"{type(error).__name__}: {first[0] if first else ''}"
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
