@@ -262,7 +262,7 @@ def _temp_name(purpose: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would terminate the process
         return True
     try:
         os.kill(pid, 0)
@@ -289,11 +289,17 @@ def _temp_is_stale(path: Path) -> bool:
 
 
 def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable across a power cut (a kill needs no fsync); best effort."""
     if os.name != "posix":
         return
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:  # some network and FUSE file systems refuse fsync on folders
+        pass
     finally:
         os.close(fd)
 
@@ -391,6 +397,8 @@ class TakeStore:
             raise TakeStoreError(f"folder must be a path (got {type(folder).__name__})")
         self.folder = Path(folder)
         self.audio_format = audio_format
+        if self.folder.exists() and not self.folder.is_dir():
+            raise TakeStoreError(f"{self.folder} is not a folder")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -493,8 +501,7 @@ class TakeStore:
         for path in entry["removes"]:
             Path(path).unlink(missing_ok=True)
         for folder in {Path(dst).parent for _, dst in entry["moves"]}:
-            with contextlib.suppress(OSError):
-                _fsync_dir(folder)
+            _fsync_dir(folder)
         return missing
 
     def _recover(self) -> None:
