@@ -16,6 +16,7 @@ No torch here.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -170,7 +171,9 @@ def _key(y: np.ndarray) -> tuple[str | None, float, str | None]:
 
     if len(y) < 2048 or float(np.max(np.abs(y))) < 1e-4:
         return None, 0.0, None
-    chroma = librosa.feature.chroma_cqt(y=y, sr=ANALYSIS_RATE, hop_length=4096)
+    with warnings.catch_warnings():  # noise-like audio has no pitches to estimate the tuning from
+        warnings.simplefilter("ignore", UserWarning)
+        chroma = librosa.feature.chroma_cqt(y=y, sr=ANALYSIS_RATE, hop_length=4096)
     profile = chroma.mean(axis=1)
     if not np.isfinite(profile).all() or profile.std() < 1e-9:
         return None, 0.0, None
