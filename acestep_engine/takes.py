@@ -635,11 +635,13 @@ class TakeStore:
             encode_audio(audio_tmp, audio, int(take.sample_rate), format)
             moves = []
             if latents is not None:
-                from safetensors.numpy import save_file
+                from safetensors.numpy import save
 
+                # Serialised here and written by us: safetensors' save_file uses temporary files of
+                # its own (".tmpXXXXXX") that a kill would leave behind under a name we cannot own.
                 latents_tmp = self.folder / _temp_name("latents")
                 temps.append(latents_tmp)
-                save_file({"latents": np.ascontiguousarray(latents, dtype=np.float32)}, str(latents_tmp))
+                _write_file(latents_tmp, save({"latents": np.ascontiguousarray(latents, dtype=np.float32)}))
                 moves.append((latents_tmp, self._latents_path(take.id)))
             sidecar_tmp = self.folder / _temp_name("sidecar")
             temps.append(sidecar_tmp)

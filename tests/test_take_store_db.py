@@ -135,7 +135,7 @@ def test_a_save_killed_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(safetensors.numpy, "save_file", disk_full)
+    monkeypatch.setattr(safetensors.numpy, "save", disk_full)
     with pytest.raises(OSError):
         store.save(make_take())
     assert visible_files(tmp_path) == set()
