@@ -42,6 +42,7 @@ import numpy as np
 
 from .audio_io import AudioFileError, check_audio_array, check_format, check_sample_rate, encode_audio, read_audio
 from .errors import TakeStoreError
+from .json_files import read_json
 
 FORMAT_VERSION = 1
 INDEX_VERSION = 1
@@ -317,15 +318,7 @@ def _encode_json(record: dict) -> bytes:
 
 def _read_json(path: Path):
     """Parsed JSON, or TakeStoreError naming the file (bad UTF-8, bad JSON, too deeply nested)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-        return json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise TakeStoreError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise TakeStoreError(f"{path} is corrupt ({exc})") from None
-    except RecursionError:
-        raise TakeStoreError(f"{path} is corrupt (JSON nested too deeply)") from None
+    return read_json(path, TakeStoreError, expect=None)
 
 
 class _FolderLock:

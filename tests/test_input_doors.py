@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -51,10 +51,10 @@ def test_bad_blueprint_files_are_named(tmp_path, content, message):
     assert message in str(info.value) and str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("path", [tmp := "does/not/exist.json", 5, None, ""])
+@pytest.mark.parametrize("path", ["does/not/exist.json", ".", 5, None, ""])
 def test_blueprint_file_paths_are_checked(tmp_path, path):
     with pytest.raises(BlueprintError, match="^file "):
-        Blueprint.load(path if not isinstance(path, str) or not path else tmp_path / path)
+        Blueprint.load(tmp_path / path if isinstance(path, str) and path else path)
 
 
 def test_text_that_is_not_unicode_is_named_before_anything_is_written(tmp_path):
