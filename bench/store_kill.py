@@ -1,11 +1,12 @@
 """Kill test of the take store: SIGKILL a process at random moments while it saves, deletes,
 undeletes and renames takes, then open the store and check that no take was lost or left unreadable.
 
-    python bench/store_kill.py --trials 60            # the benchmark (prints the figures)
+    python bench/store_kill.py                        # the benchmark: 100 kills (prints the figures)
     python bench/store_kill.py --trials 6 --quiet     # what tests/test_take_store_db.py runs
 
 Every trial starts a worker on the same folder (state accumulates, as in a notebook killed over and
-over); the worker logs `begin`/`end` of each change to an append-only log before and after doing it.
+over); the worker logs `begin`/`end` of each change to an append-only log before and after doing it,
+and its renames are slowed by 0-4 ms (a slow disk) so that kills often land between a change's renames.
 After the kill the parent opens the store (which finishes interrupted changes) and checks:
 - every take whose save ended is fully present (sidecar, audio, latents load) or fully in the trash;
 - a take whose save was interrupted is fully present or has no file left at all;
@@ -52,13 +53,21 @@ def _trashed(store) -> list[str]:
     return sorted(p.name[:-5] for p in store.trash.glob("*.json")) if store.trash.is_dir() else []
 
 
-def worker(folder: Path, log: Path, seed: int) -> None:
+def worker(folder: Path, log: Path, seed: int, slow_renames: bool = True) -> None:
     import numpy as np
 
     from acestep_engine import TakeStore
     from acestep_engine.takes import new_take_id
 
     rng = np.random.default_rng(seed)
+    if slow_renames:  # a slow disk: widen the windows between a change's renames, where kills hurt most
+        real_replace = os.replace
+
+        def replace(src, dst):
+            time.sleep(float(rng.uniform(0, 0.004)))
+            return real_replace(src, dst)
+
+        os.replace = replace
     store = TakeStore(folder, audio_format="flac" if seed % 2 else "wav")
     out = open(log, "a", buffering=1)
     print("ready", flush=True)
@@ -195,7 +204,7 @@ def trial(folder: Path, log: Path, seed: int, max_delay: float) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--max-delay", type=float, default=0.4, help="kill within this many seconds of start")
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--folder", type=Path, default=None, help="default: a fresh temporary folder")
