@@ -608,9 +608,8 @@ def lyric_timestamps(engine, take, layers: dict | None = None, seed: int = ALIGN
 
 
 def _exclusive(engine):
-    """The engine's one-job-at-a-time guard (`Engine.exclusive()` where it exists, else its lock)."""
-    exclusive = getattr(engine, "exclusive", None)
-    return exclusive() if callable(exclusive) else engine._lock
+    """The engine's one-job-at-a-time guard (`Engine.exclusive()`)."""
+    return engine.exclusive("a lyric alignment")
 
 
 def save_lyric_timestamps(store, take_id: str, stamps: LyricTimestamps) -> None:
