@@ -212,7 +212,10 @@ class ListenPanel:
 
         def done(job):
             if job.error is None:
-                on_value(job.value)
+                try:  # on the worker: the sidecar is written before job.result() returns
+                    on_value(job.value)
+                except Exception as exc:
+                    job.error = exc
 
             def update():
                 self.cancel_button.disabled = True

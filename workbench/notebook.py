@@ -23,6 +23,8 @@ from acestep_engine.hardware import recommend_models
 from acestep_engine.loader import resolve_device
 from acestep_engine.variants import LM_VARIANTS
 
+from .state import demo_notice_silenced
+
 
 def in_colab() -> bool:
     return "google.colab" in sys.modules
@@ -49,7 +51,8 @@ class Runtime:
         if self.has_real_weights:
             folder = variant if variant.startswith("acestep-") else f"acestep-v15-{variant}"
             return Engine.from_pretrained(self.checkpoints_dir, dit=folder, device=self.device, dtype=self.dtype)
-        return Engine.demo(device=self.device, dtype=self.dtype, variant=variant)
+        with demo_notice_silenced():  # said once, by this Runtime's repr and the workbench's banner
+            return Engine.demo(device=self.device, dtype=self.dtype, variant=variant)
 
     def planner(self, engine: Engine | None = None):
         """The 5 Hz LM beside real weights (the size that fits this GPU first), else the demo planner."""
