@@ -46,9 +46,6 @@ def demo_checkpoints_dir() -> Path:
     return cache / "acestep-workbench" / "demo-v2"
 
 
-_quiet_loading = quiet_loading  # the old private name, kept for code written against it
-
-
 class Engine:
     """An ACE-Step 1.5 DiT with its VAE and text encoder, ready to generate takes."""
 
