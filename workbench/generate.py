@@ -108,6 +108,8 @@ class GeneratePanel(JobPanel):
         self.task.observe(lambda change: self._update_task_controls(), names="value")
         state.observe(lambda change: self._planner_changed(), names="planner")
         state.observe(lambda change: self.show_loras(change["new"]), names="loras")
+        state.observe(lambda change: state.store is not None and self.results.refresh_notes(state.store),
+                      names="revision")  # badges follow Measure / Score / LRC in the Look tab
         self._update_task_controls()
         self._planner_changed()
         self.show_loras(state.loras)
