@@ -193,6 +193,7 @@ class GeneratePanel(JobPanel):
             self._set_status(str(exc), error=True)
             return None
         engine, planner = self.engine, self.planner
+        self.state.refresh_loras()  # adapters loaded from Python show up before the takes that use them
         batch = self.batch_size.value
         options = dict(batch_size=batch, seeds=seeds, shift=self.shift.value, steps=self.steps.value)
         if not engine.variant.turbo:
