@@ -291,6 +291,33 @@ def test_a_change_killed_at_any_rename_is_finished_or_absent(tmp_path, monkeypat
     assert not [p for p in tmp_path.rglob(".tmp-*")]
 
 
+def test_a_change_interrupted_before_the_folder_moved_is_finished_in_its_new_place(tmp_path, monkeypatch):
+    store = TakeStore(tmp_path / "old")
+    take = make_take()
+    store.save(take)
+    restore = _die_after(monkeypatch, 2)  # the journal entry and the sidecar's move to the trash
+    with pytest.raises(Killed):
+        store.delete(take.id)
+    restore()
+    os.replace(tmp_path / "old", tmp_path / "new")  # e.g. a synced drive mounted elsewhere
+    again = TakeStore(tmp_path / "new")
+    assert again.trashed() == [take.id] and again.ids() == [] and again.problems == []
+    again.undelete(take.id)
+    np.testing.assert_array_equal(again.load(take.id).latents, take.latents)
+
+
+@pytest.mark.parametrize("entry", ['{"moves": [["../../x", "y"]], "removes": []}', '{"moves": [[1, 2]], "removes": []}',
+                                   '{"moves": "x", "removes": []}', '[]', '{half', '{"moves": [], "removes": ["/etc/x"]}'])
+def test_a_damaged_journal_entry_is_set_aside_and_reported(tmp_path, entry):
+    TakeStore(tmp_path)
+    journal = tmp_path / ".takestore" / "journal"
+    journal.mkdir(exist_ok=True)
+    (journal / "0001.json").write_text(entry)
+    store = TakeStore(tmp_path)
+    assert [p.path for p in store.problems] == [str(journal / "0001.json")]
+    assert (journal / "0001.json.bad").exists() and not (journal / "0001.json").exists()
+
+
 def test_temp_files_of_a_live_process_are_kept_and_of_a_dead_one_removed(tmp_path):
     from acestep_engine import takes
 
