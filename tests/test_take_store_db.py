@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from acestep_engine import Blueprint, Take, TakeStore, TakeStoreError
 from acestep_engine.takes import TAKE_ID_PATTERN, check_record, check_take_id, new_take_id
@@ -484,3 +485,84 @@ def test_two_processes_save_into_one_folder():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "20 of 20 takes listed, 0 unreadable, 0 saves failed, 0 problems" in result.stdout
     assert time.perf_counter() - started < 300
+
+
+# ---------------------------------------------------------------------------------- a model of the store
+
+
+class StoreAgainstAModel(RuleBasedStateMachine):
+    """Any sequence of saves, renames, deletes, undeletes and trash emptyings, through two store
+    objects on one folder (as two kernels), agrees with a plain dict model of what should be there."""
+
+    @initialize()
+    def open(self):
+        import tempfile
+
+        self.folder = Path(tempfile.mkdtemp(prefix="store-model-"))
+        self.stores = [TakeStore(self.folder), TakeStore(self.folder, audio_format="wav")]
+        self.present, self.trashed, self.count = {}, set(), 0
+
+    @rule(which=st.integers(0, 1), latents=st.booleans())
+    def save(self, which, latents):
+        self.count += 1
+        take = make_take(take_id=f"take-{self.count}", seed=self.count, latents=None if not latents else
+                         np.full((2, 3), self.count, np.float32))
+        self.stores[which].save(take)
+        self.present[take.id] = ""
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), name=st.one_of(st.text(max_size=12), st.sampled_from(["bad \udc80", "\ud800"])))
+    def rename(self, data, name):
+        take_id = data.draw(st.sampled_from(sorted(self.present)))
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            with pytest.raises(TakeStoreError):
+                self.stores[0].rename(take_id, name)
+            return
+        self.stores[1].rename(take_id, name)
+        self.present[take_id] = name
+
+    @precondition(lambda self: self.present)
+    @rule(data=st.data(), which=st.integers(0, 1))
+    def delete(self, data, which):
+        take_id = data.draw(st.sampled_from(sorted(self.present)))
+        self.stores[which].delete(take_id)
+        self.trashed.add(take_id)
+        self.trashed_names = getattr(self, "trashed_names", {})
+        self.trashed_names[take_id] = self.present.pop(take_id)
+
+    @precondition(lambda self: self.trashed - set(self.present))
+    @rule(data=st.data(), which=st.integers(0, 1))
+    def undelete(self, data, which):
+        take_id = data.draw(st.sampled_from(sorted(self.trashed - set(self.present))))
+        self.stores[which].undelete(take_id)
+        self.trashed.discard(take_id)
+        self.present[take_id] = self.trashed_names[take_id]
+
+    @rule()
+    def empty_trash(self):
+        self.stores[0].empty_trash()
+        self.trashed.clear()
+
+    @invariant()
+    def agrees(self):
+        if not hasattr(self, "stores"):
+            return
+        for store in self.stores:
+            assert sorted(store.ids()) == sorted(self.present)
+            assert {r["id"]: r["name"] for r in store.list()} == self.present
+            assert set(store.trashed()) == self.trashed
+            assert store.problems == []
+
+    def teardown(self):
+        import shutil
+
+        if hasattr(self, "folder"):
+            for take_id in list(self.present)[:3]:
+                self.stores[0].load(take_id)
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+StoreAgainstAModel.TestCase.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+test_store_agrees_with_a_model = StoreAgainstAModel.TestCase
