@@ -51,8 +51,8 @@ class CoverLab(JobPanel, LazyView):
         self.next_button.on_click(lambda _: self.result is not None and self.set_source(self.result))
         self.controls = widgets.VBox([
             widgets.HTML("<b>New caption and metadata</b> (the cover follows these)"), self.editor.widget,
-            widgets.HBox([widgets.Label("restyle"), self.strength, widgets.Label("keep structure")]),
-            widgets.HBox([widgets.Label("start from noise"), self.noise_strength, widgets.Label("from the source")]),
+            widgets.HBox([widgets.HTML("restyle"), self.strength, widgets.HTML("keep structure")]),
+            widgets.HBox([widgets.HTML("start from noise"), self.noise_strength, widgets.HTML("from the source")]),
             widgets.HBox([self.seed, self.generate_button, self.cancel_button, self.next_button, self.progress]),
             self.status, widgets.HTML("<b>Lineage</b>"), self.player.widget, self.lineage_box,
         ])
@@ -88,6 +88,7 @@ class CoverLab(JobPanel, LazyView):
             self.lineage.append(take)
         else:
             self.lineage = [take]
+            self.editor.set_blueprint(take.restore())  # a new lineage starts from its source's blueprint
         self.result = None
         self.next_button.disabled = True
         self.status.value = f"source: <b>{html.escape(take.title)}</b>"

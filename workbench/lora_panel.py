@@ -105,6 +105,7 @@ class LoRAPanel(JobPanel):
         self.save_every = widgets.BoundedIntText(description="Save every", value=100, min=0, max=1_000_000,
                                                  style=style)
         self.objective = widgets.Dropdown(description="Objective", value="auto", style=style,
+                                          layout=widgets.Layout(width="440px"),
                                           options=[("auto (from the checkpoint)", "auto"),
                                                    ("turbo: 8 discrete times", "turbo"),
                                                    ("base: logit-normal + condition dropout", "base")])

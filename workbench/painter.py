@@ -91,7 +91,7 @@ class SliderRegionCanvas(widgets.VBox):
         self.sliders = widgets.VBox()
         self.duration = 1.0
         self._moving = False
-        self.children = [self.image, widgets.Label("Drag the sliders to set each region (seconds)."), self.sliders]
+        self.children = [self.image, widgets.HTML("Drag the sliders to set each region (seconds)."), self.sliders]
         self.observe(lambda change: self._rebuild(), names="regions")
 
     def set_take(self, take) -> None:
