@@ -342,13 +342,17 @@ class Planner:
                max_text_chars: int | None = MAX_TEXT_CHARS, **sampling) -> Blueprint:
         """Rewrite caption and lyrics into the LM's preferred form; the user's metadata is kept
         (open metadata fields are planned too). Empty rewritten lyrics fall back to the user's.
-        A blank caption is sent as upstream's "NO USER INPUT", blank lyrics as "[Instrumental]"."""
+        A blank caption is sent as upstream's "NO USER INPUT", blank lyrics as "[Instrumental]"; a
+        language the user set is left out of the LM's reasoning, as upstream does."""
         bp = _checked(blueprint)
         values = prompts.cot_values(bp)
         fixed = {k: v for k, v in values.items() if k != "caption"}
         after = "stop" if bp.instrumental else "text"
         caption = bp.caption if bp.caption.strip() else prompts.NO_USER_INPUT
-        shape = self._cot_shape(fixed, genres=True, after=after, text_chars=_text_chars(max_text_chars))
+        # A language the user set is not written at all (upstream's skip_language), the rest injected.
+        skip = ("language",) if "language" in fixed else ()
+        shape = self._cot_shape({k: v for k, v in fixed.items() if k not in skip}, genres=True, after=after,
+                                text_chars=_text_chars(max_text_chars), skip=skip)
         text = self._run([self._render(prompts.format_messages(caption, bp.effective_lyrics), True)],
                          [shape], seed, progress, cancel, "think", sampling, top_p=None)[0]
         planned = self._parse(text, bp, fixed)
@@ -449,9 +453,10 @@ class Planner:
         return ["".join(f"<|audio_code_{self.table.code_value[t]}|>" for t in ids if t in self.table.code_value)
                 for ids in written]
 
-    def _cot_shape(self, fixed, genres: bool = False, after: str = "stop", text_chars=MAX_TEXT_CHARS) -> Shape:
+    def _cot_shape(self, fixed, genres: bool = False, after: str = "stop", text_chars=MAX_TEXT_CHARS,
+                   skip=()) -> Shape:
         return cot_shape(self.table, fixed, genres=genres, after=after, text_chars=text_chars,
-                         vocabulary=self.genres_vocab if genres else None)
+                         vocabulary=self.genres_vocab if genres else None, skip=skip)
 
     def _render(self, messages, add_generation_prompt: bool) -> str:
         return prompts.render(self.tokenizer, messages, add_generation_prompt)

@@ -155,11 +155,14 @@ def test_complete_is_reproducible_per_seed_and_batches(planner):
     assert batch[1].bpm == 77
 
 
-def test_format_keeps_the_users_metadata(planner):
+def test_format_keeps_the_users_metadata(planner, monkeypatch):
     user = Blueprint(caption="pop song", lyrics="la la la", bpm=128, keyscale="A minor", timesignature=4,
                      duration=60, language="en")
+    runs = spy_runs(planner, monkeypatch)
     out = planner.format(user, seed=2)
     assert (out.bpm, out.keyscale, out.timesignature, out.duration, out.language) == (128, "A minor", 4, 60.0, "en")
+    keys = [line.split(":")[0] for line in cot_lines(runs[-1]["out"][0]) if not line.startswith(" ")]
+    assert keys == ["bpm", "caption", "duration", "genres", "keyscale", "timesignature"]  # upstream's skip_language
     assert out.lyrics and out.validate() == out
     assert set(out.planned) == {"caption", "lyrics"}
 
