@@ -246,7 +246,7 @@ class Planner:
         """The tiny random demo planner beside the demo checkpoint (written on first use)."""
         from .engine import demo_checkpoints_dir
         from .quiet import quiet_loading
-        from .testing import LM_FOLDER, write_lm
+        from .tiny_checkpoints import LM_FOLDER, write_lm
 
         folder = demo_checkpoints_dir() / LM_FOLDER
         if not (folder / "model.safetensors").is_file():

@@ -103,6 +103,9 @@ def _number(field: str, value, lo, hi, integer=False, lo_open=False, hi_open=Fal
     return int(value) if integer else float(value)
 
 
+check_number = _number  # shared with lora.training
+
+
 @dataclass
 class LoRAConfig:
     """Shape of a LoRA adapter on the DiT.

@@ -41,7 +41,8 @@ import torch
 from ..errors import LoRAError
 from ..json_files import read_json
 from ..schedules import turbo_schedule
-from .adapters import (ADAPTER_WEIGHTS, TRAINING_ADAPTER, LoRAConfig, _number, activate, adapter_state,
+from .adapters import check_number as _number
+from .adapters import (ADAPTER_WEIGHTS, TRAINING_ADAPTER, LoRAConfig, activate, adapter_state,
                        assign_state, check_targets, inject, read_adapter, remove, save_adapter)
 from .dataset import LoRADataset, LoRAProgress, collate
 
