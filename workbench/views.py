@@ -33,8 +33,16 @@ def live_widgets() -> list:
 
 
 def live_audio_bytes() -> int:
-    """Audio bytes held by live Audio widgets (what the kernel keeps for players)."""
-    return sum(len(w.value or b"") for w in live_widgets() if isinstance(w, widgets.Audio))
+    """Audio bytes held by live widgets (what the kernel keeps for players): the value of every
+    `Audio` widget and every synced bytes trait named like audio (custom players)."""
+    total = 0
+    for w in live_widgets():
+        for name in w.keys:
+            if isinstance(w, widgets.Audio) and name == "value" or "audio" in name:
+                value = getattr(w, name, None)
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    total += len(value)
+    return total
 
 
 def close_tree(widget) -> None:
