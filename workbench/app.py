@@ -17,7 +17,7 @@ from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
 from .tracks import TracksPanel
-from .views import HeaderView, LookView
+from .views import HeaderView, LookView, close_tree
 
 DEFAULT_BLUEPRINT = Blueprint(
     caption="rainy-night lo-fi hip hop, dusty piano, soft vinyl crackle, mellow male vocal",
@@ -112,6 +112,11 @@ class Workbench:
         self.generate_panel.set_source(take)
         self.generate_panel.task.value = "cover"
         self.tabs.selected_index = 1
+
+    def close(self) -> None:
+        """Close every widget of the workbench (run before making a new one in the same kernel:
+        widgets live until closed, whether shown or not)."""
+        close_tree(self.widget)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
