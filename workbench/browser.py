@@ -14,6 +14,7 @@ import ipywidgets as widgets
 
 from acestep_engine.errors import AceStepError
 
+from .display import widget_bundle
 from .state import WorkbenchState
 from .jobs import error_html
 from .views import AudioPlayer, LazyView, SpectrogramView, heading
@@ -259,4 +260,4 @@ class TakeBrowser(LazyView):
         return path
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

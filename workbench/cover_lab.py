@@ -10,6 +10,7 @@ from acestep_engine import Cover
 from acestep_engine.errors import AceStepError
 from acestep_engine.tasks import task_from_dict
 
+from .display import widget_bundle
 from .editor import BlueprintEditor
 from .jobs import JobPanel
 from .state import WorkbenchState
@@ -167,4 +168,4 @@ class CoverLab(JobPanel, LazyView):
                             save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -11,6 +11,7 @@ import ipywidgets as widgets
 from acestep_engine.blueprint import KEYSCALES, LANGUAGES, Blueprint
 from acestep_engine.errors import BlueprintError, GenerationCancelled
 
+from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
 
@@ -281,4 +282,4 @@ class BlueprintEditor(JobPanel):
         self.cancel()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

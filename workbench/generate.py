@@ -10,6 +10,7 @@ from acestep_engine import Cover, Text2Music
 from acestep_engine.errors import AceStepError
 from acestep_engine.settings import GenerationSettings
 
+from .display import widget_bundle
 from .jobs import TIME, JobPanel
 from .state import WorkbenchState
 from .views import AudioPlayer, CardList, TakeCard
@@ -256,4 +257,4 @@ class GeneratePanel(JobPanel):
         self._set_status(f"recalled the blueprint, seed and task of {html.escape(take.title)}")
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

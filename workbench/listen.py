@@ -15,6 +15,7 @@ import ipywidgets as widgets
 
 from acestep_engine import GenerationCancelled
 
+from .display import widget_bundle
 from .jobs import TIME, JobPanel, post
 from .state import WorkbenchState
 from .synced_player import SyncedPlayer
@@ -375,4 +376,4 @@ class ListenPanel(JobPanel, LazyView):
         return self._run(f"LRC {take_id}", work, save)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -21,6 +21,7 @@ from acestep_engine.lora import LoRAConfig, LoRADataset, TrainingConfig, prepare
 from acestep_engine.lora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, adapter_name_for
 from acestep_engine.lora.dataset import MANIFEST
 
+from .display import widget_bundle
 from .jobs import JobPanel, post
 from .state import WorkbenchState
 
@@ -401,4 +402,4 @@ class LoRAPanel(JobPanel):
         self._set_status("adapter unloaded: generation uses the base model")
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -20,6 +20,7 @@ import traitlets
 from acestep_engine import Extend, Repaint
 from acestep_engine.errors import AceStepError, TaskError
 
+from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
 from .views import LazyView, SpectrogramView, heading, replace_children
@@ -349,4 +350,4 @@ class RepaintPainter(JobPanel, LazyView):
         return self.run_job("repaint", work, save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -16,6 +16,8 @@ import numpy as np
 
 from acestep_engine.audio_io import wav_bytes
 
+from .display import widget_bundle
+
 WIDE = {"description_width": "initial"}  # labels take the room they need: none is cut off
 
 
@@ -178,7 +180,7 @@ class AudioPlayer:
         self.widget.layout.display = "none"
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 class SpectrogramView:
@@ -222,7 +224,7 @@ class SpectrogramView:
             self.player_b.clear()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 # ---------------------------------------------------------------------- cards
@@ -282,7 +284,7 @@ class TakeCard:
             close_tree(button)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 class CardList:
@@ -422,7 +424,7 @@ class LookView(LazyView):
         self.view.show(take)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 class HeaderView:
@@ -430,11 +432,7 @@ class HeaderView:
 
     def __init__(self, state):
         self.state = state
-        engine = state.engine
-        self.banner = widgets.HTML(
-            "<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. It makes "
-            "noise, not music; point the workbench at real ACE-Step 1.5 weights for songs.</div>"
-            if engine is not None and engine.is_demo else "")
+        self.banner = widgets.HTML()
         self.models = widgets.HTML()
         self.activity = widgets.HTML()
         self.widget = widgets.VBox([self.banner, self.models, self.activity])
@@ -445,6 +443,10 @@ class HeaderView:
 
     def _models_changed(self) -> None:
         state = self.state
+        demo = state.engine is not None and state.engine.is_demo
+        self.banner.value = ("<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. "
+                             "It makes noise, not music; <i>Get the real weights</i> below fetches the real ACE-Step "
+                             "1.5 weights for songs.</div>" if demo else "")
         others = [name for name in state.engines if state.engine is None or name != state.engine.variant.name]
         loras = ", ".join(f"{html.escape(a['name'])} &times; {a['scale']:g}" for a in state.loras)
         parts = [f"<b>{html.escape(repr(state.engine))}</b>"]
