@@ -140,3 +140,13 @@ def test_tasks_plan_with_the_models_facts_not_the_engine(turbo, source):
     plan = Repaint(source, 4.0, 6.0).plan(turbo.facts, BP)
     assert plan.frames == 300 and plan.inside[100:150].all() and plan.keeps_loudness
     assert turbo.can(Extend(source)) and turbo.can("extend") and not turbo.can("lego") and not turbo.can("kazoo")
+
+
+def test_nan_in_a_take_used_as_source_is_refused_where_it_enters(turbo, source):
+    import dataclasses
+
+    bad = dataclasses.replace(source, audio=np.full_like(source.audio, np.nan), latents=None)
+    with pytest.raises(TaskError, match="source: the audio of take .* NaN or infinite samples"):
+        turbo.generate(BP, Repaint(bad, 1.0, 2.0))
+    with pytest.raises(TaskError, match="reference: the audio of take"):
+        turbo.generate(BP, Text2Music(reference=bad))
