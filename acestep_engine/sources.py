@@ -1,8 +1,8 @@
 """Audio that a task starts from or is guided by: sources, reference audio and 5 Hz audio codes.
 
 A source may be a `Take`, a path to any audio file soundfile or librosa can read, or an
-`(array, sample_rate)` tuple; it is resampled to the models' rate in stereo. Functions here take the loaded models' facts
-(`acestep_engine.facts.ModelFacts`; an `Engine` has the same attributes and works too).
+`(array, sample_rate)` tuple; it is resampled to the models' rate in stereo. Functions here take
+the loaded models' facts (`acestep_engine.facts.ModelFacts`; an `Engine` has the same attributes).
 """
 
 from __future__ import annotations
