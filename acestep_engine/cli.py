@@ -41,7 +41,8 @@ def _positive_real(text: str) -> float:
     return value
 
 
-def _device(text: str) -> str:
+def device_argument(text: str) -> str:
+    """argparse type for --device (shared with `python -m acestep_engine.lora`)."""
     if not _DEVICE_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"must be auto, cpu, mps, cuda, cuda:N, xpu or xpu:N (got {text!r})")
     return text
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dit", default="acestep-v15-turbo")
     gen.add_argument("--demo", action="store_true", help="use the embedded demo checkpoint (random weights)")
     gen.add_argument("--download", action="store_true", help="download missing checkpoint files")
-    gen.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda or cuda:N")
+    gen.add_argument("--device", type=device_argument, default="auto", help="auto, cpu, mps, cuda or cuda:N")
     gen.add_argument("--batch", type=_whole(1, 8), default=1, help="takes per run, 1-8")
     gen.add_argument("--seed", type=_whole(0, 2**63 - 1), default=None)
     gen.add_argument("--steps", type=_whole(1, 200), default=None, help="denoising steps, 1-200")

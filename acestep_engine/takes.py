@@ -453,7 +453,8 @@ class TakeStore:
         the journal entry is down, the temporary files in `temps` belong to it (the list is emptied):
         if this process dies or fails from here on, the next change by anyone finishes the job."""
         entry = {"op": operation, "id": take_id, "pid": os.getpid(),
-                 "moves": [[str(src), str(dst)] for src, dst in moves], "removes": [str(p) for p in removes]}
+                 "moves": [[self._relative(src), self._relative(dst)] for src, dst in moves],
+                 "removes": [self._relative(p) for p in removes]}
         self._journal.mkdir(exist_ok=True)
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
         tmp = self._journal / _temp_name("journal")
@@ -468,17 +469,27 @@ class TakeStore:
         (self._journal / name).unlink()
         self._bump_revision()
 
+    def _relative(self, path: Path) -> str:
+        """Journal entries name files relative to the store, so a folder moved or mounted elsewhere
+        (a synced drive) after a kill is still recovered."""
+        return Path(path).relative_to(self.folder).as_posix()
+
+    def _inside(self, relative: str) -> Path:
+        if not isinstance(relative, str) or Path(relative).is_absolute() or ".." in Path(relative).parts:
+            raise TakeStoreError(f"journal entry names a file outside the store: {relative!r:.80}")
+        return self.folder / relative
+
     def _replay(self, entry: dict) -> list[str]:
         missing = []
         for src, dst in entry["moves"]:
-            src, dst = Path(src), Path(dst)
+            src, dst = self._inside(src), self._inside(dst)
             if src.exists():
                 dst.parent.mkdir(exist_ok=True)
                 os.replace(src, dst)
             elif not dst.exists():
                 missing.append(src.name)
         for path in entry["removes"]:
-            Path(path).unlink(missing_ok=True)
+            self._inside(path).unlink(missing_ok=True)
         return missing
 
     def _recover(self) -> None:
@@ -493,11 +504,14 @@ class TakeStore:
                           and isinstance(entry.get("removes"), list))
                 except (OSError, ValueError, RecursionError):
                     ok = False
-                if not ok:
-                    self._open_problems.append(StoreProblem(str(path), "unreadable journal entry (moved aside)"))
+                try:
+                    missing = self._replay(entry) if ok else None
+                except (TakeStoreError, ValueError, TypeError):
+                    missing = None
+                if missing is None:
+                    self._open_problems.append(StoreProblem(str(path), "unusable journal entry (moved aside)"))
                     os.replace(path, path.with_name(path.name + ".bad"))
                     continue
-                missing = self._replay(entry)
                 note = f"finished an interrupted {entry.get('op')} of take {entry.get('id')}"
                 if missing:
                     note += f" (already absent: {', '.join(missing)})"

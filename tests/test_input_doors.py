@@ -488,3 +488,30 @@ def test_cli_names_a_bad_blueprint_file_before_loading_models(tmp_path, capsys, 
 def test_every_error_named_here_is_in_the_hierarchy():
     for error in (AudioFileError, BlueprintError, CheckpointError, LoRAError):
         assert issubclass(error, AceStepError)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prepare", "{tmp}/absent"], "does not exist or is not a folder"),
+    (["prepare", "{tmp}/songs", "--max-seconds", "nan"], "max_seconds must be between"),
+    (["train", "{tmp}/songs", "--out", "{tmp}/o", "--rank", "0"], "rank must be"),
+    (["train", "{tmp}/songs", "--out", "{tmp}/o", "--lr", "inf"], "lr must be"),
+    (["train", "{tmp}/songs", "--out", "{tmp}/o", "--warmup", "-1"], "warmup must be"),
+    (["train", "{tmp}/songs", "--out", "{tmp}/o"], "holds no prepared dataset"),
+])
+def test_lora_command_line_checks_before_loading_models(tmp_path, capsys, monkeypatch, argv, message):
+    from acestep_engine import engine as engine_module
+    from acestep_engine.lora.__main__ import main
+
+    (tmp_path / "songs").mkdir()
+    sf.write(str(tmp_path / "songs" / "a.wav"), np.zeros((4800, 2), np.float32), 48000)
+    monkeypatch.setattr(engine_module.Engine, "demo", classmethod(lambda cls, **k: pytest.fail("loaded a model")))
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--demo"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_lora_command_line_refuses_a_bad_device(capsys):
+    from acestep_engine.lora.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["prepare", "songs", "--device", "gpu0"])
+    assert "--device: must be auto, cpu" in capsys.readouterr().err

@@ -11,12 +11,14 @@ from .cover_lab import CoverLab
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
 from .jobs import Job, JobPanel, JobRunner
+from .listen import ListenPanel
 from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .state import WorkbenchState
+from .synced_player import SyncedPlayer
 from .tracks import TracksPanel
 from .views import AudioPlayer, LookView, SpectrogramView, TakeCard, close_tree
 
-__all__ = ["AudioPlayer", "BlueprintEditor", "CoverLab", "GeneratePanel", "Job", "JobPanel", "JobRunner", "LoRAPanel",
-           "LookView", "RepaintPainter", "SpectrogramView", "TakeBrowser", "TakeCard", "TracksPanel", "Workbench",
+__all__ = ["AudioPlayer", "BlueprintEditor", "CoverLab", "GeneratePanel", "Job", "JobPanel", "JobRunner", "ListenPanel",
+           "LoRAPanel", "LookView", "RepaintPainter", "SpectrogramView", "SyncedPlayer", "TakeBrowser", "TakeCard", "TracksPanel", "Workbench",
            "WorkbenchState", "close_tree"]

@@ -11,6 +11,7 @@ from acestep_engine import Blueprint, Engine, TakeStore
 
 from .browser import TakeBrowser
 from .cover_lab import CoverLab
+from .display import widget_bundle
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
 from .lora_panel import LoRAPanel
@@ -18,6 +19,7 @@ from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
 from .tracks import TracksPanel
 from .views import HeaderView, LookView
+from .weights import WeightsPanel
 
 DEFAULT_BLUEPRINT = Blueprint(
     caption="rainy-night lo-fi hip hop, dusty piano, soft vinyl crackle, mellow male vocal",
@@ -55,7 +57,13 @@ class Workbench:
             self.tabs.set_title(i, title)
         self.tabs.observe(lambda change: self._show_only(change["new"]), names="selected_index")
         self._show_only(self.tabs.selected_index or 0)
-        self.widget = widgets.VBox([self.header.widget, self.tabs])
+        # "Get the real weights": closed, it costs nothing (the hub is asked when it is opened)
+        self.weights = WeightsPanel(state, visible=False)
+        self.weights_section = widgets.Accordion(children=[self.weights.widget], selected_index=None)
+        self.weights_section.set_title(0, "Get the real weights")
+        self.weights_section.observe(lambda change: self.weights.set_visible(change["new"] == 0),
+                                     names="selected_index")
+        self.widget = widgets.VBox([self.header.widget, self.weights_section, self.tabs])
 
     @classmethod
     def demo(cls, takes_dir=None, device="auto", planner: bool = True) -> "Workbench":
@@ -114,4 +122,4 @@ class Workbench:
         self.tabs.selected_index = 1
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -14,10 +14,12 @@ import ipywidgets as widgets
 
 from acestep_engine.errors import AceStepError
 
+from .display import widget_bundle
 from .state import WorkbenchState
 from .jobs import error_html
 from .views import AudioPlayer, LazyView, SpectrogramView, heading
 
+NONE = ""  # "compare with nothing" (a Dropdown shows None as a blank box in ipywidgets 8)
 LISTED = 200  # newest takes in the list; the filter finds older ones
 
 
@@ -51,7 +53,7 @@ class TakeBrowser(LazyView):
         self.task_filter = widgets.Dropdown(description="Task", options=["all"], value="all", style=wide)
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.takes = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="100%"))
-        self.compare_with = widgets.Dropdown(description="Compare with", options=[("(none)", None)], value=None,
+        self.compare_with = widgets.Dropdown(description="Compare with", options=[("(none)", NONE)], value=NONE,
                                              style=wide, layout=widgets.Layout(width="420px"))
         self.name = widgets.Text(description="Name", style=wide)
         self.rename_button = widgets.Button(description="Rename")
@@ -72,10 +74,12 @@ class TakeBrowser(LazyView):
         self._deleted: list[str] = []
         self._syncing = False
         self._records: dict[str, dict] = {}
+        self._listing: list[dict] = []
+        self._listed_revision = None
 
         self.search.observe(lambda change: self.refresh(), names="value")
         self.task_filter.observe(lambda change: self.refresh(), names="value")
-        self.refresh_button.on_click(lambda _: self.refresh())
+        self.refresh_button.on_click(lambda _: self.refresh(force=True))
         self.takes.observe(lambda change: self._picked(), names="value")
         self.compare_with.observe(lambda change: self._invalidate(), names="value")
         self.rename_button.on_click(lambda _: self.rename(self.name.value))
@@ -105,9 +109,14 @@ class TakeBrowser(LazyView):
         return self.takes.value
 
     # ------------------------------------------------------------------ list <-> state
-    def refresh(self) -> None:
-        """Re-list the store (one listing; filters apply in memory) without changing the selection."""
-        records = self.store.list()
+    def refresh(self, force: bool = False) -> None:
+        """Re-list the store without changing the selection: one listing, and none at all while the
+        store's `revision` is unchanged (filters apply in memory)."""
+        revision = getattr(self.store, "revision", None)
+        if force or revision is None or revision != self._listed_revision:
+            self._listing = self.store.list()
+            self._listed_revision = revision
+        records = self._listing
         self._records = {r["id"]: r for r in records}
         tasks = sorted({r.get("task", {}).get("name", "?") for r in records})
         shown = [r for r in reversed(records) if _matches(r, self.search.value, self.task_filter.value)][:LISTED]
@@ -126,8 +135,8 @@ class TakeBrowser(LazyView):
                 self.takes.options = options
             self.takes.value = keep
             compare = self.compare_with.value
-            self.compare_with.options = [("(none)", None)] + options
-            self.compare_with.value = compare if compare in ids else None
+            self.compare_with.options = [("(none)", NONE)] + options
+            self.compare_with.value = compare if compare in ids else NONE
         finally:
             self._syncing = False
         if (current is None or current.id not in self._records) and ids and not self.search.value \
@@ -172,6 +181,11 @@ class TakeBrowser(LazyView):
         current = self.state.current_take
         return current if current is not None and current.id == take_id else self.store.load(take_id)
 
+    def set_visible(self, visible: bool) -> None:
+        if visible and getattr(self.store, "revision", None) != self._listed_revision:
+            self.refresh()  # takes saved from a notebook cell or another kernel since the last listing
+        super().set_visible(visible)
+
     def _draw(self) -> None:
         take = self._selected_take()
         if take is None:
@@ -182,7 +196,7 @@ class TakeBrowser(LazyView):
             return
         self.name.value = take.name
         compare_id = self.compare_with.value
-        if compare_id not in (None, take.id):
+        if compare_id not in (NONE, None, take.id):
             self.player.clear()
             self.compare_view.show(take, self.store.load(compare_id))
             self.detail.children = (self.compare_view.widget,)
@@ -246,4 +260,4 @@ class TakeBrowser(LazyView):
         return path
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -10,6 +10,7 @@ from acestep_engine import Cover
 from acestep_engine.errors import AceStepError
 from acestep_engine.tasks import task_from_dict
 
+from .display import widget_bundle
 from .editor import BlueprintEditor
 from .jobs import JobPanel
 from .state import WorkbenchState
@@ -50,8 +51,8 @@ class CoverLab(JobPanel, LazyView):
         self.next_button.on_click(lambda _: self.result is not None and self.set_source(self.result))
         self.controls = widgets.VBox([
             widgets.HTML("<b>New caption and metadata</b> (the cover follows these)"), self.editor.widget,
-            widgets.HBox([widgets.Label("restyle"), self.strength, widgets.Label("keep structure")]),
-            widgets.HBox([widgets.Label("start from noise"), self.noise_strength, widgets.Label("from the source")]),
+            widgets.HBox([widgets.HTML("restyle"), self.strength, widgets.HTML("keep structure")]),
+            widgets.HBox([widgets.HTML("start from noise"), self.noise_strength, widgets.HTML("from the source")]),
             widgets.HBox([self.seed, self.generate_button, self.cancel_button, self.next_button, self.progress]),
             self.status, widgets.HTML("<b>Lineage</b>"), self.player.widget, self.lineage_box,
         ])
@@ -87,6 +88,7 @@ class CoverLab(JobPanel, LazyView):
             self.lineage.append(take)
         else:
             self.lineage = [take]
+            self.editor.set_blueprint(take.restore())  # a new lineage starts from its source's blueprint
         self.result = None
         self.next_button.disabled = True
         self.status.value = f"source: <b>{html.escape(take.title)}</b>"
@@ -166,4 +168,4 @@ class CoverLab(JobPanel, LazyView):
                             save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

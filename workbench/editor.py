@@ -11,6 +11,7 @@ import ipywidgets as widgets
 from acestep_engine.blueprint import KEYSCALES, LANGUAGES, Blueprint
 from acestep_engine.errors import BlueprintError, GenerationCancelled
 
+from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
 
@@ -36,7 +37,7 @@ class BlueprintEditor(JobPanel):
         if planner is not None and state.planner is None:
             state.set_planner(planner)
         self.shared = shared
-        style = {"description_width": "120px"}
+        style = {"description_width": "130px"}  # the longest label, "Time signature ✦", fits
         self.caption = widgets.Textarea(description="Caption", placeholder="genre, mood, instruments, voice...",
                                         layout=_wide(height="60px"), style=style)
         self.lyrics = widgets.Textarea(description="Lyrics", placeholder="[verse]\n...\n[chorus]\n...",
@@ -211,7 +212,7 @@ class BlueprintEditor(JobPanel):
         self.load_planner_button.layout.display = None if missing and self.planner_loader else "none"
         if missing:
             self.plan_status.value = ("<i>No planner loaded: planning needs a 5 Hz LM (acestep-5Hz-lm-*)"
-                                      + (", press Load planner (here or in the Blueprint tab).</i>"
+                                      + (", press Load planner.</i>"
                                          if self.planner_loader else
                                          ": Planner.from_pretrained(...), then editor.set_planner(planner).</i>"))
         else:
@@ -281,4 +282,4 @@ class BlueprintEditor(JobPanel):
         self.cancel()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

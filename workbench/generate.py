@@ -10,6 +10,7 @@ from acestep_engine import Cover, Text2Music
 from acestep_engine.errors import AceStepError
 from acestep_engine.settings import GenerationSettings
 
+from .display import widget_bundle
 from .jobs import TIME, JobPanel
 from .state import WorkbenchState
 from .views import AudioPlayer, CardList, TakeCard
@@ -108,6 +109,8 @@ class GeneratePanel(JobPanel):
         self.task.observe(lambda change: self._update_task_controls(), names="value")
         state.observe(lambda change: self._planner_changed(), names="planner")
         state.observe(lambda change: self.show_loras(change["new"]), names="loras")
+        state.observe(lambda change: state.store is not None and self.results.refresh_notes(state.store),
+                      names="revision")  # badges follow Measure / Score / LRC in the Look tab
         self._update_task_controls()
         self._planner_changed()
         self.show_loras(state.loras)
@@ -191,6 +194,7 @@ class GeneratePanel(JobPanel):
             self._set_status(str(exc), error=True)
             return None
         engine, planner = self.engine, self.planner
+        self.state.refresh_loras()  # adapters loaded from Python show up before the takes that use them
         batch = self.batch_size.value
         options = dict(batch_size=batch, seeds=seeds, shift=self.shift.value, steps=self.steps.value)
         if not engine.variant.turbo:
@@ -250,4 +254,4 @@ class GeneratePanel(JobPanel):
         self._set_status(f"recalled the blueprint, seed and task of {html.escape(take.title)}")
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

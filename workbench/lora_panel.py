@@ -21,6 +21,7 @@ from acestep_engine.lora import LoRAConfig, LoRADataset, TrainingConfig, prepare
 from acestep_engine.lora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, adapter_name_for
 from acestep_engine.lora.dataset import MANIFEST
 
+from .display import widget_bundle
 from .jobs import JobPanel, post
 from .state import WorkbenchState
 
@@ -104,6 +105,7 @@ class LoRAPanel(JobPanel):
         self.save_every = widgets.BoundedIntText(description="Save every", value=100, min=0, max=1_000_000,
                                                  style=style)
         self.objective = widgets.Dropdown(description="Objective", value="auto", style=style,
+                                          layout=widgets.Layout(width="440px"),
                                           options=[("auto (from the checkpoint)", "auto"),
                                                    ("turbo: 8 discrete times", "turbo"),
                                                    ("base: logit-normal + condition dropout", "base")])
@@ -400,4 +402,4 @@ class LoRAPanel(JobPanel):
         self._set_status("adapter unloaded: generation uses the base model")
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

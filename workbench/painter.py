@@ -20,6 +20,7 @@ import traitlets
 from acestep_engine import Extend, Repaint
 from acestep_engine.errors import AceStepError, TaskError
 
+from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
 from .views import LazyView, SpectrogramView, heading, replace_children
@@ -90,7 +91,7 @@ class SliderRegionCanvas(widgets.VBox):
         self.sliders = widgets.VBox()
         self.duration = 1.0
         self._moving = False
-        self.children = [self.image, widgets.Label("Drag the sliders to set each region (seconds)."), self.sliders]
+        self.children = [self.image, widgets.HTML("Drag the sliders to set each region (seconds)."), self.sliders]
         self.observe(lambda change: self._rebuild(), names="regions")
 
     def set_take(self, take) -> None:
@@ -349,4 +350,4 @@ class RepaintPainter(JobPanel, LazyView):
         return self.run_job("repaint", work, save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

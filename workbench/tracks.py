@@ -10,6 +10,7 @@ from acestep_engine import Complete, Extract, ExtractAll, Lego
 from acestep_engine.blueprint import TRACK_NAMES
 from acestep_engine.errors import AceStepError
 
+from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
 from .views import AudioPlayer, CardList, TakeCard, heading
@@ -176,4 +177,4 @@ class TracksPanel(JobPanel):
         return self.run_job("tracks", work, save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

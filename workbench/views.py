@@ -16,6 +16,8 @@ import numpy as np
 
 from acestep_engine.audio_io import wav_bytes
 
+from .display import widget_bundle
+
 WIDE = {"description_width": "initial"}  # labels take the room they need: none is cut off
 
 
@@ -170,15 +172,17 @@ class AudioPlayer:
         self.widget.layout.display = "none"
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 class SpectrogramView:
     """A take's spectrogram and waveform; `compare` shows a second take below for A/B listening.
     `show(take, compare, regions)` redraws in place (the same image and players)."""
 
-    def __init__(self, take=None, compare=None, beat_grid: bool = True, regions=(), compare_regions=None):
+    def __init__(self, take=None, compare=None, beat_grid: bool = True, regions=(), compare_regions=None,
+                 players: bool = True):
         self.take, self.compare = take, compare
+        self.with_players = players  # False where another player (the Look tab's synced one) plays the take
         self.regions, self.compare_regions = list(regions), compare_regions
         self.beat_grid = widgets.Checkbox(value=beat_grid, description="beat grid (from BPM)", indent=False,
                                           layout=widgets.Layout(width="auto"))
@@ -186,7 +190,7 @@ class SpectrogramView:
         self.player_a, self.player_b = AudioPlayer("A"), AudioPlayer("B")
         self.players = widgets.HBox([self.player_a.widget, self.player_b.widget])
         self.beat_grid.observe(lambda change: self.refresh(), names="value")
-        self.widget = widgets.VBox([self.beat_grid, self.image, self.players])
+        self.widget = widgets.VBox([self.beat_grid, self.image] + ([self.players] if players else []))
         if take is not None:
             self.refresh()
 
@@ -203,6 +207,8 @@ class SpectrogramView:
             return
         self.image.value = spectrogram_png(self.take, self.compare, self.beat_grid.value, regions=self.regions,
                                            compare_regions=self.compare_regions)
+        if not self.with_players:
+            return
         self.player_a.play(self.take)
         if self.compare is not None:
             self.player_b.play(self.compare)
@@ -210,7 +216,7 @@ class SpectrogramView:
             self.player_b.clear()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 # ---------------------------------------------------------------------- cards
@@ -230,6 +236,8 @@ class TakeCard:
                  extra=()):
         self.take = take
         self.info = widgets.HTML(take_summary(take))
+        self.badge = widgets.HTML()
+        self.show_notes(take.notes)
         self.image = widgets.Image(value=thumbnail_png(take), format="png", layout=widgets.Layout(width="320px"))
         self.recall_button = widgets.Button(description="Recall", tooltip="put this take's blueprint in the editor",
                                             layout=widgets.Layout(width="auto"))
@@ -249,9 +257,18 @@ class TakeCard:
         if on_use_as_source is not None:
             self.source_button.on_click(lambda _: on_use_as_source(take))
             buttons.append(self.source_button)
-        side = [self.info] + ([self.player] if self.player is not None else []) + [widgets.HBox(buttons)]
+        side = [self.info, self.badge] + ([self.player] if self.player is not None else []) + [widgets.HBox(buttons)]
         self.widget = widgets.HBox([self.image, widgets.VBox(side)],
                                    layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="2px 0"))
+
+    def show_notes(self, notes) -> None:
+        """The adherence badge and scores from the take's sidecar notes (hidden until it was measured or scored)."""
+        from .listen import badge_html
+
+        notes = notes or {}
+        shown = any(k in notes for k in ("adherence", "quality_score", "lyric_timestamps"))
+        self.badge.value = badge_html({"notes": notes}, planner_loaded=False) if shown else ""
+        self.badge.layout.display = None if shown else "none"
 
     def close(self) -> None:
         close_tree(self.widget)
@@ -259,7 +276,7 @@ class TakeCard:
             close_tree(button)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 class CardList:
@@ -305,6 +322,12 @@ class CardList:
         self.more_button.description = f"show {min(hidden, self.limit)} more of {hidden}"
         self.more_button.layout.display = None if hidden else "none"
 
+    def refresh_notes(self, store) -> None:
+        """Redraw the shown cards' badges from their sidecars (after Measure, Score or LRC)."""
+        for take_id, card in self.cards.items():
+            if take_id in store:
+                card.show_notes(store.record(take_id).get("notes"))
+
     @property
     def children(self):
         return self.box.children
@@ -346,15 +369,23 @@ def heading(label: str, take) -> str:
 
 
 class LookView(LazyView):
-    """The Look tab: the current take's spectrogram, waveform and player, drawn when shown."""
+    """The Look tab: the current take's spectrogram and waveform, drawn when shown; below, the synced
+    player and the take's batch with adherence badges, scores and Measure / Score / LRC (`listen`)."""
 
     def __init__(self, state):
+        from .listen import ListenPanel
+
         self.state = state
         self.heading = widgets.HTML()
-        self.view = SpectrogramView()
-        self.widget = widgets.VBox([self.heading, self.view.widget])
+        self.view = SpectrogramView(players=False)
+        self.listen = ListenPanel(state=state, follow_current=True)
+        self.widget = widgets.VBox([self.heading, self.view.widget, self.listen.widget])
         state.observe(lambda change: self._take_changed(), names="current_take")
         self._take_changed()
+
+    def set_visible(self, visible: bool) -> None:
+        super().set_visible(visible)
+        self.listen.set_visible(visible)
 
     def _take_changed(self) -> None:
         self.heading.value = heading("Look", self.state.current_take)
@@ -370,7 +401,7 @@ class LookView(LazyView):
         self.view.show(take)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
 
 
 class HeaderView:
@@ -378,11 +409,7 @@ class HeaderView:
 
     def __init__(self, state):
         self.state = state
-        engine = state.engine
-        self.banner = widgets.HTML(
-            "<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. It makes "
-            "noise, not music; point the workbench at real ACE-Step 1.5 weights for songs.</div>"
-            if engine is not None and engine.is_demo else "")
+        self.banner = widgets.HTML()
         self.models = widgets.HTML()
         self.activity = widgets.HTML()
         self.widget = widgets.VBox([self.banner, self.models, self.activity])
@@ -393,6 +420,10 @@ class HeaderView:
 
     def _models_changed(self) -> None:
         state = self.state
+        demo = state.engine is not None and state.engine.is_demo
+        self.banner.value = ("<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. "
+                             "It makes noise, not music; <i>Get the real weights</i> below fetches the real ACE-Step "
+                             "1.5 weights for songs.</div>" if demo else "")
         others = [name for name in state.engines if state.engine is None or name != state.engine.variant.name]
         loras = ", ".join(f"{html.escape(a['name'])} &times; {a['scale']:g}" for a in state.loras)
         parts = [f"<b>{html.escape(repr(state.engine))}</b>"]

@@ -306,7 +306,7 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
     from ..conditioning import encode_conditions
 
     folder = Path(folder)
-    max_seconds = _max_seconds(max_seconds)
+    max_seconds = check_max_seconds(max_seconds)
     songs_on_disk = find_songs(folder)
     cache_dir = Path(cache_dir) if cache_dir is not None else folder / ".lora-cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -382,7 +382,7 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
     return LoRADataset(cache_dir, prepared, info)
 
 
-def _max_seconds(value) -> float:
+def check_max_seconds(value) -> float:
     lo, hi = MAX_SECONDS_RANGE
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not lo <= value <= hi:
