@@ -50,7 +50,7 @@ import torch
 from . import lm_prompts as prompts
 from .blueprint import DURATION_RANGE, MAX_CAPTION_CHARS, MAX_LYRICS_CHARS, Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints
-from .constraints import (DEFAULT_CODEBOOK_SIZE, MAX_LYRICS_CHARS as MAX_TEXT_CHARS, UPSTREAM_MAX_NEW_TOKENS,
+from .constraints import (DEFAULT_CODEBOOK_SIZE, MAX_LYRICS_CHARS as MAX_TEXT_CHARS,
                           PlannerConstraint, Shape, TokenTable, Vocabulary, codes_shape, cot_shape)
 from .errors import CheckpointError, GenerationCancelled, TaskError
 from .progress import Progress
