@@ -512,6 +512,10 @@ def test_all_four_user_metas_skip_phase_one_and_fill_the_thinking_block(planner,
     assert [run["shapes"][0].start_codes for run in runs] == [False, True]
     assert cot_lines(runs[1]["texts"][0]) == prompts.cot_yaml(prompts.cot_values(planned)).strip("\n").split("\n")
     assert "caption: city pop" in cot_lines(runs[1]["texts"][0]) and "language: en" in cot_lines(runs[1]["texts"][0])
+    # the planned blueprint given to codes() has all four set: as upstream given those fields, four only
+    planner.codes(planned, seed=0, guidance=1.0)
+    assert cot_lines(runs[-1]["texts"][0]) == [f"bpm: {planned.bpm}", "duration: 30", f"keyscale: {planned.keyscale}",
+                                               f"timesignature: {planned.timesignature}"]
 
 
 def test_blank_lyrics_are_sent_blank_and_instrumental_as_the_tag(planner, monkeypatch):
