@@ -18,7 +18,7 @@ from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
 from .tracks import TracksPanel
-from .views import HeaderView, LookView
+from .views import HeaderView, LookView, close_tree
 from .weights import WeightsPanel
 
 DEFAULT_BLUEPRINT = Blueprint(
@@ -120,6 +120,11 @@ class Workbench:
         self.generate_panel.set_source(take)
         self.generate_panel.task.value = "cover"
         self.tabs.selected_index = 1
+
+    def close(self) -> None:
+        """Close every widget of the workbench (run before making a new one in the same kernel:
+        widgets live until closed, whether shown or not)."""
+        close_tree(self.widget)
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)
