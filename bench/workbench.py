@@ -32,7 +32,13 @@ def _walk(widget):
 
 def drawn_cards(panel) -> int:
     """Result cards on screen in the Generate tab (each card has a "Use as source" button)."""
-    return sum(1 for w in _walk(panel.results) if getattr(w, "description", None) == "Use as source")
+    results = getattr(panel.results, "widget", panel.results)  # a CardList, or a plain box
+    return sum(1 for w in _walk(results) if getattr(w, "description", None) == "Use as source")
+
+
+def cards_expected(panel, batch: int) -> int:
+    """A batch's cards on screen: all of them, or as many as the results list shows at once."""
+    return min(batch, getattr(panel.results, "limit", batch))
 
 
 def status_text(panel) -> str:
@@ -51,7 +57,8 @@ def click_to_cards(wb, batch: int, timeout: float = 600.0) -> tuple[float, list]
         raise RuntimeError(f"Generate did not start: {status_text(panel)}")
     while True:
         text = status_text(panel)
-        if job.done.is_set() and drawn_cards(panel) >= min(batch, 8) and "take" in text and "%" not in text:
+        if job.done.is_set() and drawn_cards(panel) >= cards_expected(panel, batch) and "take" in text \
+                and "%" not in text:
             break
         if job.done.is_set() and job.error is not None:
             raise RuntimeError(f"Generate failed: {job.error}")
