@@ -20,9 +20,9 @@ def _generate(args) -> int:
         blueprint = blueprint.replace(duration=args.duration)
     blueprint = blueprint.validate()  # fail before spending time on loading models
     if args.demo:
-        engine = Engine.demo(device=args.device)
+        engine = Engine.demo(device=args.device, dtype=args.dtype)
     else:
-        engine = Engine.from_pretrained(args.checkpoints, dit=args.dit, device=args.device,
+        engine = Engine.from_pretrained(args.checkpoints, dit=args.dit, device=args.device, dtype=args.dtype,
                                         allow_download=args.download)
     print(engine, file=sys.stderr)
     store = TakeStore(args.out, audio_format=args.format)
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--demo", action="store_true", help="use the embedded demo checkpoint (random weights)")
     gen.add_argument("--download", action="store_true", help="download missing checkpoint files")
     gen.add_argument("--device", default="auto")
+    gen.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU or GPU has it), fp32, bf16 or fp16")
     gen.add_argument("--batch", type=int, default=1)
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--steps", type=int, default=None)

@@ -26,7 +26,8 @@ from .blueprint import TEXT2MUSIC_INSTRUCTION, Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
 from .conditioning import encode_conditions, silence_frames
 from .errors import GenerationError, TaskError
-from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device
+from .hardware import dtype_name
+from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device_and_dtype
 from .progress import Progress, TqdmProgress
 from .sampling import SamplerSettings, denoise
 from .schedules import make_schedule
@@ -74,10 +75,11 @@ class Engine:
     """An ACE-Step 1.5 DiT with its VAE and text encoder, ready to generate takes."""
 
     def __init__(self, models: LoadedModels, device: torch.device, dtype: torch.dtype,
-                 allow_download: bool = False):
+                 allow_download: bool = False, dtype_choice: str = "requested"):
         self.models = models
         self.device = device
         self.dtype = dtype
+        self.dtype_choice = dtype_choice  # "requested", or "auto: <why this dtype on this device>"
         self.allow_download = allow_download
         self.is_demo = bool(models.config.get("acestep_workbench_random_weights", False))
         self._lock = threading.Lock()  # one generation at a time: the sampler patches modules while it runs
@@ -88,15 +90,17 @@ class Engine:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, checkpoints_dir: str | Path | None = None, dit: str = "acestep-v15-turbo",
-                        device="auto", dtype=None, allow_download: bool = False) -> "Engine":
+                        device="auto", dtype="auto", allow_download: bool = False) -> "Engine":
         """Load `dit` (a folder under `checkpoints_dir`) with `vae/` and `Qwen3-Embedding-0.6B/`.
 
         `checkpoints_dir` defaults to `$ACESTEP_CHECKPOINTS_DIR` or `./checkpoints`. It may also be a
         diffusers-format repository. Missing files are downloaded only with `allow_download=True`;
         otherwise the error lists them with the command that fetches them. `device="auto"` picks
-        CUDA, then MPS, then CPU; `dtype=None` picks bf16/fp16 on CUDA and fp32 elsewhere.
+        CUDA, then MPS, then CPU; `dtype="auto"` (or None) picks bf16 on CUDA GPUs that have it
+        (fp16 on older ones) and on CPUs that multiply bf16 natively (AVX512-BF16 or AMX), fp32 on
+        other CPUs and MPS; `dtype="fp32"` forces full precision. `engine.dtype_choice` says why.
         """
-        device, dtype = resolve_device(device, dtype)
+        device, dtype, dtype_choice = resolve_device_and_dtype(device, dtype)
         root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
         with _quiet_loading():
             if is_diffusers_layout(root):
@@ -104,13 +108,13 @@ class Engine:
             else:
                 ensure_checkpoints(root, dit=dit, allow_download=allow_download)
                 models = load_official(root, dit, device, dtype)
-        engine = cls(models, device, dtype, allow_download=allow_download)
+        engine = cls(models, device, dtype, allow_download=allow_download, dtype_choice=dtype_choice)
         if engine.is_demo:
             logging.getLogger(__name__).warning(DEMO_NOTICE)
         return engine
 
     @classmethod
-    def demo(cls, device="auto", dtype=None, variant: str = "turbo") -> "Engine":
+    def demo(cls, device="auto", dtype="auto", variant: str = "turbo") -> "Engine":
         """The embedded demo checkpoint (written on first use, in the official layout)."""
         from .testing import DIT_FOLDERS, write_tiny_checkpoints
 
@@ -146,7 +150,7 @@ class Engine:
                                 audio_tokenizer=modules["audio_tokenizer"], detokenizer=modules["detokenizer"],
                                 silence_latent=silence, config=cfg, variant=resolve_variant(dit, cfg),
                                 fingerprint=fingerprint, paths=dict(self.models.paths, dit=str(root / dit)))
-            self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download)
+            self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download, self.dtype_choice)
         return self._variants[dit]
 
     # ------------------------------------------------------------------ facts from the configs
@@ -199,14 +203,15 @@ class Engine:
         return silence_frames(self.models, frames)
 
     def describe(self) -> dict:
-        return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
+        return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": dtype_name(self.dtype),
+                "dtype_choice": self.dtype_choice, "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
                 "loras": self.loras()}
 
     def __repr__(self) -> str:
         demo = ", demo (random weights)" if self.is_demo else ""
         return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
-                f"{self.device}, {str(self.dtype).replace('torch.', '')}{demo})")
+                f"{self.device}, {dtype_name(self.dtype)}{' (auto)' if self.dtype_choice.startswith('auto') else ''}"
+                f"{demo})")
 
     # ------------------------------------------------------------------ LoRA adapters
     # Changes wait for a running generation (the lock), so a take never mixes two adapter states.

@@ -71,10 +71,11 @@ class SamplingOptions:
 
 
 def default_lm_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA (fp16 where bf16 is missing), fp32 on MPS and CPU (reference 2.5)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    """What dtype "auto" means for the LM on `device`: bf16 on CUDA (fp16 where bf16 is missing) and on
+    CPUs with native bf16, fp32 on other CPUs and MPS (`hardware.auto_dtype`)."""
+    from .hardware import auto_dtype
+
+    return auto_dtype(device)
 
 
 class Planner:
