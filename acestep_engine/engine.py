@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +26,17 @@ from .conditioning import encode_conditions, silence_frames
 from .errors import GenerationError, TaskError
 from .hardware import dtype_name
 from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device_and_dtype
-from .progress import Progress, TqdmProgress
-from .sampling import SamplerSettings, denoise
+from .progress import Progress
+from .quiet import quiet_loading
+from .sampling import denoise
+from .settings import (MAX_BATCH, GenerationSettings, check_batch_size, check_cancel, check_progress,
+                       check_setting_names, resolve_seeds)
 from .schedules import make_schedule
 from .takes import Take, new_take_id
 from .sources import reference_latents
-from .tasks import ExtractAll, Text2Music
+from .tasks import TASKS, Task, Text2Music
 from .variants import SamplingPreset, variant_for_task
 
-MAX_BATCH = 8
 DEMO_NOTICE = ("Demo checkpoint: tiny random weights, so it makes noise, not music. "
                "Point Engine.from_pretrained at the real ACE-Step 1.5 weights for songs.")
 ENV_DEMO_DIR = "ACESTEP_DEMO_DIR"
@@ -51,24 +51,7 @@ def demo_checkpoints_dir() -> Path:
     return cache / "acestep-workbench" / "demo-v2"
 
 
-@contextlib.contextmanager
-def _quiet_loading():
-    """Silence library chatter (dtype notes, tiny progress bars) while loading our own checkpoints."""
-    from diffusers.utils import logging as dlogging
-    from transformers.utils import logging as tlogging
-
-    old = dlogging.get_verbosity(), tlogging.get_verbosity()
-    dlogging.set_verbosity_error()
-    tlogging.set_verbosity_error()
-    tlogging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*weight_norm.*")
-            yield
-    finally:
-        dlogging.set_verbosity(old[0])
-        tlogging.set_verbosity(old[1])
-        tlogging.enable_progress_bar()
+_quiet_loading = quiet_loading  # the old private name, kept for code written against it
 
 
 class Engine:
@@ -85,7 +68,7 @@ class Engine:
         self._lock = threading.Lock()  # one generation at a time: the sampler patches modules while it runs
         self._variants: dict[str, "Engine"] = {}
         self._adapters = None  # LoRA adapters on the DiT (created on first use)
-        self._training = False  # True while acestep_engine.lora.train holds the DiT
+        self._holder = None  # who holds the DiT through exclusive(), e.g. a LoRA training run
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -102,7 +85,7 @@ class Engine:
         """
         device, dtype, dtype_choice = resolve_device_and_dtype(device, dtype)
         root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
-        with _quiet_loading():
+        with quiet_loading():
             if is_diffusers_layout(root):
                 models = load_diffusers_format(root, device, dtype)
             else:
@@ -121,7 +104,7 @@ class Engine:
         root = demo_checkpoints_dir()
         folder = DIT_FOLDERS[variant]
         if not (root / folder / "model.safetensors").is_file() or not (root / "vae").is_dir():
-            with _quiet_loading():
+            with quiet_loading():
                 write_tiny_checkpoints(root, variant=variant, preset="demo", seed=1234)
         return cls.from_pretrained(root, dit=folder, device=device, dtype=dtype)
 
@@ -139,7 +122,7 @@ class Engine:
             missing = components_for(dit)[0].missing(root)
             if missing:
                 ensure_checkpoints(root, dit=dit, allow_download=allow)
-            with _quiet_loading():
+            with quiet_loading():
                 cfg, modules, silence, fingerprint = load_dit(root / dit, self.device, self.dtype)
             from dataclasses import replace as dc_replace
 
@@ -184,13 +167,16 @@ class Engine:
 
     def can(self, task) -> bool:
         """Whether the loaded variant can run `task` (a task object or a task name)."""
-        name = task if isinstance(task, str) else getattr(task, "capability", task.name)
-        return {"extend": "repaint", "extract_all": "extract"}.get(name, name) in self.tasks
+        if isinstance(task, str):
+            task = TASKS[task] if task in TASKS else None
+            if task is None:
+                return False
+        return task.capability in self.tasks
 
     def check_capability(self, task) -> None:
         if not self.can(task):
             name = task if isinstance(task, str) else task.name
-            needed = variant_for_task(name)
+            needed = variant_for_task(TASKS[name].capability if name in TASKS else name)
             raise TaskError(f"the task {name} needs the {needed} checkpoint; {self.variant.name} can run: "
                             f"{', '.join(self.tasks)}. Load it with Engine.from_pretrained(..., dit='{needed}')")
 
@@ -250,38 +236,36 @@ class Engine:
             self.adapters.unload(name)
 
     # ------------------------------------------------------------------ generation
+    def settings(self, settings: GenerationSettings | None = None, **overrides) -> GenerationSettings:
+        """This variant's preset with `overrides` applied (or `settings` with them), checked once."""
+        check_setting_names(overrides)
+        if settings is None:
+            return GenerationSettings.build(self.variant, **overrides)
+        if not isinstance(settings, GenerationSettings):
+            raise TaskError(f"settings must be a GenerationSettings (got {type(settings).__name__})")
+        if settings.turbo != self.variant.turbo:
+            kind = "a turbo" if settings.turbo else "a base/sft"
+            raise TaskError(f"settings were built for {kind} variant, but {self.variant.name} runs this task: "
+                            "build them with GenerationSettings.build(engine.variant, ...)")
+        return settings.replace(**overrides) if overrides else settings
+
     def sampler_settings(self, steps=None, shift=None, guidance=None, guidance_method=None,
                          guidance_interval=(0.0, 1.0), timesteps=None, method="ode",
-                         solver="euler") -> SamplerSettings:
-        """The variant's preset with any overrides applied (and checked)."""
-        preset = self.preset
-        steps = preset.steps if steps is None else int(steps)
-        shift = preset.shift if shift is None else float(shift)
-        guidance = preset.guidance if guidance is None else float(guidance)
-        if self.variant.turbo and guidance > 1.0:
-            raise TaskError(f"guidance must be 1.0 on the turbo variant {self.variant.name}: its guidance is "
-                            f"distilled into the weights (got {guidance})")
-        if not 1 <= steps <= 200:
-            raise TaskError(f"steps must be between 1 and 200 (got {steps})")
-        if not 1.0 <= shift <= 5.0:
-            raise TaskError(f"shift must be between 1 and 5 (got {shift})")
-        if not 1.0 <= guidance <= 15.0:
-            raise TaskError(f"guidance must be between 1 and 15 (got {guidance})")
-        chosen_guidance = guidance_method or preset.guidance_method
-        if chosen_guidance not in ("apg", "cfg"):
-            raise TaskError(f"guidance_method must be 'apg' or 'cfg' (got {chosen_guidance!r})")
-        start, end = guidance_interval
-        if not 0.0 <= start <= end <= 1.0:
-            raise TaskError(f"guidance_interval must satisfy 0 <= start <= end <= 1 (got {guidance_interval})")
-        if method not in ("ode", "sde"):
-            raise TaskError(f"method must be 'ode' or 'sde' (got {method!r})")
-        if solver not in ("euler", "heun"):
-            raise TaskError(f"solver must be 'euler' or 'heun' (got {solver!r})")
-        try:
-            schedule = make_schedule(self.variant.turbo, steps, shift, timesteps)
-        except ValueError as exc:
-            raise TaskError(str(exc)) from None
-        return SamplerSettings(schedule, guidance, chosen_guidance, (float(start), float(end)), method, solver)
+                         solver="euler") -> GenerationSettings:
+        """The variant's preset with any overrides applied (and checked); see `settings()`."""
+        return self.settings(steps=steps, shift=shift, guidance=guidance, guidance_method=guidance_method,
+                             guidance_interval=guidance_interval, timesteps=timesteps, method=method, solver=solver)
+
+    @contextlib.contextmanager
+    def exclusive(self, reason: str = "another job"):
+        """Hold this engine's DiT alone for the block: waits for a running generation to finish,
+        then refuses new ones (`GenerationError` naming `reason`) until the block ends."""
+        with self._lock:
+            self._holder = reason
+            try:
+                yield self
+            finally:
+                self._holder = None
 
     def make_noise(self, seeds: list[int], frames: int) -> torch.Tensor:
         """Starting noise `[B, frames, C]` exactly as upstream draws it: one generator per item on the
@@ -296,16 +280,7 @@ class Engine:
     @staticmethod
     def resolve_seeds(seeds, batch_size: int) -> list[int]:
         """None -> random seeds; an int -> seed, seed+1, ...; a list -> one seed per item."""
-        if seeds is None:
-            return [secrets.randbelow(2 ** 32) for _ in range(batch_size)]
-        if isinstance(seeds, (int, np.integer)):
-            seeds = [int(seeds) + i for i in range(batch_size)]
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != batch_size:
-            raise TaskError(f"seeds must hold one seed per batch item: {batch_size} (got {len(seeds)})")
-        if any(not 0 <= s < 2 ** 63 for s in seeds):
-            raise TaskError(f"seeds must be between 0 and 2**63 - 1 (got {seeds})")
-        return seeds
+        return resolve_seeds(seeds, batch_size)
 
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
         """Float32 audio `[2, samples]` at `sample_rate` -> latents `[samples // hop, C]` (tiled VAE, mean)."""
@@ -313,60 +288,49 @@ class Engine:
         return vae_codec.encode(self.models.vae, tensor).to(self.dtype)
 
     def generate(self, blueprint: Blueprint, task=None, batch_size: int = 1, seeds=None, progress=None,
-                 cancel=None, *, steps=None, shift=None, guidance=None, guidance_method=None,
-                 guidance_interval=(0.0, 1.0), timesteps=None, method: str = "ode", solver: str = "euler",
-                 normalize: bool = True, normalization_db: float = -1.0) -> list[Take]:
+                 cancel=None, *, settings: GenerationSettings | None = None, **overrides) -> list[Take]:
         """Generate `batch_size` takes (1-8) of `blueprint` with `task` (default `Text2Music()`).
 
-        `seeds`: None (random, recorded), an int (seed, seed+1, ...) or one int per item.
+        `seeds`: None (random, recorded), an int (seed, seed+1, ...) or one whole number per item.
         `progress`: a callable receiving `Progress` per denoising step and per decoded item, or
         True for a tqdm bar. `cancel`: a `threading.Event`; setting it stops between steps with
-        `GenerationCancelled` and returns nothing. `steps`, `shift`, `guidance` override the
-        variant's preset; `method` ("ode"/"sde") and `solver` ("euler"/"heun") pick the sampler
-        (SDE noise is seeded from the item's seed, unlike upstream's global RNG). Audio is float32 `[channels, samples]` at `sample_rate`, peak
-        normalised to `normalization_db` dBFS unless `normalize=False` (repaint and extend keep
-        the source's loudness). `ExtractAll` returns the takes of each track in turn.
+        `GenerationCancelled` and returns nothing. `settings` (a `GenerationSettings`) or the
+        keyword overrides `steps`, `shift`, `guidance`, `guidance_method`, `guidance_interval`,
+        `timesteps`, `method` ("ode"/"sde"), `solver` ("euler"/"heun"), `normalize` and
+        `normalization_db` change the variant's preset (see `acestep_engine.settings`; SDE noise is
+        seeded from the item's seed, unlike upstream's global RNG). Audio is float32
+        `[channels, samples]` at `sample_rate`, peak normalised to `normalization_db` dBFS unless
+        `normalize=False` (repaint and extend keep the source's loudness). `ExtractAll` returns the
+        takes of each track in turn. A task this variant cannot run loads the variant that can
+        when the engine allows downloads, else it is refused naming the checkpoint to load.
         """
-        task = task if task is not None else Text2Music()
-        if isinstance(task, ExtractAll):
-            task.validate()
-            self.check_capability(task)
-            kwargs = dict(batch_size=batch_size, seeds=seeds, progress=progress, cancel=cancel, steps=steps,
-                          shift=shift, guidance=guidance, guidance_method=guidance_method,
-                          guidance_interval=guidance_interval, timesteps=timesteps, method=method, solver=solver,
-                          normalize=normalize, normalization_db=normalization_db)
-            return [take for sub in task.subtasks() for take in self.generate(blueprint, sub, **kwargs)]
         started = time.perf_counter()
+        # check: everything is refused before any work starts
+        task = _check_task(task)
         if not isinstance(blueprint, Blueprint):
             raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
         blueprint = blueprint.validate()
-        task.validate()
+        batch_size = check_batch_size(batch_size)
+        seeds = resolve_seeds(seeds, batch_size)
+        report = check_progress(progress)
+        check_cancel(cancel)
+        engine = self
         if not self.can(task) and self.allow_download:
-            needed = variant_for_task(task.name)
-            return self.with_variant(needed).generate(
-                blueprint, task, batch_size, seeds, progress, cancel, steps=steps, shift=shift, guidance=guidance,
-                guidance_method=guidance_method, guidance_interval=guidance_interval, timesteps=timesteps,
-                method=method, solver=solver, normalize=normalize, normalization_db=normalization_db)
-        self.check_capability(task)
-        if self._training:
-            raise GenerationError("a LoRA training run is using this engine's DiT: wait for it or stop it first")
-        with self._lock:
-            return self._generate(blueprint, task, batch_size, seeds, progress, cancel, started, steps, shift,
-                                  guidance, guidance_method, guidance_interval, timesteps, method, solver, normalize,
-                                  normalization_db)
+            engine = self.with_variant(variant_for_task(task.capability))
+        engine.check_capability(task)
+        settings = engine.settings(settings, **overrides)
+        if engine._holder is not None:
+            raise GenerationError(f"{engine._holder} is using this engine's DiT: wait for it or stop it first")
+        takes = []
+        with engine._lock:
+            for part in task.parts():  # ExtractAll: one Extract per track; every other task: itself
+                takes += engine._generate(blueprint, part, batch_size, seeds, report, cancel, started, settings)
+                started = time.perf_counter()
+        return takes
 
-    def _generate(self, blueprint, task, batch_size, seeds, progress, cancel, started, steps, shift, guidance,
-                  guidance_method, guidance_interval, timesteps, method, solver, normalize, normalization_db):
+    def _generate(self, blueprint, task, batch_size, seeds, report, cancel, started, settings):
         if getattr(task, "audio_codes", None) is not None and task.name not in ("text2music", "cover"):
             raise TaskError(f"audio_codes apply to text2music and cover, not {task.name}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or not 1 <= batch_size <= MAX_BATCH:
-            raise TaskError(f"batch_size must be between 1 and {MAX_BATCH} (got {batch_size!r})")
-        seeds = self.resolve_seeds(seeds, batch_size)
-        settings = self.sampler_settings(steps, shift, guidance, guidance_method, guidance_interval, timesteps,
-                                         method, solver)
-        report = TqdmProgress() if progress is True else (progress or (lambda p: None))
-
         report(Progress("encode", 0, settings.steps, 0, batch_size, "encoding conditions"))
         plan = task.plan(self, blueprint)
         references = None
@@ -380,31 +344,27 @@ class Engine:
         def on_step(step, total):
             report(Progress("denoise", step, total, 0, batch_size, f"step {step}/{total}"))
 
-        latents = denoise(self.models.transformer, x, inputs, settings, step_hook=self._injection(plan, noise, settings),
+        latents = denoise(self.models.transformer, x, inputs, settings.sampler(),
+                          step_hook=self._injection(plan, noise, settings),
                           on_step=on_step, cancel=cancel, sde_noise=self._sde_noise(seeds, plan.frames))
         _check_finite(latents, "latents")
         latents = self._blend_kept_latents(plan, latents)
         denoised = time.perf_counter()
 
+        if plan.normalize is False:
+            settings = settings.keeping_loudness()
         audios = []
         for i in range(batch_size):
             report(Progress("decode", settings.steps, settings.steps, i, batch_size, f"decoding {i + 1}/{batch_size}"))
             audio = vae_codec.decode(self.models.vae, latents[i], cancel=cancel)
-            keep_loudness = plan.normalize is False
-            audios.append(self._finish(plan, audio, normalize and not keep_loudness, normalization_db))
+            audios.append(self._finish(plan, audio, settings.normalize, settings.normalization_db))
         finished = time.perf_counter()
         report(Progress("done", settings.steps, settings.steps, batch_size, batch_size, "done"))
 
         timings = {"encode_s": encoded - started, "denoise_s": denoised - encoded,
                    "decode_s": finished - denoised, "total_s": finished - started}
-        sampling = {"steps": settings.steps, "shift": shift if shift is not None else self.preset.shift,
-                    "guidance": settings.guidance, "guidance_method": settings.guidance_method,
-                    "guidance_interval": list(settings.guidance_interval),
-                    "timesteps": [float(t) for t in settings.schedule], "method": settings.method,
-                    "solver": settings.solver,
-                    "normalize": normalize and plan.normalize is not False, "normalization_db": normalization_db}
         return [Take(id=new_take_id(), audio=audios[i], sample_rate=self.sample_rate, seed=seeds[i],
-                     blueprint=plan.blueprint, task=task.to_dict(), model=self.describe(), sampling=sampling,
+                     blueprint=plan.blueprint, task=task.to_dict(), model=self.describe(), sampling=settings.record(),
                      timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
                      batch_index=i)
                 for i in range(batch_size)]
@@ -429,9 +389,7 @@ class Engine:
         index = min(range(len(times)), key=lambda i: abs(times[i] - target))
         t = times[index]
         start = t * noise + (1.0 - t) * plan.start_latents.unsqueeze(0).to(noise)
-        trimmed = SamplerSettings(settings.schedule[index:], settings.guidance, settings.guidance_method,
-                                  settings.guidance_interval)
-        return start, trimmed
+        return start, settings.started_at(index)
 
     def _step_inputs(self, plan, batch, settings, references):
         """Context latents and conditions per step; a cover switches to text2music after its share of steps."""
@@ -519,3 +477,15 @@ def _finish_audio(audio: np.ndarray, normalize: bool, target_db: float) -> np.nd
     if peak > 1.0:
         audio /= peak
     return audio
+
+
+def _check_task(task):
+    """A task object (default `Text2Music()`), validated; names and dicts are refused with a hint."""
+    if task is None:
+        return Text2Music()
+    if isinstance(task, str):
+        raise TaskError(f"task must be a task object such as Cover(source) or Text2Music(), not the string {task!r}"
+                        f" (one of {', '.join(TASKS)}; acestep_engine.tasks.task_from_dict rebuilds a recorded one)")
+    if not isinstance(task, Task):
+        raise TaskError(f"task must be a task object such as Cover(source) or Text2Music() (got {task!r})")
+    return task.validate()

@@ -155,12 +155,13 @@ class Planner:
     @classmethod
     def demo(cls, device="auto", engine=None) -> "Planner":
         """The tiny random demo planner beside the demo checkpoint (written on first use)."""
-        from .engine import _quiet_loading, demo_checkpoints_dir
+        from .engine import demo_checkpoints_dir
+        from .quiet import quiet_loading
         from .testing import LM_FOLDER, write_lm
 
         folder = demo_checkpoints_dir() / LM_FOLDER
         if not (folder / "model.safetensors").is_file():
-            with _quiet_loading():
+            with quiet_loading():
                 write_lm(folder, preset="demo", seed=1234)
         return cls.from_pretrained(folder, device=device, engine=engine)
 

@@ -68,9 +68,19 @@ class Task:
     """Fields every task accepts: `reference` audio (timbre/style) and 5 Hz `audio_codes`."""
 
     name = "task"
+    capability = "task"  # what the checkpoint must support (its `variant.tasks`); the name unless set
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "capability" not in cls.__dict__:
+            cls.capability = cls.name
 
     def validate(self) -> "Task":
         return self
+
+    def parts(self) -> tuple["Task", ...]:
+        """The tasks `Engine.generate` runs for this one, in order (ExtractAll: one per track)."""
+        return (self,)
 
     def to_dict(self) -> dict:
         """Parameters as JSON-friendly values; sources are recorded by take id or path."""
@@ -447,6 +457,9 @@ class ExtractAll(Task):
 
     def subtasks(self) -> list[Extract]:
         return [Extract(self.source, track, self.reference, self.audio_codes) for track in self.tracks]
+
+    def parts(self) -> tuple[Task, ...]:
+        return tuple(self.subtasks())
 
 
 @dataclass(frozen=True)

@@ -101,11 +101,22 @@ def test_bad_input_is_refused_with_the_field_named(turbo):
         turbo.generate(BP, shift=9)
 
 
-def test_turbo_snaps_shift_and_ignores_steps(turbo):
-    settings = turbo.sampler_settings(steps=30, shift=2.2)
-    assert settings.steps == 8
+def test_turbo_snaps_shift_and_honours_steps_with_an_even_schedule(turbo):
+    settings = turbo.sampler_settings(shift=2.2)
+    assert settings.steps == 8 and settings.shift == 2.0
     assert settings.schedule[:-1] == pytest.approx([1.0, 0.93333, 0.85714, 0.76923, 0.66667, 0.54545, 0.4,
                                                     0.22222], abs=1e-5)
+    # steps is honoured as upstream's MLX path does: linspace(1, 0, N + 1), then the snapped shift
+    three = turbo.sampler_settings(steps=3, shift=3.0)
+    assert three.schedule == pytest.approx([1.0, 6 / 7, 0.6, 0.0], abs=1e-12)
+    calls = []
+    forward = turbo.models.transformer.forward
+    turbo.models.transformer.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    try:
+        take, = turbo.generate(BP, seeds=1, steps=3)
+    finally:
+        del turbo.models.transformer.forward
+    assert len(calls) == 3 and take.sampling["steps"] == 3
 
 
 def test_base_preset_uses_guidance_with_two_branches_per_step(base, monkeypatch):
@@ -183,9 +194,9 @@ def test_silent_output_raises(turbo, monkeypatch):
 
 
 def test_nan_latents_raise(turbo, monkeypatch):
-    from acestep_engine import GenerationError, engine as engine_module
+    from acestep_engine import GenerationError, engine as pipeline
 
-    monkeypatch.setattr(engine_module, "denoise", lambda *a, **k: torch.full((1, 250, 16), float("nan")))
+    monkeypatch.setattr(pipeline, "denoise", lambda *a, **k: torch.full((1, 250, 16), float("nan")))
     with pytest.raises(GenerationError, match="NaN"):
         turbo.generate(BP, seeds=1)
 

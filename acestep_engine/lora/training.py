@@ -208,7 +208,7 @@ def evaluate(engine, dataset, objective: str = "auto", seed: int = 0, repeats: i
     null = engine.models.condition_encoder.null_condition_emb
     silence = engine.silence(max(s.frames for s in dataset.songs)).cpu()
     total = 0.0
-    with engine._lock:
+    with engine.exclusive("a LoRA evaluation"):
         for i in range(len(dataset)):
             batch = _to(collate([dataset[i]], silence), engine)
             for r in range(repeats):
@@ -336,8 +336,8 @@ def _training_adapter(engine, lora: LoRAConfig, seed: int):
     """The engine's DiT with a fresh training adapter, the only active one; restored afterwards
     (adapter removed, other adapters and their scales back, eval mode, accelerate's patches gone)."""
     transformer = engine.models.transformer
-    engine._lock.acquire()  # a running generation finishes first; new ones are refused meanwhile
-    engine._training = True
+    held = engine.exclusive("a LoRA training run")  # a running generation finishes first; new ones are refused
+    held.__enter__()
     before = set(transformer.__dict__)
     try:
         check_targets(transformer, lora)
@@ -356,8 +356,7 @@ def _training_adapter(engine, lora: LoRAConfig, seed: int):
         engine.adapters.apply()
         transformer.eval()
         transformer.requires_grad_(False)
-        engine._training = False
-        engine._lock.release()
+        held.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------------------- the loop

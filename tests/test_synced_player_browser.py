@@ -1,0 +1,133 @@
+"""The synced player's JavaScript in a real headless Chromium (Debian's, driven by Playwright).
+
+A static page loads the ESM exactly as shipped with a small fake anywidget model holding two WAV
+buffers and lyric lines: Play must move the playhead, a click must seek, the highlighted line must
+follow the time, and A/B must switch takes at the same position.
+"""
+
+import base64
+import functools
+import http.server
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from acestep_engine.audio_io import wav_bytes
+from workbench.synced_player import _JS
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+PAGE = """<!doctype html><html><body style="margin:0">
+<div id="el" style="width:800px"></div>
+<script type="module">
+import widget from "./synced_player.js";
+const bytes = (b64) => { const raw = atob(b64); const a = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) a[i] = raw.charCodeAt(i); return new DataView(a.buffer); };
+const state = {audio_a: bytes("%(a)s"), audio_b: bytes("%(b)s"), mime: "audio/wav",
+  image_a: "%(png)s", image_b: "%(png)s", label_a: "A: first", label_b: "B: second",
+  duration_a: 10, duration_b: 10, plot_left: 0.1, plot_right: 0.9, position: 0, playing: false, current: "a",
+  lines_a: [[0.0, "one"], [0.6, "two"], [6.0, "three"]], lines_b: [[0.0, "b one"], [5.0, "b two"]]};
+const handlers = {};
+window.saved = 0;
+const model = {
+  get: (k) => state[k],
+  set: (k, v) => { const old = state[k]; state[k] = v; if (old !== v) (handlers["change:" + k] || []).forEach((f) => f()); },
+  on: (event, f) => { (handlers[event] = handlers[event] || []).push(f); },
+  save_changes: () => { window.saved += 1; },
+};
+window.state = state;
+window.model = model;
+widget.render({model, el: document.getElementById("el")});
+window.ready = true;
+</script></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def page_url(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("player-page")
+    shutil.copy(_JS, folder / "synced_player.js")
+    rate = 8000
+    t = np.arange(10 * rate) / rate
+    tone = lambda f: np.stack([0.2 * np.sin(2 * np.pi * f * t)] * 2).astype(np.float32)  # noqa: E731
+    png = folder / "spec.png"
+    Image.fromarray((np.random.default_rng(0).random((120, 800, 3)) * 255).astype("uint8")).save(png)
+    (folder / "index.html").write_text(PAGE % {
+        "a": base64.b64encode(wav_bytes(tone(440), rate)).decode(),
+        "b": base64.b64encode(wav_bytes(tone(660), rate)).decode(),
+        "png": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is needed for browser tests: `make test` installs it "
+                    "(apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run",
+                                          "--autoplay-policy=no-user-gesture-required"])
+        yield browser
+        browser.close()
+
+
+def active_line(page):
+    return page.evaluate("(document.querySelector('.line.active') || {}).textContent || null")
+
+
+def test_play_seek_highlight_and_ab_switch(browser, page_url, tmp_path):
+    page = browser.new_page(viewport={"width": 900, "height": 500})
+    page.goto(page_url)
+    page.wait_for_function("window.ready === true")
+    page.wait_for_function("document.querySelector('audio, .play') !== null")
+    canvas = page.locator("canvas.playhead")
+    canvas.wait_for()
+    page.wait_for_timeout(300)
+    box = canvas.bounding_box()
+    start_x = float(page.evaluate("document.querySelector('canvas.playhead').dataset.x"))
+    assert start_x == pytest.approx(0.1 * box["width"], abs=2)  # at 0 s: the plot's left edge
+    assert active_line(page) == "one"
+
+    page.click("button.play")
+    page.wait_for_function("window.state.playing === true")
+    page.wait_for_function("window.state.position > 0.8", timeout=10000)  # the time passes and is synced
+    assert float(page.evaluate("document.querySelector('canvas.playhead').dataset.x")) > start_x + 5
+    assert active_line(page) == "two"  # the highlighted line followed the time
+    assert "Pause" in page.inner_text("button.play")
+    page.click("button.play")
+    page.wait_for_function("window.state.playing === false")
+    paused_at = page.evaluate("window.state.position")
+
+    x6 = box["x"] + (0.1 + 0.8 * 6.5 / 10) * box["width"]  # click at 6.5 s
+    page.mouse.click(x6, box["y"] + box["height"] / 2)
+    page.wait_for_function("Math.abs(window.state.position - 6.5) < 0.1")
+    assert active_line(page) == "three" and paused_at < 6
+    assert float(page.evaluate("document.querySelector('canvas.playhead').dataset.x")) == pytest.approx(
+        (0.1 + 0.8 * 0.65) * box["width"], abs=3)
+    page.screenshot(path=str(tmp_path / "player.png"))
+
+    page.click("button.side-b")  # A/B at the same position: B's lines, B's label
+    page.wait_for_function("window.state.current === 'b'")
+    assert active_line(page) == "b two"
+    assert page.inner_text(".label") == "B: second"
+    page.click("button.play")
+    page.wait_for_function("window.state.position > 6.7", timeout=10000)  # B plays on from 6.5 s
+    page.click("button.side-a")
+    page.wait_for_function("window.state.current === 'a'")
+    assert active_line(page) == "three" and page.evaluate("window.state.position") > 6.5
+
+    page.evaluate("window.model.set('position', 0.1)")  # Python seeks: the playhead follows
+    page.wait_for_function("Math.abs(parseFloat(document.querySelector('canvas.playhead').dataset.x) - "
+                           f"{0.1 * box['width']:.1f}) < 20")
+    page.close()

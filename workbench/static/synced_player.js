@@ -1,0 +1,228 @@
+// Synced player for acestep-workbench: play/pause, a playhead over the spectrogram, click to seek,
+// the current lyric line highlighted, and an A/B switch that keeps the position. Audio arrives as
+// binary WAV buffers (traits audio_a / audio_b), lyrics as [[seconds, text], ...] per take.
+// Syncs `position` (throttled), `playing` and `current` back to Python. No external imports.
+function render({ model, el }) {
+  const root = document.createElement("div");
+  root.className = "acestep-synced-player";
+  root.style.font = "13px sans-serif";
+  const bar = document.createElement("div");
+  bar.style.display = "flex";
+  bar.style.gap = "6px";
+  bar.style.alignItems = "center";
+  bar.style.marginBottom = "4px";
+  const button = (label, title) => {
+    const b = document.createElement("button");
+    b.textContent = label;
+    b.title = title;
+    b.style.padding = "2px 10px";
+    return b;
+  };
+  const play = button("▶ Play", "play / pause (space)");
+  play.className = "play";
+  const sideA = button("A", "listen to take A at the same position");
+  sideA.className = "side-a";
+  const sideB = button("B", "listen to take B at the same position");
+  sideB.className = "side-b";
+  const clock = document.createElement("span");
+  clock.className = "clock";
+  clock.style.fontVariantNumeric = "tabular-nums";
+  const label = document.createElement("span");
+  label.className = "label";
+  label.style.color = "#555";
+  bar.append(play, sideA, sideB, clock, label);
+
+  const wrap = document.createElement("div");
+  wrap.style.position = "relative";
+  const img = document.createElement("img");
+  img.style.width = "100%";
+  img.style.display = "block";
+  const layer = document.createElement("canvas");
+  layer.className = "playhead";
+  Object.assign(layer.style, { position: "absolute", left: "0", top: "0", width: "100%", height: "100%",
+                               cursor: "pointer" });
+  wrap.append(img, layer);
+
+  const lyrics = document.createElement("div");
+  lyrics.className = "lyrics";
+  Object.assign(lyrics.style, { maxHeight: "9em", overflowY: "auto", marginTop: "4px", lineHeight: "1.5em" });
+  root.append(bar, wrap, lyrics);
+  el.append(root);
+
+  const players = { a: new Audio(), b: new Audio() };
+  const urls = { a: null, b: null };
+  for (const side of ["a", "b"]) players[side].preload = "auto";
+  const side = () => (model.get("current") === "b" && model.get("audio_b") ? "b" : "a");
+  const audio = () => players[side()];
+  const duration = () => model.get("duration_" + side()) || 1;
+  const lines = () => model.get("lines_" + side()) || [];
+
+  const loadAudio = (which) => {
+    const data = model.get("audio_" + which);
+    if (urls[which]) URL.revokeObjectURL(urls[which]);
+    urls[which] = null;
+    if (data && data.byteLength) {
+      const bytes = data.buffer ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+      urls[which] = URL.createObjectURL(new Blob([bytes], { type: model.get("mime") || "audio/wav" }));
+      players[which].src = urls[which];
+    } else {
+      players[which].removeAttribute("src");
+    }
+    sideB.disabled = !urls.b;
+  };
+
+  const toX = (t, width) => {
+    const left = model.get("plot_left"), right = model.get("plot_right");
+    return (left + Math.min(Math.max(t / duration(), 0), 1) * (right - left)) * width;
+  };
+  const fmt = (t) => `${Math.floor(t / 60)}:${String(Math.floor(t % 60)).padStart(2, "0")}.${Math.floor((t % 1) * 10)}`;
+  let shownLine = -2;
+  const renderLyrics = () => {
+    lyrics.replaceChildren(...lines().map(([t, text], i) => {
+      const row = document.createElement("div");
+      row.className = "line";
+      row.dataset.index = String(i);
+      row.textContent = text;
+      row.title = fmt(t);
+      row.style.padding = "0 4px";
+      row.style.cursor = "pointer";
+      row.addEventListener("click", () => seek(t));
+      return row;
+    }));
+    shownLine = -2;
+  };
+  const lineAt = (t) => {
+    let index = -1;
+    lines().forEach(([start], i) => { if (start <= t + 1e-3) index = i; });
+    return index;
+  };
+  const draw = () => {
+    const t = audio().currentTime || 0;
+    layer.width = layer.clientWidth;
+    layer.height = layer.clientHeight;
+    const ctx = layer.getContext("2d");
+    ctx.clearRect(0, 0, layer.width, layer.height);
+    const x = toX(t, layer.width);
+    ctx.strokeStyle = "rgba(0, 200, 255, 0.95)";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(x, 0);
+    ctx.lineTo(x, layer.height);
+    ctx.stroke();
+    layer.dataset.x = String(x);
+    clock.textContent = `${fmt(t)} / ${fmt(duration())}`;
+    const index = lineAt(t);
+    if (index !== shownLine) {
+      lyrics.querySelectorAll(".line").forEach((row, i) => {
+        const active = i === index;
+        row.classList.toggle("active", active);
+        row.style.background = active ? "#ffe08a" : "";
+        row.style.fontWeight = active ? "bold" : "";
+        if (active && row.scrollIntoView) row.scrollIntoView({ block: "nearest" });
+      });
+      shownLine = index;
+    }
+  };
+
+  let lastSent = 0;
+  const sendPosition = (force) => {
+    const now = performance.now();
+    if (!force && now - lastSent < 250) return;
+    lastSent = now;
+    model.set("position", audio().currentTime || 0);
+    model.save_changes();
+  };
+  let frame = null;
+  const tick = () => {
+    draw();
+    sendPosition(false);
+    frame = audio().paused ? null : requestAnimationFrame(tick);
+  };
+  const seek = (t) => {
+    audio().currentTime = Math.min(Math.max(t, 0), duration());
+    draw();
+    sendPosition(true);
+  };
+  const setPlaying = (on) => {
+    const a = audio();
+    if (on && a.paused) {
+      const started = a.play();
+      if (started && started.catch) started.catch(() => {});
+    } else if (!on && !a.paused) {
+      a.pause();
+    }
+  };
+  for (const which of ["a", "b"]) {
+    players[which].addEventListener("play", () => {
+      play.textContent = "❚❚ Pause";
+      if (model.get("playing") !== true) { model.set("playing", true); model.save_changes(); }
+      if (!frame) frame = requestAnimationFrame(tick);
+    });
+    players[which].addEventListener("pause", () => {
+      if (which !== side()) return;
+      play.textContent = "▶ Play";
+      draw();
+      sendPosition(true);
+      if (model.get("playing") !== false && !switching) { model.set("playing", false); model.save_changes(); }
+    });
+    players[which].addEventListener("ended", () => { play.textContent = "▶ Play"; });
+  }
+  play.addEventListener("click", () => setPlaying(audio().paused));
+
+  let switching = false;
+  const switchTo = (which) => {
+    if (which === side() || (which === "b" && !urls.b)) return;
+    const from = audio(), t = from.currentTime || 0, wasPlaying = !from.paused;
+    switching = true;
+    from.pause();
+    model.set("current", which);
+    model.save_changes();
+    showSide();
+    audio().currentTime = Math.min(t, duration());
+    switching = false;
+    if (wasPlaying) setPlaying(true);
+    draw();
+  };
+  sideA.addEventListener("click", () => switchTo("a"));
+  sideB.addEventListener("click", () => switchTo("b"));
+
+  const showSide = () => {
+    const s = side();
+    img.src = model.get("image_" + s) || "";
+    label.textContent = model.get("label_" + s) || "";
+    sideA.style.fontWeight = s === "a" ? "bold" : "";
+    sideB.style.fontWeight = s === "b" ? "bold" : "";
+    sideA.style.background = s === "a" ? "#cde" : "";
+    sideB.style.background = s === "b" ? "#cde" : "";
+    renderLyrics();
+    draw();
+  };
+
+  layer.addEventListener("click", (event) => {
+    const box = layer.getBoundingClientRect();
+    const left = model.get("plot_left"), right = model.get("plot_right");
+    const frac = ((event.clientX - box.left) / box.width - left) / (right - left);
+    seek(Math.min(Math.max(frac, 0), 1) * duration());
+  });
+
+  model.on("change:position", () => {
+    const t = model.get("position");
+    if (Math.abs((audio().currentTime || 0) - t) > 0.05) { audio().currentTime = t; draw(); }
+  });
+  model.on("change:playing", () => setPlaying(model.get("playing")));
+  model.on("change:current", () => switchTo(model.get("current") === "b" ? "b" : "a"));
+  model.on("change:audio_a", () => { loadAudio("a"); showSide(); });
+  model.on("change:audio_b", () => { loadAudio("b"); showSide(); });
+  for (const name of ["image_a", "image_b", "lines_a", "lines_b", "label_a", "label_b", "duration_a", "duration_b"]) {
+    model.on("change:" + name, showSide);
+  }
+  img.addEventListener("load", draw);
+  loadAudio("a");
+  loadAudio("b");
+  showSide();
+  return () => {
+    for (const which of ["a", "b"]) { players[which].pause(); if (urls[which]) URL.revokeObjectURL(urls[which]); }
+    if (frame) cancelAnimationFrame(frame);
+  };
+}
+export default { render };
