@@ -63,6 +63,8 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.dtype_choice = dtype_choice  # "requested", or "auto: <why this dtype on this device>"
+        self.memory_budget = None  # None: the device's free memory (see plan_memory)
+        self.last_memory_plan = None
         self.allow_download = allow_download
         self.is_demo = bool(models.config.get("acestep_workbench_random_weights", False))
         self._lock = threading.Lock()  # one generation at a time: the sampler patches modules while it runs
@@ -73,7 +75,8 @@ class Engine:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, checkpoints_dir: str | Path | None = None, dit: str = "acestep-v15-turbo",
-                        device="auto", dtype="auto", allow_download: bool = False) -> "Engine":
+                        device="auto", dtype="auto", allow_download: bool = False,
+                        memory_budget=None) -> "Engine":
         """Load `dit` (a folder under `checkpoints_dir`) with `vae/` and `Qwen3-Embedding-0.6B/`.
 
         `checkpoints_dir` defaults to `$ACESTEP_CHECKPOINTS_DIR` or `./checkpoints`. It may also be a
@@ -82,7 +85,12 @@ class Engine:
         CUDA, then MPS, then CPU; `dtype="auto"` (or None) picks bf16 on CUDA GPUs that have it
         (fp16 on older ones) and on CPUs that multiply bf16 natively (AVX512-BF16 or AMX), fp32 on
         other CPUs and MPS; `dtype="fp32"` forces full precision. `engine.dtype_choice` says why.
+        `memory_budget` (bytes, GiB as a float, or "8GB"; default: the device's free memory) bounds
+        every generation's estimated peak: see `plan_memory`.
         """
+        from .memory import parse_budget
+
+        budget = parse_budget(memory_budget)
         device, dtype, dtype_choice = resolve_device_and_dtype(device, dtype)
         root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
         with quiet_loading():
@@ -92,6 +100,7 @@ class Engine:
                 ensure_checkpoints(root, dit=dit, allow_download=allow_download)
                 models = load_official(root, dit, device, dtype)
         engine = cls(models, device, dtype, allow_download=allow_download, dtype_choice=dtype_choice)
+        engine.memory_budget = budget
         if engine.is_demo:
             logging.getLogger(__name__).warning(DEMO_NOTICE)
         return engine
@@ -285,7 +294,7 @@ class Engine:
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
         """Float32 audio `[2, samples]` at `sample_rate` -> latents `[samples // hop, C]` (tiled VAE, mean)."""
         tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        return vae_codec.encode(self.models.vae, tensor).to(self.dtype)
+        return vae_codec.encode(self.models.vae, tensor).to(self.device, self.dtype)
 
     def generate(self, blueprint: Blueprint, task=None, batch_size: int = 1, seeds=None, progress=None,
                  cancel=None, *, settings: GenerationSettings | None = None, **overrides) -> list[Take]:
@@ -331,22 +340,25 @@ class Engine:
     def _generate(self, blueprint, task, batch_size, seeds, report, cancel, started, settings):
         if getattr(task, "audio_codes", None) is not None and task.name not in ("text2music", "cover"):
             raise TaskError(f"audio_codes apply to text2music and cover, not {task.name}")
+        memory = self._memory_runner(blueprint, batch_size, settings.guidance > 1.0)  # refuses before any work
         report(Progress("encode", 0, settings.steps, 0, batch_size, "encoding conditions"))
-        plan = task.plan(self, blueprint)
-        references = None
-        if getattr(task, "reference", None) is not None:
-            references = [reference_latents(self, task.reference)] * batch_size
-        noise = self.make_noise(seeds, plan.frames)
-        x, settings = self._starting_point(plan, noise, settings)
-        inputs = self._step_inputs(plan, batch_size, settings, references)
+        with memory.stage("encode"):
+            plan = task.plan(self, blueprint)
+            references = None
+            if getattr(task, "reference", None) is not None:
+                references = [reference_latents(self, task.reference)] * batch_size
+            noise = self.make_noise(seeds, plan.frames)
+            x, settings = self._starting_point(plan, noise, settings)
+            inputs = self._step_inputs(plan, batch_size, settings, references)
         encoded = time.perf_counter()
 
         def on_step(step, total):
             report(Progress("denoise", step, total, 0, batch_size, f"step {step}/{total}"))
 
-        latents = denoise(self.models.transformer, x, inputs, settings.sampler(),
-                          step_hook=self._injection(plan, noise, settings),
-                          on_step=on_step, cancel=cancel, sde_noise=self._sde_noise(seeds, plan.frames))
+        with memory.stage("denoise"):
+            latents = denoise(self.models.transformer, x, inputs, settings.sampler(),
+                              step_hook=self._injection(plan, noise, settings),
+                              on_step=on_step, cancel=cancel, sde_noise=self._sde_noise(seeds, plan.frames))
         _check_finite(latents, "latents")
         latents = self._blend_kept_latents(plan, latents)
         denoised = time.perf_counter()
@@ -356,7 +368,7 @@ class Engine:
         audios = []
         for i in range(batch_size):
             report(Progress("decode", settings.steps, settings.steps, i, batch_size, f"decoding {i + 1}/{batch_size}"))
-            audio = vae_codec.decode(self.models.vae, latents[i], cancel=cancel)
+            audio = vae_codec.decode(self.models.vae, latents[i], chunk=memory.decode_chunk, cancel=cancel)
             audios.append(self._finish(plan, audio, settings.normalize, settings.normalization_db))
         finished = time.perf_counter()
         report(Progress("done", settings.steps, settings.steps, batch_size, batch_size, "done"))
@@ -368,6 +380,37 @@ class Engine:
                      timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
                      batch_index=i)
                 for i in range(batch_size)]
+
+    # ------------------------------------------------------------------ memory tiers
+    def plan_memory(self, blueprint: Blueprint, batch_size: int = 1, memory_budget=None, planner=None,
+                    device=None, guided: bool | None = None):
+        """The memory plan (`acestep_engine.memory.MemoryPlan`) for generating `batch_size` takes of
+        `blueprint`: the first tier whose estimated peak fits `memory_budget` (bytes, GiB as a float,
+        or "8GB"; default `engine.memory_budget`, else the device's free memory plus what this engine
+        holds). `planner` adds its LM; `device` plans for another device (e.g. "cuda" from a CPU
+        engine). Raises `InsufficientMemoryError` with the estimate, the budget and what would fit."""
+        from .memory import choose_plan, default_budget, parse_budget
+
+        if not isinstance(blueprint, Blueprint):
+            raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
+        batch_size = check_batch_size(batch_size)
+        device = self.device if device is None else torch.device(device)
+        budget = parse_budget(memory_budget if memory_budget is not None else self.memory_budget)
+        if budget is None:
+            budget = default_budget(device, self.models) if device == self.device else default_budget(device)
+        guided = self.preset.guidance > 1.0 if guided is None else bool(guided)
+        frames = self.frames_for(blueprint.validate().duration)
+        return choose_plan(self.models, device, frames, batch_size, guided, budget, lm=planner,
+                           frame_rate=self.frame_rate, max_batch=MAX_BATCH)
+
+    def _memory_runner(self, blueprint, batch_size, guided):
+        from .memory import PlanRunner
+
+        plan = self.plan_memory(blueprint, batch_size, guided=guided)
+        self.last_memory_plan = plan
+        runner = PlanRunner(self.models, self.device, plan)
+        runner.settle()
+        return runner
 
     def _sde_noise(self, seeds, frames):
         """Fresh SDE noise per step from per-item generators seeded apart from the starting noise."""

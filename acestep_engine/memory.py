@@ -1,17 +1,17 @@
 """Memory tiers: estimate a request's peak memory before running it, and pick a plan that fits.
 
     plan = engine.plan_memory(Blueprint(duration=240), batch_size=4, memory_budget=8 * 2**30)
-    plan.tier            # "all on device", "text encoder and LM offloaded", "DiT offloaded between
-                         # stages", "smaller VAE tiles" or "VAE on CPU"
+    plan.tier            # "all on device", "encoders and LM offloaded", "smaller VAE tiles",
+                         # "DiT offloaded between stages" or "VAE on CPU"
     print(plan)          # the estimate per stage, the budget and what moves where
 
 The estimate is the largest stage of one generation: planning (the 5 Hz LM, when one is given),
 encoding (text encoder + condition encoder), denoising (the DiT with its activations for
 duration x batch, doubled under guidance) and decoding (the VAE on one window, item by item).
 Weights are the loaded modules' own bytes; activations follow the model widths in the configs,
-with a 25 % margin. Tiers are tried in upstream's order (reference 8: offload the text encoder
-and LM first, then the DiT between stages, then smaller VAE tiles, then the VAE on the CPU); a
-request that fits none is refused before any work with `InsufficientMemoryError`, which gives
+with a 25 % margin. Tiers are tried cheapest first (reference 8 has the same steps: the text and
+condition encoders and the LM offloaded between uses, smaller VAE tiles, the DiT offloaded between
+stages, the VAE on the CPU); a request that fits none is refused before any work with `InsufficientMemoryError`, which gives
 the estimate, the budget and the longest duration and largest batch that would fit.
 
 On a CPU engine the "device" is the host, so moving a module "to the CPU" frees nothing: only
@@ -31,7 +31,11 @@ from .errors import DeviceError, InsufficientMemoryError
 GiB = 2 ** 30
 MARGIN = 1.25  # activations: allocator slack and temporaries the count below does not name
 SMALL_VAE_CHUNK = 64  # latent frames per decode window in the "smaller VAE tiles" tier
-TIERS = ("all on device", "text encoder and LM offloaded", "DiT offloaded between stages", "smaller VAE tiles",
+# Cumulative, cheapest change first: offloading the encoders costs one transfer per generation,
+# smaller VAE tiles cost almost nothing, moving the DiT costs its 4 GB each way, and a VAE on the CPU
+# is slow. (Upstream shrinks tiles after offloading the DiT; with the DiT resident the decode
+# window is often the peak, so shrinking it first avoids the DiT transfers.)
+TIERS = ("all on device", "encoders and LM offloaded", "smaller VAE tiles", "DiT offloaded between stages",
          "VAE on CPU")
 
 
@@ -51,7 +55,7 @@ class MemoryPlan:
     device: str
     budget: int
     estimate: int
-    offload_text_encoder: bool = False  # text encoder (and LM) on the CPU except while they run
+    offload_text_encoder: bool = False  # text and condition encoders (and LM) on the CPU except while they run
     offload_dit: bool = False  # DiT on the CPU except while it denoises
     vae_on_cpu: bool = False
     decode_chunk: int | None = None  # latent frames per VAE window (None: the device default)
@@ -77,6 +81,7 @@ class Footprint:
     """Byte counts one plan is built from: resident weights per model, activations per stage."""
 
     dit: int
+    tokenizers: int  # audio tokenizer and detokenizer (cover), kept beside the DiT's inputs
     condition_encoder: int
     text_encoder: int
     vae: int
@@ -149,7 +154,8 @@ def footprint(models, frames: int, batch: int, guided: bool, lm=None, chunks=(No
     vae_acts = {chunk: vae_activation_bytes(models.vae.config, chunk or default_chunk, overlap, element)
                 for chunk in chunks}
     return Footprint(
-        dit=module_bytes(models.transformer) + module_bytes(models.audio_tokenizer) + module_bytes(models.detokenizer),
+        dit=module_bytes(models.transformer),
+        tokenizers=module_bytes(models.audio_tokenizer) + module_bytes(models.detokenizer),
         condition_encoder=module_bytes(models.condition_encoder), text_encoder=module_bytes(te),
         vae=module_bytes(models.vae), lm=module_bytes(getattr(lm, "model", lm)),
         dit_activations=dit_activation_bytes(models.transformer.config, frames, batch, guided, element),
@@ -158,20 +164,24 @@ def footprint(models, frames: int, batch: int, guided: bool, lm=None, chunks=(No
         vae_activations=vae_acts)
 
 
+def _tier_switches(tier: str, on_host: bool) -> dict:
+    level = TIERS.index(tier)
+    return dict(offload_text_encoder=level >= 1 and not on_host, offload_dit=level >= 3 and not on_host,
+                vae_on_cpu=level >= 4 and not on_host, decode_chunk=SMALL_VAE_CHUNK if level >= 2 else None)
+
+
 def _stages(f: Footprint, tier: str, on_host: bool) -> dict:
     """Estimated device bytes per stage when running under `tier`."""
-    offload_te = tier != TIERS[0] and not on_host
-    offload_dit = tier in TIERS[2:] and not on_host
-    vae_cpu = tier == TIERS[4] and not on_host
-    chunk = SMALL_VAE_CHUNK if tier in TIERS[3:] else None
-    resident = f.condition_encoder + (0 if offload_dit else f.dit) + (0 if vae_cpu else f.vae) \
-        + (0 if offload_te else f.text_encoder + f.lm)
+    s = _tier_switches(tier, on_host)
+    encoders = f.text_encoder + f.condition_encoder
+    resident = f.tokenizers + (0 if s["offload_dit"] else f.dit) + (0 if s["vae_on_cpu"] else f.vae) \
+        + (0 if s["offload_text_encoder"] else encoders + f.lm)
     stages = {}
     if f.lm:
-        stages["plan"] = resident + (f.lm if offload_te else 0) + f.lm_activations
-    stages["encode"] = resident + (f.text_encoder if offload_te else 0) + f.encode_activations
-    stages["denoise"] = resident + (f.dit if offload_dit else 0) + f.dit_activations
-    stages["decode"] = resident + (0 if vae_cpu else f.vae_activations[chunk])
+        stages["plan"] = resident + (f.lm if s["offload_text_encoder"] else 0) + f.lm_activations
+    stages["encode"] = resident + (encoders if s["offload_text_encoder"] else 0) + f.encode_activations
+    stages["denoise"] = resident + (f.dit if s["offload_dit"] else 0) + f.dit_activations
+    stages["decode"] = resident + (0 if s["vae_on_cpu"] else f.vae_activations[s["decode_chunk"]])
     return stages
 
 
@@ -182,14 +192,11 @@ def plan_tiers(models, device, frames: int, batch: int, guided: bool, budget: in
     f = footprint(models, frames, batch, guided, lm)
     plans = []
     for tier in TIERS:
-        if on_host and tier in (TIERS[1], TIERS[2], TIERS[4]):
+        if on_host and tier in (TIERS[1], TIERS[3], TIERS[4]):
             continue  # moving a module to the CPU frees nothing when the CPU is the device
         stages = _stages(f, tier, on_host)
-        plans.append(MemoryPlan(
-            tier=tier, device=str(device), budget=int(budget), estimate=max(stages.values()),
-            offload_text_encoder=tier != TIERS[0] and not on_host, offload_dit=tier in TIERS[2:] and not on_host,
-            vae_on_cpu=tier == TIERS[4] and not on_host,
-            decode_chunk=SMALL_VAE_CHUNK if tier in TIERS[3:] else None, stages=stages))
+        plans.append(MemoryPlan(tier=tier, device=str(device), budget=int(budget), estimate=max(stages.values()),
+                                stages=stages, **_tier_switches(tier, on_host)))
     return plans
 
 
@@ -308,13 +315,18 @@ class PlanRunner:
     def __init__(self, models, device, plan: MemoryPlan | None):
         self.models, self.device, self.plan = models, torch.device(device), plan
 
+    @property
+    def decode_chunk(self):
+        """Latent frames per VAE window under this plan ("auto": the VAE device's default)."""
+        return self.plan.decode_chunk if self.plan is not None and self.plan.decode_chunk else "auto"
+
     @contextlib.contextmanager
     def stage(self, name: str):
         plan = self.plan
         moved = []
         if plan is not None and self.device.type != "cpu":
             if name == "encode" and plan.offload_text_encoder:
-                moved.append(self.models.text_encoder)
+                moved += [self.models.text_encoder, self.models.condition_encoder]
             if name == "denoise" and plan.offload_dit:
                 moved.append(self.models.transformer)
         for module in moved:
@@ -333,6 +345,7 @@ class PlanRunner:
         if plan is None or self.device.type == "cpu":
             return
         placement = [(self.models.text_encoder, not plan.offload_text_encoder),
+                     (self.models.condition_encoder, not plan.offload_text_encoder),
                      (self.models.transformer, not plan.offload_dit),
                      (self.models.vae, not plan.vae_on_cpu)]
         for module, on_device in placement:
