@@ -97,3 +97,26 @@ def resolve_dtype(device, dtype="auto"):
 
 def dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def device_summary(engine, seconds: float = 30.0, batch_size: int = 1) -> dict:
+    """What a header shows about where `engine` runs: device, dtype (and why), memory budget, the memory
+    tier a `seconds`-long request of `batch_size` gets, and the LM size upstream's tiers recommend for
+    the device's memory (no LM below 6 GiB of GPU memory, and none on a CPU)."""
+    import torch
+
+    from .blueprint import Blueprint
+    from .errors import InsufficientMemoryError
+
+    device = torch.device(engine.device)
+    gpu_gib = 0.0
+    if device.type == "cuda":
+        gpu_gib = torch.cuda.get_device_properties(device).total_memory / 2 ** 30
+    try:
+        plan = engine.plan_memory(Blueprint(duration=seconds), batch_size)
+        tier, budget = plan.tier, plan.budget
+    except InsufficientMemoryError as exc:
+        tier, budget = f"does not fit: {exc}", None
+    return {"device": str(device), "dtype": dtype_name(engine.dtype), "dtype_choice": engine.dtype_choice,
+            "memory_budget_gib": None if budget is None else round(budget / 2 ** 30, 1), "memory_tier": tier,
+            "recommended_lm": recommend_models(gpu_gib)[1]}

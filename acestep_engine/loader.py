@@ -233,6 +233,7 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file ({exc})") from exc
     parts, unknown = split_state_dict(state)
+    del state  # from here each tensor is freed once converted: peak memory is one copy plus one tensor
     if unknown:
         raise CheckpointError(f"{weights_path} has tensors that belong to no ACE-Step module: "
                               + ", ".join(sorted(unknown)[:10]))
@@ -240,8 +241,10 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
         if name in ("audio_tokenizer", "detokenizer") and not parts[name]:
             modules[name] = None  # a checkpoint without tokenizer weights cannot cover; text2music still runs
             continue
-        _check_and_assign(name, modules[name], {k: v.to(dtype) for k, v in parts[name].items()}, weights_path)
-    del state, parts
+        converted = {k: parts[name].pop(k).to(dtype) for k in list(parts[name])}
+        _check_and_assign(name, modules[name], converted, weights_path)
+        del converted
+    del parts
     latent = int(modules["transformer"].config.audio_acoustic_hidden_dim)
     silence = load_silence_latent(dit_dir / "silence_latent.pt", latent)
     encoder = modules["condition_encoder"]

@@ -138,3 +138,12 @@ def test_engine_plans_and_applies_the_plan(turbo, monkeypatch):
     take, = turbo.generate(bp, seeds=1)
     assert turbo.last_memory_plan.tier == "smaller VAE tiles" and chunks == [memory.SMALL_VAE_CHUNK]
     assert take.audio.shape[-1] == turbo.frames_for(10) * turbo.hop_length
+
+
+def test_device_summary_for_a_header(turbo):
+    from acestep_engine.hardware import device_summary
+
+    summary = device_summary(turbo)
+    assert summary["device"] == "cpu" and summary["memory_tier"] == "all on device"
+    assert summary["dtype"] == str(turbo.dtype)[6:] and summary["dtype_choice"] == turbo.dtype_choice
+    assert summary["recommended_lm"] is None and summary["memory_budget_gib"] > 0
