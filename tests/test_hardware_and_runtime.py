@@ -62,7 +62,10 @@ def test_auto_dtype_follows_the_cpu_and_fp32_stays_one_argument_away(tiny_dir, m
 
 
 def test_planner_lm_follows_auto_dtype(tiny_dir, planner):
-    from acestep_engine.planner import default_lm_dtype
+    from acestep_engine.planner import Planner, default_lm_dtype
+    from acestep_engine.testing import LM_FOLDER
 
     assert default_lm_dtype(torch.device("cpu")) == auto_dtype("cpu")
-    assert next(planner.model.parameters()).dtype == auto_dtype("cpu")
+    auto = Planner.from_pretrained(tiny_dir / LM_FOLDER, device="cpu")
+    assert next(auto.model.parameters()).dtype == auto_dtype("cpu")
+    assert next(planner.model.parameters()).dtype == torch.float32  # the shared fixture pins fp32
