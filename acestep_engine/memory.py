@@ -187,9 +187,11 @@ def _stages(f: Footprint, tier: str, on_host: bool) -> dict:
 
 def plan_tiers(models, device, frames: int, batch: int, guided: bool, budget: int, lm=None) -> list[MemoryPlan]:
     """Every tier's plan for this request, in order (cheapest change first)."""
+    from .vae_codec import DECODE_CHUNK, DEVICE_DECODE_CHUNK
+
     device = torch.device(device)
     on_host = device.type == "cpu"
-    f = footprint(models, frames, batch, guided, lm)
+    f = footprint(models, frames, batch, guided, lm, default_chunk=DEVICE_DECODE_CHUNK.get(device.type, DECODE_CHUNK))
     plans = []
     for tier in TIERS:
         if on_host and tier in (TIERS[1], TIERS[3], TIERS[4]):
