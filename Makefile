@@ -5,7 +5,14 @@ BIN     = $(VENV)/bin
 # CPU build of torch unless a CUDA GPU is present (the plain wheel is a multi-GB CUDA build).
 TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo "torch"; else echo "torch==2.13.0"; fi)
 
-.PHONY: lab test install browser-deps clean
+# Colab ships ipywidgets 7.7.1 (the lab venv has 8): the panel tests run again with Colab's widget
+# stack in a folder put ahead of the venv on PYTHONPATH (--no-deps: only the widget packages differ).
+IPYW7      ?= .venv-ipyw7
+IPYW7_SPEC  = "ipywidgets==7.7.1" "widgetsnbextension==3.6.*" "jupyterlab_widgets>=1,<2" "ipython_genutils==0.2.0"
+PANEL_TESTS = $(wildcard tests/test_workbench*.py) tests/test_cover_lab_and_tracks.py tests/test_repaint_painter.py \
+              tests/test_lora_panel.py tests/test_widget_stack.py
+
+.PHONY: lab test test-ipywidgets7 install browser-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +35,17 @@ lab: install
 
 test: install browser-deps
 	HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 $(BIN)/python -m pytest -q --nbval-lax tests notebooks
+	$(MAKE) test-ipywidgets7
+
+$(IPYW7)/.installed: $(BIN)/.installed Makefile
+	rm -rf $(IPYW7)
+	$(BIN)/python -m pip install -q --no-deps --target $(IPYW7) $(IPYW7_SPEC)
+	touch $@
+
+test-ipywidgets7: $(IPYW7)/.installed
+	PYTHONPATH=$(abspath $(IPYW7)) $(BIN)/python -c "import ipywidgets; print('panel tests on ipywidgets', ipywidgets.__version__)"
+	PYTHONPATH=$(abspath $(IPYW7)) ACESTEP_EXPECT_IPYWIDGETS=7.7.1 HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider $(PANEL_TESTS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(IPYW7) .pytest_cache

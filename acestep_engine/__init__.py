@@ -8,6 +8,8 @@ from .engine import Engine
 from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCancelled, GenerationError, LoRAError,
                      MissingCheckpointError, TakeStoreError, TaskError)
 from .progress import Progress
+from .regions import Regions
+from .settings import GenerationSettings
 from .takes import Take, TakeStore
 from .tasks import Complete, Cover, Extend, Extract, ExtractAll, Lego, Repaint, Text2Music
 
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AceStepError", "Blueprint", "BlueprintError", "CheckpointError", "Engine", "GenerationCancelled",
-    "GenerationError", "LoRAError", "MissingCheckpointError", "Progress", "Take", "TakeStore", "TakeStoreError",
+    "GenerationError", "GenerationSettings", "LoRAError", "MissingCheckpointError", "Progress", "Regions", "Take",
+    "TakeStore", "TakeStoreError",
     "TaskError", "Text2Music", "Cover", "Repaint", "Extend", "Extract", "ExtractAll", "Lego", "Complete", "__version__",
 ]

@@ -52,7 +52,8 @@ def check_audio_array(array, what: str = "audio") -> np.ndarray:
         raise AudioFileError(f"{what} is not an array of numbers ({type(exc).__name__}: {exc})") from None
     if raw.dtype.kind not in "biuf":
         raise AudioFileError(f"{what} must hold real numbers (got dtype {raw.dtype})")
-    audio = raw.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        audio = raw.astype(np.float32, copy=False)
     if audio.ndim == 1:
         audio = audio[None]
     elif audio.ndim != 2:

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,17 @@ def _check_text(field: str, value, limit: int):
         raise BlueprintError(field, f"must be text (got {type(value).__name__})")
     if len(value) >= limit:
         raise BlueprintError(field, f"must be shorter than {limit} characters (got {len(value)})")
+    _check_encodable(field, value)
     return value
+
+
+def _check_encodable(field: str, value: str) -> None:
+    """Lone surrogates (from a bad decode upstream of us) cannot reach a tokenizer or a UTF-8 file."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BlueprintError(field, f"holds a character that is not valid Unicode text ({exc.reason}: "
+                                    f"{value[exc.start:exc.end]!r} at character {exc.start})") from None
 
 
 def _check_language(value):
@@ -165,6 +176,8 @@ def _check_planned(value):
 
 
 def _check_instrumental(value):
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        value = bool(value)
     if not isinstance(value, bool):
         raise BlueprintError("instrumental", f"must be True or False (got {value!r})")
     return value
@@ -333,23 +346,56 @@ class Blueprint:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "Blueprint":
-        """Inverse of to_json; bad JSON raises BlueprintError("json", ...)."""
+    def from_json(cls, text: str | bytes) -> "Blueprint":
+        """Inverse of to_json; bad JSON raises BlueprintError("json", ...). Bytes must be UTF-8 (a
+        byte-order mark is accepted, as in text)."""
+        if isinstance(text, (bytes, bytearray)):
+            try:
+                text = bytes(text).decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise BlueprintError("json", f"is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        if not isinstance(text, str):
+            raise BlueprintError("json", f"must be text (got {type(text).__name__})")
         try:
-            data = json.loads(text)
+            data = json.loads(text.removeprefix("\ufeff"))
         except json.JSONDecodeError as exc:
             raise BlueprintError("json", f"is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise BlueprintError("json", "is nested too deeply to be a blueprint") from None
         if not isinstance(data, dict):
             raise BlueprintError("json", f"must be an object of blueprint fields (got {type(data).__name__})")
         return cls.from_dict(data)
 
     def save(self, path) -> Path:
-        """Write to_json() (UTF-8) to `path` and return it as a Path."""
-        path = Path(path)
-        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        """Write to_json() (UTF-8) to `path` and return it as a Path. Text that cannot be UTF-8 is
+        refused naming the field, before the file is touched."""
+        path = _file_path(path)
+        for name in ("caption", "lyrics", "keyscale", "language"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                _check_encodable(name, value)
+        text = self.to_json() + "\n"
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise BlueprintError("file", f"{path} could not be written ({exc.strerror or exc})") from None
         return path
 
     @classmethod
     def load(cls, path) -> "Blueprint":
-        """Read a file written by save()."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a file written by save() (UTF-8, with or without a byte-order mark). Errors name the file."""
+        path = _file_path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BlueprintError("file", f"{path} could not be read ({exc.strerror or exc})") from None
+        try:
+            return cls.from_json(data)
+        except BlueprintError as exc:
+            raise BlueprintError(exc.field, f"{str(exc)[len(exc.field) + 1:]} (in {path})") from None
+
+
+def _file_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise BlueprintError("file", f"must be a file path (got {path!r:.60})")
+    return Path(path)

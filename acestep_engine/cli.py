@@ -8,8 +8,44 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from pathlib import Path
+
+_DEVICE_RE = re.compile(r"auto|cpu|mps|(cuda|xpu)(:\d+)?")
+
+
+def _whole(lo: int, hi: int | None = None):
+    """argparse type: a whole number in [lo, hi]; the message names the range and the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+        if value < lo or (hi is not None and value > hi):
+            allowed = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            raise argparse.ArgumentTypeError(f"must be {allowed} (got {value})")
+        return value
+    return parse
+
+
+def _positive_real(text: str) -> float:
+    """argparse type: a finite number above 0 (the engine then checks its own range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (got {text!r})")
+    return value
+
+
+def device_argument(text: str) -> str:
+    """argparse type for --device (shared with `python -m acestep_engine.lora`)."""
+    if not _DEVICE_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, mps, cuda, cuda:N, xpu or xpu:N (got {text!r})")
+    return text
 
 
 def _generate(args) -> int:
@@ -19,13 +55,13 @@ def _generate(args) -> int:
     if args.duration is not None:
         blueprint = blueprint.replace(duration=args.duration)
     blueprint = blueprint.validate()  # fail before spending time on loading models
+    store = TakeStore(args.out, audio_format=args.format)
     if args.demo:
         engine = Engine.demo(device=args.device, dtype=args.dtype)
     else:
         engine = Engine.from_pretrained(args.checkpoints, dit=args.dit, device=args.device, dtype=args.dtype,
                                         allow_download=args.download)
     print(engine, file=sys.stderr)
-    store = TakeStore(args.out, audio_format=args.format)
     seeds = None if args.seed is None else args.seed
     takes = engine.generate(blueprint, batch_size=args.batch, seeds=seeds, progress=True, steps=args.steps,
                             shift=args.shift, guidance=args.guidance)
@@ -66,14 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dit", default="acestep-v15-turbo")
     gen.add_argument("--demo", action="store_true", help="use the embedded demo checkpoint (random weights)")
     gen.add_argument("--download", action="store_true", help="download missing checkpoint files")
-    gen.add_argument("--device", default="auto")
-    gen.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU or GPU has it), fp32, bf16 or fp16")
-    gen.add_argument("--batch", type=int, default=1)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--steps", type=int, default=None)
-    gen.add_argument("--shift", type=float, default=None)
-    gen.add_argument("--guidance", type=float, default=None)
-    gen.add_argument("--duration", type=float, default=None, help="override the blueprint's duration (s)")
+    gen.add_argument("--device", type=device_argument, default="auto", help="auto, cpu, mps, cuda or cuda:N")
+    gen.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                     help="auto: bf16 where the GPU or CPU has it, else fp32")
+    gen.add_argument("--batch", type=_whole(1, 8), default=1, help="takes per run, 1-8")
+    gen.add_argument("--seed", type=_whole(0, 2**63 - 1), default=None)
+    gen.add_argument("--steps", type=_whole(1, 200), default=None, help="denoising steps, 1-200")
+    gen.add_argument("--shift", type=_positive_real, default=None)
+    gen.add_argument("--guidance", type=_positive_real, default=None)
+    gen.add_argument("--duration", type=_positive_real, default=None, help="override the blueprint's duration (s)")
     gen.add_argument("--format", choices=("flac", "wav"), default="flac")
     gen.set_defaults(func=_generate)
 

@@ -36,17 +36,32 @@ class Conditions:
                           self.null_states.expand(batch, -1, -1))
 
 
-def _tokenize(tokenizer, texts: list[str], max_length: int, device):
+def _tokenize(tokenizer, texts: list[str], max_length: int, device, min_length: int = 0):
     batch = tokenizer(texts, max_length=max_length, truncation=True, padding="longest", return_tensors="pt")
-    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    short = min(min_length, max_length) - ids.shape[1]
+    if short > 0:  # right-pad like a batch with a longer prompt would be
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.nn.functional.pad(ids, (0, short), value=pad)
+        mask = torch.nn.functional.pad(mask, (0, short), value=0)
+    return ids.to(device), mask.to(device)
+
+
+def caption_tokens(models, caption_prompt: str) -> int:
+    """How many tokens a caption prompt takes (after truncation to CAPTION_MAX_TOKENS)."""
+    return len(models.text_tokenizer(caption_prompt, max_length=CAPTION_MAX_TOKENS, truncation=True)["input_ids"])
 
 
 @torch.no_grad()
-def encode_text(models, caption_prompts: list[str], lyric_prompts: list[str]):
-    """Returns caption hidden states, caption mask, lyric embeddings and lyric mask."""
+def encode_text(models, caption_prompts: list[str], lyric_prompts: list[str], min_caption_tokens: int = 0):
+    """Returns caption hidden states, caption mask, lyric embeddings and lyric mask.
+
+    `min_caption_tokens` right-pads the caption ids to that length, as upstream's batch padding
+    does when a longer caption shares the batch (cover's switch to text2music)."""
     device = models.silence_latent.device
     dtype = models.silence_latent.dtype
-    ids, text_mask = _tokenize(models.text_tokenizer, caption_prompts, CAPTION_MAX_TOKENS, device)
+    ids, text_mask = _tokenize(models.text_tokenizer, caption_prompts, CAPTION_MAX_TOKENS, device,
+                               min_caption_tokens)
     # Upstream calls the encoder without a mask: right padding plus causal attention leaves real tokens untouched.
     text = models.text_encoder(input_ids=ids).last_hidden_state.to(dtype)
     lyric_ids, lyric_mask = _tokenize(models.text_tokenizer, lyric_prompts, LYRIC_MAX_TOKENS, device)
@@ -69,13 +84,14 @@ def silence_frames(models, frames: int) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_conditions(models, caption_prompts: list[str], lyric_prompts: list[str],
-                      references: list[torch.Tensor | None] | None = None) -> Conditions:
+                      references: list[torch.Tensor | None] | None = None,
+                      min_caption_tokens: int = 0) -> Conditions:
     """Encode one set of conditions per batch item.
 
     `references[i]` is `[timbre_frames, C]` latents of reference audio for item i, or None for
     none (then the silence latent stands in, as upstream: zeros would put the encoder off-distribution).
     """
-    text, text_mask, lyrics, lyric_mask = encode_text(models, caption_prompts, lyric_prompts)
+    text, text_mask, lyrics, lyric_mask = encode_text(models, caption_prompts, lyric_prompts, min_caption_tokens)
     batch = len(caption_prompts)
     frames = timbre_frames(models)
     references = references or [None] * batch

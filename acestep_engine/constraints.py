@@ -4,11 +4,13 @@ The planner's output has a fixed shape, so every token is checked against it whi
 
     <think>                                   forced
     bpm: 120                                  a number in 30-300, or the user's value, forced
-    caption: a dreamy lo-fi song              free text on one line (continuation lines start with a space)
+    caption: a dreamy lo-fi song              free text; after a newline the likeliest token decides
+      with warm keys                          whether a continuation line (starts with a space) follows
     duration: 180                             10-600 (or the user's value)
-    genres: lo-fi, jazz                       optional, free text (understand / inspire / format only)
+    genres: lo-fi, jazz                       inspire / format / understand only: one entry of a
+                                              genres vocabulary when one is given, else free text
     keyscale: C major                         one of the 70 names
-    language: en                              one of the 51 codes
+    language: en                              one of the 51 codes; its first token is the likeliest
     timesignature: 4                          2, 3, 4 or 6
     </think>                                  forced
     then: stop | exactly N audio codes and EOS | free text (lyrics) until EOS
@@ -17,7 +19,9 @@ Choice fields are tries over the tokenizer's own tokenizations of every allowed 
 stay in range and keys and languages are spelled exactly; user values are one-line tries, so they
 are injected unchanged. Free text never contains special tokens, audio codes or broken UTF-8.
 Token ids are always looked up from the tokenizer. Even a randomly initialised model therefore
-writes a valid blueprint.
+writes a valid blueprint. The three decisions upstream takes by argmax rather than by sampling
+(the language's first token, whether a caption continues after a newline, ending a free-text
+genres value) read the row's logits, which `PlannerConstraint.__call__` passes in.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from transformers import LogitsProcessor
 
 from .blueprint import BPM_RANGE, DURATION_RANGE, KEYSCALES, LANGUAGES, TIME_SIGNATURES
-from .lm_prompts import END_THINK, THINK, field_line
+from .lm_prompts import END_THINK, THINK, injected_line
 
 CODE_TOKEN = re.compile(r"^<\|audio_code_(\d+)\|>$")
 DEFAULT_CODEBOOK_SIZE = 64000  # FSQ levels 8*8*8*5*5*5; the LM has 65535 code tokens, the rest never valid
@@ -171,6 +175,116 @@ class TokenTable:
         out[list(ids)] = True
         return out
 
+    def whole_char_tokens(self) -> dict[str, list[tuple[int, str]]]:
+        """Text tokens made of whole characters and no newline, as (id, lower-case text), indexed by
+        their first character and (for tokens that start with whitespace) their first other one."""
+        if getattr(self, "_whole_char_index", None) is None:
+            index: dict[str, list[tuple[int, str]]] = {}
+            ok = self.text_after[0] & (self.need_after[0] == 0) & ~self.has_newline
+            for token_id in ok.nonzero().squeeze(1).tolist():
+                text = self.text[token_id].lower()
+                if not text:
+                    continue
+                index.setdefault(text[0], []).append((token_id, text))
+                stripped = text.lstrip()
+                if stripped and stripped[0] != text[0]:
+                    index.setdefault(stripped[0], []).append((token_id, text))
+            self._whole_char_index = index
+        return self._whole_char_index
+
+
+# ---------------------------------------------------------------------------------- vocabulary
+class Vocabulary:
+    """The values a free-text field may take (upstream's `genres_vocab.txt`): one entry per line,
+    blank lines and lines starting with `#` skipped, compared case-insensitively.
+
+    A value is written token by token; a token may follow when the value so far plus its text
+    (leading whitespace of the value ignored) still begins some entry, and the line may end when
+    the value is a whole entry. Upstream's check also refuses a first token that starts with a
+    space (leaving `genres:pop`); ours lets `genres: pop` through (one leading space). Should no
+    token of the tokenizer continue the value, the line may end there, as upstream forces it to.
+    """
+
+    def __init__(self, entries, source: str = "vocabulary"):
+        cleaned = sorted({str(e).strip().lower() for e in entries} - {""})
+        self.entries = [e for e in cleaned if not e.startswith("#")]
+        self.source = source
+        if not self.entries:
+            raise ValueError(f"{source} has no entries (one value per line)")
+        self.trie: dict = {}
+        for entry in self.entries:
+            node = self.trie
+            for ch in entry:
+                node = node.setdefault(ch, {})
+            node[""] = {}  # end mark: "" is never a character of an entry
+        self._masks: dict[tuple[int, str], torch.Tensor] = {}
+
+    @classmethod
+    def from_file(cls, path) -> "Vocabulary":
+        from pathlib import Path
+
+        path = Path(path).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"genres vocabulary file {path} does not exist") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"genres vocabulary file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") \
+                from None
+        return cls(text.splitlines(), source=f"genres vocabulary file {path}")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} entries from {self.source})"
+
+    def node(self, prefix: str):
+        node = self.trie
+        for ch in prefix:
+            node = node.get(ch)
+            if node is None:
+                return None
+        return node
+
+    def __contains__(self, value: str) -> bool:
+        node = self.node(str(value).strip().lower())
+        return node is not None and "" in node
+
+    def allowed(self, table: TokenTable, value: str) -> torch.Tensor:
+        """`[vocab]` mask of the tokens that may follow `value` (the text written so far), plus the
+        newline when `value` is a whole entry."""
+        prefix = value.lstrip().lower()
+        key = (id(table), prefix, value == "")
+        cached = self._masks.get(key)
+        if cached is not None:
+            return cached.clone()
+        node = self.node(prefix)
+        out = torch.zeros(table.vocab_size, dtype=torch.bool)
+        if node is not None:
+            index = table.whole_char_tokens()
+            for ch in node:
+                for token_id, text in index.get(ch, ()):
+                    if not prefix:
+                        text = text.lstrip()
+                    walk = node if text else None
+                    for c in text:
+                        walk = walk.get(c)
+                        if walk is None:
+                            break
+                    if walk is not None:
+                        out[token_id] = True
+            space = table.encode(" ")
+            if value == "" and len(space) == 1:
+                out[space[0]] = True
+            if "" in node and prefix:
+                out[table.newline_id] = True
+        if prefix and not out.any():
+            out[table.newline_id] = True
+        if len(self._masks) < 4096:
+            self._masks[key] = out
+        return out.clone()
+
 
 # ---------------------------------------------------------------------------------- the shape
 class Trie:
@@ -194,12 +308,23 @@ class Trie:
 @dataclass
 class Segment:
     """One part of the output. `trie` covers a whole line (choice fields, forced text) or, for a free
-    text field, its `key:` prefix, after which up to `max_chars` characters of text follow."""
+    text field, its `key:` prefix, after which up to `text_chars` characters of text follow.
+
+    `greedy`: the first token where the line's choices part is the likeliest one (upstream's
+    language). `continues`: after a newline the value may go on with a line that starts with a
+    space, when the likeliest next token starts with one (upstream's caption). `ends_when_likeliest`:
+    a non-blank value ends as soon as the newline is the likeliest token (upstream's genres without
+    a vocabulary). `vocabulary`: the value must be one of its entries.
+    """
 
     name: str
     trie: Trie
     text_chars: int = 0  # > 0: a free-text value follows the trie
     optional: bool = False
+    greedy: bool = False
+    continues: bool = False
+    ends_when_likeliest: bool = False
+    vocabulary: Vocabulary | None = None
 
 
 @dataclass
@@ -208,55 +333,65 @@ class Shape:
 
     `after`: "stop" (generation ends at `</think>`), "codes" (exactly `codes` audio codes then EOS),
     or "text" (free text with newlines, e.g. lyrics, until EOS). `start_codes` skips the chain of
-    thought (the codes phase, whose prompt already holds it).
+    thought (the codes phase, whose prompt already holds it). `text_chars` caps the text after
+    `</think>` (None: no cap, as upstream; `max_tokens` then bounds the whole answer).
     """
 
     segments: list[Segment] = field(default_factory=list)
     after: str = "stop"
     codes: int = 0
-    text_chars: int = MAX_LYRICS_CHARS
+    text_chars: int | None = MAX_LYRICS_CHARS
     start_codes: bool = False
+    max_tokens: int | None = None
 
 
 def _number_lines(name, lo, hi):
     return [f"{name}: {n}\n" for n in range(int(lo), int(hi) + 1)]
 
 
+UPSTREAM_MAX_NEW_TOKENS = 4096  # upstream's answer length limit where nothing else bounds it
+
+
 def cot_shape(table: TokenTable, fixed: dict | None = None, genres: bool = False, max_duration: float = 600,
-              after: str = "stop", codes: int = 0) -> Shape:
+              after: str = "stop", codes: int = 0, vocabulary: Vocabulary | None = None,
+              text_chars: int | None = MAX_LYRICS_CHARS) -> Shape:
     """The chain-of-thought shape: fields in upstream order, `fixed` values injected as written.
 
     `fixed` maps field names (bpm, caption, duration, keyscale, language, timesignature) to the
-    user's values; each becomes a forced line. `genres` allows the optional genres line.
+    user's values; each becomes a forced line. `genres` adds the genres line (forced, as upstream
+    does in inspire, format and understand), its value one entry of `vocabulary` when given.
+    `text_chars` caps the text after `</think>` when `after="text"` (None: no cap).
     """
     fixed = dict(fixed or {})
 
     def lines_trie(lines):
         return Trie.of(table.encode(line) for line in lines)
 
-    def choice(name, lines):
+    def choice(name, lines, greedy=False):
         if name in fixed:
-            return Segment(name, lines_trie([field_line(name, fixed[name])]))
-        return Segment(name, lines_trie(lines))
+            return Segment(name, lines_trie([injected_line(name, fixed[name])]))
+        return Segment(name, lines_trie(lines), greedy=greedy)
 
     duration_hi = min(DURATION_RANGE[1], max_duration)
     segments = [
         Segment("<think>", Trie.of([[table.think_id] + table.encode("\n")])),
         choice("bpm", _number_lines("bpm", *BPM_RANGE)),
-        (Segment("caption", lines_trie([field_line("caption", fixed["caption"])])) if "caption" in fixed
-         else Segment("caption", Trie.of([table.encode("caption:")]), text_chars=MAX_CAPTION_CHARS)),
+        (Segment("caption", lines_trie([injected_line("caption", fixed["caption"])])) if "caption" in fixed
+         else Segment("caption", Trie.of([table.encode("caption:")]), text_chars=MAX_CAPTION_CHARS, continues=True)),
         choice("duration", _number_lines("duration", DURATION_RANGE[0], duration_hi)),
     ]
     if genres:
         segments.append(Segment("genres", Trie.of([table.encode("genres:")]), text_chars=MAX_GENRES_CHARS,
-                                optional=True))
+                                ends_when_likeliest=vocabulary is None, vocabulary=vocabulary))
     segments += [
         choice("keyscale", [f"keyscale: {k}\n" for k in KEYSCALES]),
-        choice("language", [f"language: {code}\n" for code in LANGUAGES]),
+        choice("language", [f"language: {code}\n" for code in LANGUAGES], greedy=True),
         choice("timesignature", [f"timesignature: {n}\n" for n in TIME_SIGNATURES]),
         Segment("</think>", Trie.of([[table.end_think_id]])),
     ]
-    return Shape(segments, after=after, codes=codes)
+    unbounded = after == "text" and text_chars is None
+    return Shape(segments, after=after, codes=codes, text_chars=text_chars,
+                 max_tokens=UPSTREAM_MAX_NEW_TOKENS if unbounded else None)
 
 
 def codes_shape(count: int) -> Shape:
@@ -265,6 +400,16 @@ def codes_shape(count: int) -> Shape:
 
 
 # ---------------------------------------------------------------------------------- per-row state
+def _likeliest(scores, ids=None) -> int | None:
+    """The id of the highest score (among `ids` when given); None without scores."""
+    if scores is None:
+        return None
+    if ids is None:
+        return int(torch.argmax(scores))
+    ids = list(ids)
+    return ids[int(torch.argmax(scores[torch.tensor(ids, device=scores.device)]))]
+
+
 class _Row:
     """Where one sequence stands in its Shape."""
 
@@ -274,7 +419,10 @@ class _Row:
         self.need = 0  # UTF-8 decoding state of the text (0: it ends on a whole character)
         self.chars = 0
         self.codes = 0
+        self.tokens = 0  # tokens written by this row
         self.blank = True  # the free-text value so far is only whitespace
+        self.value = ""  # the free-text value so far (for a vocabulary)
+        self.branched = False  # a greedy segment has made its choice
         if shape.start_codes or not shape.segments:
             self.mode = shape.after
             self.candidates = []
@@ -286,6 +434,7 @@ class _Row:
         """(segment index, trie node) pairs that may start at `index` (optional ones may be skipped)."""
         entries = []
         segments = self.shape.segments
+        self.branched = False
         while index < len(segments):
             entries.append((index, segments[index].trie))
             if not segments[index].optional:
@@ -294,20 +443,39 @@ class _Row:
         return entries
 
     # ---------------------------------------------------------------- allowed tokens
-    def allowed(self, table: TokenTable) -> torch.Tensor:
+    def allowed(self, table: TokenTable, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """`[vocab]` mask of the tokens this row may write next. `scores` (this row's logits over
+        the vocabulary) settle the decisions upstream takes by argmax; without them every token
+        that fits the shape stays allowed."""
         if self.done:
             return table.mask([table.eos_id])
+        if self.shape.max_tokens is not None and self.tokens >= self.shape.max_tokens - 1 and self.need == 0:
+            return table.mask([table.eos_id])
         if self.mode == "trie":
-            return table.mask({t for _, node in self.candidates for t in node.children})
-        if self.mode in ("value", "value_newline"):
+            children = {t for _, node in self.candidates for t in node.children}
+            if len(self.candidates) == 1 and len(children) > 1 and not self.branched:
+                index, _ = self.candidates[0]
+                if self.shape.segments[index].greedy and scores is not None:
+                    return table.mask([_likeliest(scores, children)])
+            return table.mask(children)
+        if self.mode == "value_newline":  # a caption's continuation line or the next field
+            following = {t for _, node in self._entries(self.segment + 1) for t in node.children}
+            out = torch.zeros(table.vocab_size, dtype=torch.bool)
+            top = _likeliest(scores)
+            if top is None or table.text[top][:1] in (" ", "\t", ""):
+                out |= table.text_after[0] & table.starts_with_space & ~table.has_newline
+            if top is None or not table.text[top][:1] in (" ", "\t", ""):
+                out[list(following)] = True
+            return out
+        if self.mode == "value":
             segment = self.shape.segments[self.segment]
-            if self.mode == "value_newline":  # a continuation line (starts with a space) or the next field
-                out = table.text_after[0] & table.starts_with_space & ~table.has_newline
-                for _, node in self._entries(self.segment + 1):
-                    out[list(node.children)] = True
-                return out
+            if segment.vocabulary is not None:
+                return segment.vocabulary.allowed(table, self.value)
             if self.chars >= segment.text_chars:
                 return table.mask([table.newline_id]) if self.need == 0 else table.text_after[self.need].clone()
+            if (segment.ends_when_likeliest and not self.blank and self.need == 0
+                    and _likeliest(scores) == table.newline_id):
+                return table.mask([table.newline_id])
             out = table.text_after[self.need] & ~table.has_newline
             if self.need == 0 and not self.blank:
                 out[table.newline_id] = True
@@ -317,7 +485,7 @@ class _Row:
                 return table.mask([table.eos_id])
             return table.valid_codes.clone()
         if self.mode == "text":
-            if self.chars >= self.shape.text_chars:
+            if self.shape.text_chars is not None and self.chars >= self.shape.text_chars:
                 return table.mask([table.eos_id]) if self.need == 0 else table.text_after[self.need].clone()
             out = table.text_after[self.need].clone()
             if self.need == 0:
@@ -349,6 +517,7 @@ class _Row:
     def advance(self, token_id: int, table: TokenTable) -> None:
         if self.done:
             return
+        self.tokens += 1
         if self.mode == "value_newline":
             if table.starts_with_space[token_id] and not table.has_newline[token_id]:
                 self.mode = "value"  # a continuation line of the same value
@@ -358,13 +527,18 @@ class _Row:
             moved = [(i, node.children[token_id]) for i, node in self.candidates if token_id in node.children]
             if not moved:
                 raise ValueError(f"token {token_id} does not fit the planner's output shape")
+            if len(moved) == 1 and len(self.candidates[0][1].children) > 1:
+                self.branched = True
             self.candidates = moved
             finished = [i for i, node in moved if node.complete and not node.children]
             if finished:
                 self._segment_done(finished[0])
         elif self.mode == "value":
             if token_id == table.newline_id:
-                self.mode = "value_newline"
+                if self.shape.segments[self.segment].continues:
+                    self.mode = "value_newline"
+                else:
+                    self.mode, self.candidates = "trie", self._entries(self.segment + 1)
             else:
                 self._text(token_id, table)
         elif self.mode == "codes":
@@ -380,13 +554,14 @@ class _Row:
     def _text(self, token_id, table):
         text = table.text[token_id]
         self.chars += len(text)
+        self.value += text
         self.blank = self.blank and not text.strip()
         self.need = int(table.need_after[self.need, token_id])
 
     def _segment_done(self, index):
         segment = self.shape.segments[index]
         if segment.text_chars:
-            self.mode, self.segment, self.chars, self.need, self.blank = "value", index, 0, 0, True
+            self.mode, self.segment, self.chars, self.need, self.blank, self.value = "value", index, 0, 0, True, ""
             return
         if index + 1 < len(self.shape.segments):
             self.mode, self.candidates = "trie", self._entries(index + 1)
@@ -394,6 +569,7 @@ class _Row:
         self.candidates = []
         self.mode = self.shape.after
         self.chars = self.need = 0
+        self.value = ""
         if self.mode == "stop":
             self.done = True
 
@@ -420,13 +596,15 @@ class PlannerConstraint(LogitsProcessor):
                 row.advance(int(token_id), self.table)
         self._seen = length
 
-    def allowed(self) -> torch.Tensor:
-        """`[rows, vocab]` bool mask of the tokens each row may write next."""
-        return torch.stack([row.allowed(self.table) for row in self.rows])
+    def allowed(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """`[rows, vocab]` bool mask of the tokens each row may write next (`scores`: the rows'
+        logits, for the decisions upstream takes by argmax)."""
+        return torch.stack([row.allowed(self.table, None if scores is None else scores[i])
+                            for i, row in enumerate(self.rows)])
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.observe(input_ids)
-        allowed = self.allowed().to(scores.device)[:, : scores.shape[-1]]
+        allowed = self.allowed(scores).to(scores.device)[:, : scores.shape[-1]]
         return scores.masked_fill(~allowed, float("-inf"))
 
     def forced(self) -> list[list[int]]:

@@ -3,8 +3,9 @@
     engine = Engine.from_pretrained("checkpoints")        # or Engine.demo()
     takes = engine.generate(Blueprint(caption="lo-fi piano", duration=30), batch_size=2)
 
-Generation reads like a pipeline: validate -> task plan (source latents, mask, instruction) ->
-conditions -> noise -> denoising loop -> tiled VAE decode -> normalised takes.
+`generate` checks everything at the door (types, ranges, settings, the variant that can run the
+task) and hands each part of the task to `acestep_engine.pipeline.run`: plan -> conditions ->
+noise -> denoise -> decode -> finish. Tasks plan with `self.facts` and never import the engine.
 """
 
 from __future__ import annotations
@@ -13,27 +14,22 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import vae_codec
-from .blueprint import TEXT2MUSIC_INSTRUCTION, Blueprint
+from . import pipeline
+from .blueprint import Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
-from .conditioning import encode_conditions, silence_frames
 from .errors import GenerationError, TaskError
+from .facts import ModelFacts
 from .hardware import dtype_name
 from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device_and_dtype
-from .progress import Progress
 from .quiet import quiet_loading
-from .sampling import denoise
-from .settings import (MAX_BATCH, GenerationSettings, check_batch_size, check_cancel, check_progress,
+from .settings import (GenerationSettings, check_batch_size, check_cancel, check_progress,
                        check_setting_names, resolve_seeds)
-from .schedules import make_schedule
-from .takes import Take, new_take_id
-from .sources import reference_latents
+from .takes import Take
 from .tasks import TASKS, Task, Text2Music
 from .variants import SamplingPreset, variant_for_task
 
@@ -49,9 +45,6 @@ def demo_checkpoints_dir() -> Path:
         return Path(env).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "acestep-workbench" / "demo-v2"
-
-
-_quiet_loading = quiet_loading  # the old private name, kept for code written against it
 
 
 class Engine:
@@ -108,7 +101,7 @@ class Engine:
     @classmethod
     def demo(cls, device="auto", dtype="auto", variant: str = "turbo") -> "Engine":
         """The embedded demo checkpoint (written on first use, in the official layout)."""
-        from .testing import DIT_FOLDERS, write_tiny_checkpoints
+        from .tiny_checkpoints import DIT_FOLDERS, write_tiny_checkpoints
 
         root = demo_checkpoints_dir()
         folder = DIT_FOLDERS[variant]
@@ -143,9 +136,15 @@ class Engine:
                                 silence_latent=silence, config=cfg, variant=resolve_variant(dit, cfg),
                                 fingerprint=fingerprint, paths=dict(self.models.paths, dit=str(root / dit)))
             self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download, self.dtype_choice)
+            self._variants[dit].memory_budget = self.memory_budget
         return self._variants[dit]
 
     # ------------------------------------------------------------------ facts from the configs
+    @property
+    def facts(self) -> ModelFacts:
+        """What tasks plan with (rate, hop, channels, silence, encode); they never see the engine."""
+        return ModelFacts(self.models, self.device, self.dtype)
+
     @property
     def variant(self):
         return self.models.variant
@@ -177,9 +176,9 @@ class Engine:
     def can(self, task) -> bool:
         """Whether the loaded variant can run `task` (a task object or a task name)."""
         if isinstance(task, str):
-            task = TASKS[task] if task in TASKS else None
-            if task is None:
+            if task not in TASKS:
                 return False
+            task = TASKS[task]
         return task.capability in self.tasks
 
     def check_capability(self, task) -> None:
@@ -191,11 +190,11 @@ class Engine:
 
     def frames_for(self, seconds: float) -> int:
         """Latent frames for a duration, as upstream: `round(seconds, 1) * rate // hop`."""
-        return int(round(float(seconds), 1) * self.sample_rate) // self.hop_length
+        return self.facts.frames_for(seconds)
 
     def silence(self, frames: int) -> torch.Tensor:
         """`[frames, C]` silence latents in the model dtype."""
-        return silence_frames(self.models, frames)
+        return self.facts.silence(frames)
 
     def describe(self) -> dict:
         return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": dtype_name(self.dtype),
@@ -277,14 +276,8 @@ class Engine:
                 self._holder = None
 
     def make_noise(self, seeds: list[int], frames: int) -> torch.Tensor:
-        """Starting noise `[B, frames, C]` exactly as upstream draws it: one generator per item on the
-        model's device, seeded with the item's seed, `randn([1, frames, C])` in the model dtype."""
-        parts = []
-        for seed in seeds:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
-            parts.append(torch.randn((1, frames, self.latent_channels), generator=generator,
-                                     device=self.device, dtype=self.dtype))
-        return torch.cat(parts)
+        """Starting noise `[B, frames, C]` exactly as upstream draws it (see `pipeline.make_noise`)."""
+        return pipeline.make_noise(self.facts, seeds, frames)
 
     @staticmethod
     def resolve_seeds(seeds, batch_size: int) -> list[int]:
@@ -293,8 +286,7 @@ class Engine:
 
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
         """Float32 audio `[2, samples]` at `sample_rate` -> latents `[samples // hop, C]` (tiled VAE, mean)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        return vae_codec.encode(self.models.vae, tensor).to(self.device, self.dtype)
+        return self.facts.encode_audio(audio)
 
     def generate(self, blueprint: Blueprint, task=None, batch_size: int = 1, seeds=None, progress=None,
                  cancel=None, *, settings: GenerationSettings | None = None, **overrides) -> list[Take]:
@@ -313,7 +305,6 @@ class Engine:
         takes of each track in turn. A task this variant cannot run loads the variant that can
         when the engine allows downloads, else it is refused naming the checkpoint to load.
         """
-        started = time.perf_counter()
         # check: everything is refused before any work starts
         task = _check_task(task)
         if not isinstance(blueprint, Blueprint):
@@ -330,56 +321,13 @@ class Engine:
         settings = engine.settings(settings, **overrides)
         if engine._holder is not None:
             raise GenerationError(f"{engine._holder} is using this engine's DiT: wait for it or stop it first")
+        memory = engine._memory_runner(blueprint, batch_size, settings.guidance > 1.0)  # refuses before any work
         takes = []
         with engine._lock:
             for part in task.parts():  # ExtractAll: one Extract per track; every other task: itself
-                takes += engine._generate(blueprint, part, batch_size, seeds, report, cancel, started, settings)
-                started = time.perf_counter()
+                takes += pipeline.run(engine.facts, part, blueprint, settings, seeds, report, cancel,
+                                      engine.describe(), memory=memory)
         return takes
-
-    def _generate(self, blueprint, task, batch_size, seeds, report, cancel, started, settings):
-        if getattr(task, "audio_codes", None) is not None and task.name not in ("text2music", "cover"):
-            raise TaskError(f"audio_codes apply to text2music and cover, not {task.name}")
-        memory = self._memory_runner(blueprint, batch_size, settings.guidance > 1.0)  # refuses before any work
-        report(Progress("encode", 0, settings.steps, 0, batch_size, "encoding conditions"))
-        with memory.stage("encode"):
-            plan = task.plan(self, blueprint)
-            references = None
-            if getattr(task, "reference", None) is not None:
-                references = [reference_latents(self, task.reference)] * batch_size
-            noise = self.make_noise(seeds, plan.frames)
-            x, settings = self._starting_point(plan, noise, settings)
-            inputs = self._step_inputs(plan, batch_size, settings, references)
-        encoded = time.perf_counter()
-
-        def on_step(step, total):
-            report(Progress("denoise", step, total, 0, batch_size, f"step {step}/{total}"))
-
-        with memory.stage("denoise"):
-            latents = denoise(self.models.transformer, x, inputs, settings.sampler(),
-                              step_hook=self._injection(plan, noise, settings),
-                              on_step=on_step, cancel=cancel, sde_noise=self._sde_noise(seeds, plan.frames))
-        _check_finite(latents, "latents")
-        latents = self._blend_kept_latents(plan, latents)
-        denoised = time.perf_counter()
-
-        if plan.normalize is False:
-            settings = settings.keeping_loudness()
-        audios = []
-        for i in range(batch_size):
-            report(Progress("decode", settings.steps, settings.steps, i, batch_size, f"decoding {i + 1}/{batch_size}"))
-            audio = vae_codec.decode(self.models.vae, latents[i], chunk=memory.decode_chunk, cancel=cancel)
-            audios.append(self._finish(plan, audio, settings.normalize, settings.normalization_db))
-        finished = time.perf_counter()
-        report(Progress("done", settings.steps, settings.steps, batch_size, batch_size, "done"))
-
-        timings = {"encode_s": encoded - started, "denoise_s": denoised - encoded,
-                   "decode_s": finished - denoised, "total_s": finished - started}
-        return [Take(id=new_take_id(), audio=audios[i], sample_rate=self.sample_rate, seed=seeds[i],
-                     blueprint=plan.blueprint, task=task.to_dict(), model=self.describe(), sampling=settings.record(),
-                     timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
-                     batch_index=i)
-                for i in range(batch_size)]
 
     # ------------------------------------------------------------------ memory tiers
     def plan_memory(self, blueprint: Blueprint, batch_size: int = 1, memory_budget=None, planner=None,
@@ -390,6 +338,7 @@ class Engine:
         holds). `planner` adds its LM; `device` plans for another device (e.g. "cuda" from a CPU
         engine). Raises `InsufficientMemoryError` with the estimate, the budget and what would fit."""
         from .memory import choose_plan, default_budget, parse_budget
+        from .settings import MAX_BATCH
 
         if not isinstance(blueprint, Blueprint):
             raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
@@ -411,115 +360,6 @@ class Engine:
         runner = PlanRunner(self.models, self.device, plan)
         runner.settle()
         return runner
-
-    def _sde_noise(self, seeds, frames):
-        """Fresh SDE noise per step from per-item generators seeded apart from the starting noise."""
-        generators = [torch.Generator(device=self.device).manual_seed((int(s) + 0x5DE) % 2 ** 63) for s in seeds]
-
-        def draw():
-            return torch.cat([torch.randn((1, frames, self.latent_channels), generator=g, device=self.device,
-                                          dtype=self.dtype) for g in generators])
-
-        return draw
-
-    # ------------------------------------------------------------------ task steering (shared)
-    def _starting_point(self, plan, noise, settings):
-        """Pure noise, or (cover noise_strength) the noised source at the nearest schedule time."""
-        if plan.start_latents is None:
-            return noise, settings
-        target = 1.0 - plan.start_level
-        times = settings.schedule[:-1]
-        index = min(range(len(times)), key=lambda i: abs(times[i] - target))
-        t = times[index]
-        start = t * noise + (1.0 - t) * plan.start_latents.unsqueeze(0).to(noise)
-        return start, settings.started_at(index)
-
-    def _step_inputs(self, plan, batch, settings, references):
-        """Context latents and conditions per step; a cover switches to text2music after its share of steps."""
-        def encode(instruction):
-            return encode_conditions(self.models, [plan.blueprint.caption_prompt(instruction)],
-                                     [plan.blueprint.lyric_prompt()], references[:1] if references else None)
-
-        def context_of(source):
-            ctx = torch.cat([source, plan.chunk_mask], dim=-1).unsqueeze(0)
-            return ctx.expand(batch, -1, -1).to(self.dtype)
-
-        main = (context_of(plan.source_latents), encode(plan.instruction).repeat(batch))
-        if plan.switch_fraction is None or plan.switch_fraction >= 1.0:
-            return lambda i: main
-        late = (context_of(self.silence(plan.frames)), encode(TEXT2MUSIC_INSTRUCTION).repeat(batch))
-        switch = int(settings.steps * plan.switch_fraction)
-        return lambda i: main if i < switch else late
-
-    def _injection(self, plan, noise, settings):
-        """Repaint step injection: outside the mask, reset to the noised clean source for the first steps."""
-        if plan.keep_latents is None or plan.injection_fraction <= 0:
-            return None
-        inject_steps = round(plan.injection_fraction * settings.steps)
-        keep = plan.keep_latents.unsqueeze(0).to(noise)
-        regenerate = plan.chunk_mask.unsqueeze(0) > 0
-
-        def hook(i, t_next, x):
-            if i >= inject_steps:
-                return x
-            return torch.where(regenerate, x, t_next * noise + (1 - t_next) * keep)
-
-        return hook
-
-    def _blend_kept_latents(self, plan, latents):
-        """Repaint latent crossfade: keep the source outside the mask, ramping over `crossfade_frames`."""
-        if plan.keep_latents is None or plan.splice_audio is None:
-            return latents
-        soft = _soft_mask(plan.chunk_mask[:, 0].float().cpu().numpy(), plan.crossfade_frames)
-        soft = torch.from_numpy(soft).to(latents)[None, :, None]
-        return soft * latents + (1 - soft) * plan.keep_latents.unsqueeze(0).to(latents)
-
-    def _finish(self, plan, audio, normalize, target_db):
-        if not np.isfinite(audio).all():
-            raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
-        if plan.splice_audio is not None:
-            frames = plan.chunk_mask[:, 0].float().cpu().numpy()
-            inside = np.repeat(frames, self.hop_length)[: audio.shape[-1]]
-            soft = _soft_mask(inside, int(round(plan.wav_crossfade_s * self.sample_rate)))
-            new_peak = float(np.max(np.abs(audio * soft))) if audio.size else 0.0
-            if new_peak > 1.0:  # scale only the new material; the kept audio stays as it was
-                audio = audio / new_peak
-            audio = (soft * audio + (1 - soft) * plan.splice_audio[:, : audio.shape[-1]]).astype(np.float32)
-        if plan.output_samples is not None:
-            audio = np.ascontiguousarray(audio[:, : plan.output_samples])
-        if plan.prefix_audio is not None or plan.suffix_audio is not None:
-            parts = [p for p in (plan.prefix_audio, audio, plan.suffix_audio) if p is not None]
-            audio = np.concatenate(parts, axis=-1).astype(np.float32)
-        return _finish_audio(audio, normalize, target_db)
-
-
-def _soft_mask(inside: np.ndarray, ramp: int) -> np.ndarray:
-    """1 where `inside`, falling linearly to 0 over `ramp` positions outside each boundary."""
-    inside = inside > 0.5
-    if ramp <= 0 or inside.all() or not inside.any():
-        return inside.astype(np.float32)
-    from scipy.ndimage import distance_transform_edt
-
-    distance = distance_transform_edt(~inside)  # positions from the nearest inside position
-    return np.clip(1.0 - distance / (ramp + 1), 0.0, 1.0).astype(np.float32)
-
-
-def _check_finite(tensor: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(tensor).all():
-        raise GenerationError(f"the model produced NaN or Inf {what}; try float32 (dtype='fp32') or another seed")
-
-
-def _finish_audio(audio: np.ndarray, normalize: bool, target_db: float) -> np.ndarray:
-    if not np.isfinite(audio).all():
-        raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    if peak < 1e-6:
-        raise GenerationError("the generated audio is silent (peak below -120 dBFS)")
-    if normalize:
-        return vae_codec.peak_normalize(audio, target_db)
-    if peak > 1.0:
-        audio /= peak
-    return audio
 
 
 def _check_task(task):

@@ -31,6 +31,8 @@ FORMAT_INSTRUCTION = "Format the user's input into a more detailed and specific 
 NO_USER_INPUT = "NO USER INPUT"  # upstream's sentinel for "no negative prompt"
 
 COT_FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")  # sorted, as yaml.dump does
+# When the user sets all four, upstream skips phase 1 and its chain of thought holds only these.
+USER_METAS = ("bpm", "duration", "keyscale", "timesignature")
 THINK, END_THINK = "<think>", "</think>"
 
 # Qwen3's ChatML as it renders these conversations: an assistant turn that carries a chain of
@@ -121,6 +123,30 @@ def cot_values(blueprint: Blueprint) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def user_set_all_metas(blueprint: Blueprint) -> bool:
+    """True when the user (not a planner) set bpm, keyscale, time signature and duration: upstream's
+    `has_all_metas`, the case in which it skips phase 1. Duration always has a value in a Blueprint."""
+    bp = blueprint.validate()
+    values = cot_values(bp)
+    return all(k in values for k in USER_METAS) and not set(bp.planned) & set(COT_FIELDS)
+
+
+def codes_cot_values(blueprint: Blueprint) -> dict:
+    """The chain of thought of the code phase: after phase 1 (or for a partly open blueprint) every
+    set field; when the user set all four of USER_METAS, only those four (upstream skips phase 1
+    and writes the user's metadata alone, without caption or language)."""
+    values = cot_values(blueprint)
+    if user_set_all_metas(blueprint):
+        return {k: values[k] for k in USER_METAS}
+    return values
+
+
+def lm_lyrics(blueprint: Blueprint) -> str:
+    """The lyrics the generate flow shows the LM: `[Instrumental]` for an instrumental blueprint,
+    otherwise the user's text as written (blank lyrics stay blank: `# Lyric\n\n`, as upstream)."""
+    return "[Instrumental]" if blueprint.instrumental else (blueprint.lyrics or "")
+
+
 def cot_yaml(values: dict) -> str:
     """YAML of the chain-of-thought fields exactly as upstream dumps them (sorted keys, unicode kept)."""
     return yaml.dump(values, allow_unicode=True, sort_keys=True) if values else ""
@@ -133,8 +159,19 @@ def cot_text(values: dict) -> str:
 
 
 def field_line(name: str, value) -> str:
-    """One injected field as the LM writes it: `name: value` plus continuation lines, ending in a newline."""
+    """One field as `yaml.dump` writes it (the form of the code phase's thinking block and of
+    upstream's scoring targets): `name: value` plus continuation lines, ending in a newline."""
     return yaml.dump({name: value}, allow_unicode=True, sort_keys=True)
+
+
+def injected_line(name: str, value) -> str:
+    """One user field as upstream's constrained decoder injects it: `name: value` and a newline, the
+    value as written (not YAML-quoted: `language: no`). A caption (injected only when `complete`
+    keeps the user's caption, which upstream never injects) is written as the LM writes captions,
+    by `field_line` (YAML, wrapped)."""
+    if name == "caption":
+        return field_line(name, value)
+    return f"{name}: {value}\n"
 
 
 _KEY_LINE = re.compile(r"^([A-Za-z_]+):\s?(.*)$")

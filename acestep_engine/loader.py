@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .config_checks import check_diffusers_repo, check_dit_folder, check_shared_folders
 from .errors import CheckpointError
 from .keymap import COMPONENTS, DERIVED_KEYS, split_state_dict
 from .variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, resolve_variant
@@ -225,6 +226,8 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    check_dit_folder(dit_dir)  # sizes and file integrity before any module is built
+
     cfg = _read_json(dit_dir / "config.json")
     modules = build_modules(cfg, empty=True)
     weights_path = dit_dir / "model.safetensors"
@@ -285,6 +288,7 @@ def load_text_encoder(text_dir: Path, device, dtype):
 
 def load_official(checkpoints_dir: Path, dit: str, device, dtype) -> LoadedModels:
     checkpoints_dir = Path(checkpoints_dir)
+    check_shared_folders(checkpoints_dir)
     dit_dir = checkpoints_dir / dit
     cfg, modules, silence, fingerprint = load_dit(dit_dir, device, dtype)
     vae = load_vae(checkpoints_dir / VAE_DIR, device, dtype)
@@ -306,6 +310,7 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
     from transformers import AutoTokenizer, Qwen3Model
 
     repo_dir = Path(repo_dir)
+    check_diffusers_repo(repo_dir)
     classes = module_classes()
     kwargs = dict(use_safetensors=True, torch_dtype=dtype)
     modules = {}

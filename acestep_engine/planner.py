@@ -13,9 +13,22 @@ parses into a valid blueprint. Decoding is a KV-cached loop: guidance runs the c
 unconditional prompts as one batch, forced tokens (injected user fields, fixed text) are fed in
 one forward, each row samples from its own seeded generator, and `cancel` is checked per token.
 
-Deliberate differences from upstream: `complete` never rewrites a caption the user wrote (upstream's
-`use_cot_caption` does); `understand` writes the audio's true duration instead of asking the LM;
-instrumental plans get no lyric phase (lyrics stay empty, `instrumental=True`).
+Decoding follows upstream's `llm_inference.py` and `constrained_logits_processor.py`: exactly
+`int(duration * 5)` codes; user values injected as written (`language: no`); a forced `genres:`
+line in inspire/format/understand, its value one entry of a genres vocabulary when one is given
+(`genres_vocab=` or the ACESTEP_GENRES_VOCAB environment variable: upstream's MIT-licensed
+`acestep/genres_vocab.txt` from github.com/ace-step/ACE-Step-1.5, one genre per line), free text
+otherwise; the language's first token and the caption's end chosen by argmax; when the user set
+bpm, key, time signature and duration, no phase 1 and only those four in the code phase's
+thinking block; blank lyrics sent blank; no top-p in inspire/format/understand (0.9 elsewhere);
+temperature applied before top-k/top-p (upstream's default nano-vllm backend).
+
+Deliberate differences, each one flag away from upstream's behaviour (docs/differences.md):
+`complete(keep_caption=True)` never rewrites a caption the user wrote (False: the LM writes the
+caption, as upstream's `use_cot_caption`); `understand(true_duration=True)` writes the audio's own
+duration (False: the LM's); `max_text_chars=4000` caps the text after `</think>` in
+inspire/format/understand (None: no cap, the answer bounded by upstream's 4,096 new tokens);
+instrumental inspire/format plans get no lyric phase.
 """
 
 from __future__ import annotations
@@ -23,6 +36,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
+import numbers
+import os
 import secrets
 import threading
 import time
@@ -32,21 +48,57 @@ from pathlib import Path
 import torch
 
 from . import lm_prompts as prompts
-from .blueprint import DURATION_RANGE, Blueprint
+from .blueprint import DURATION_RANGE, MAX_CAPTION_CHARS, MAX_LYRICS_CHARS, Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints
-from .constraints import DEFAULT_CODEBOOK_SIZE, PlannerConstraint, Shape, TokenTable, codes_shape, cot_shape
+from .constraints import (DEFAULT_CODEBOOK_SIZE, MAX_LYRICS_CHARS as MAX_TEXT_CHARS, UPSTREAM_MAX_NEW_TOKENS,
+                          PlannerConstraint, Shape, TokenTable, Vocabulary, codes_shape, cot_shape)
 from .errors import CheckpointError, GenerationCancelled, TaskError
 from .progress import Progress
 from .variants import LM_VARIANTS
 
 ENV_DEMO_LM = "acestep-5Hz-lm-0.6B"
+ENV_GENRES_VOCAB = "ACESTEP_GENRES_VOCAB"  # path of a genres vocabulary (upstream's genres_vocab.txt)
+GENRES_VOCAB_URL = "https://github.com/ace-step/ACE-Step-1.5/blob/main/acestep/genres_vocab.txt"
 PLANNABLE = ("caption", "bpm", "keyscale", "timesignature", "language", "duration")
 CODES_PER_SECOND = 5
+MAX_QUERY_CHARS = 2048  # an inspire query must be shorter than this
+MAX_NEGATIVE_PROMPT_CHARS = MAX_CAPTION_CHARS  # it stands in for the caption of the unconditional prompt
+MAX_SEED = 2 ** 63 - 1  # as the engine: torch generators take 0 .. 2**63 - 1
+MAX_CODE_STRING_CHARS = 200_000  # 3,000 codes (600 s) written as <|audio_code_N|> fit in 66,000
+
+
+def code_count(duration: float) -> int:
+    """Audio codes for `duration` seconds: `int(duration * 5)` as upstream (60.5 s -> 302)."""
+    return int(duration * CODES_PER_SECOND)
+
+
+def _number(name: str, value, lo: float, hi: float, *, lo_open: bool = False, whole: bool = False,
+            optional: bool = False):
+    """`value` checked as a finite real number (a whole one with `whole`) in [lo, hi] ((lo, hi] with
+    `lo_open`), or None with `optional`; the TaskError names the argument, the value and the range."""
+    if value is None and optional:
+        return None
+    def shown(x):
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    allowed = f"{'a whole number' if whole else 'a number'} {'above' if lo_open else 'from'} {shown(lo)} " \
+              f"{'up to' if lo_open else 'to'} {shown(hi)}" + (", or None" if optional else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or (whole and not isinstance(value, numbers.Integral)):
+        raise TaskError(f"{name} must be {allowed} (got {value!r} of type {type(value).__name__})")
+    if not math.isfinite(value) or not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
+        raise TaskError(f"{name} must be {allowed} (got {value!r})")
+    return int(value) if whole else float(value)
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """LM sampling knobs (upstream defaults). `guidance` applies to the audio-code phase only."""
+    """LM sampling knobs (upstream defaults). `guidance` applies to the audio-code phase only.
+
+    `top_p` defaults to 0.9 in `complete` and `codes` and to None (off) in inspire, format and
+    understand, as upstream. Order: guidance, constraint, repetition penalty, temperature, top-k,
+    top-p, draw (upstream's default nano-vllm backend; its PyTorch backend applies temperature last).
+    """
 
     temperature: float = 0.85
     top_p: float | None = 0.9
@@ -55,35 +107,70 @@ class SamplingOptions:
     negative_prompt: str | None = None
     repetition_penalty: float = 1.0
 
+    @classmethod
+    def of(cls, sampling: dict, top_p: float | None = 0.9) -> "SamplingOptions":
+        """Checked options from a call's `**sampling` keywords (`top_p`: this mode's default)."""
+        names = [f.name for f in cls.__dataclass_fields__.values()]
+        unknown = sorted(set(sampling) - set(names))
+        if unknown:
+            raise TaskError(f"unknown sampling option {', '.join(map(repr, unknown))}: "
+                            f"the options are {', '.join(names)}")
+        return cls(**{"top_p": top_p, **sampling}).check()
+
     def check(self) -> "SamplingOptions":
-        if not 0.0 < self.temperature <= 5.0:
-            raise TaskError(f"temperature must be between 0 (exclusive) and 5 (got {self.temperature})")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise TaskError(f"top_p must be between 0 (exclusive) and 1, or None (got {self.top_p})")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
-                                       or self.top_k < 0):
-            raise TaskError(f"top_k must be a whole number >= 0, or None (got {self.top_k!r})")
-        if not 1.0 <= self.guidance <= 15.0:
-            raise TaskError(f"guidance must be between 1 (off) and 15 (got {self.guidance})")
-        if not 1.0 <= self.repetition_penalty <= 5.0:
-            raise TaskError(f"repetition_penalty must be between 1 (off) and 5 (got {self.repetition_penalty})")
+        _number("temperature", self.temperature, 0.0, 5.0, lo_open=True)
+        _number("top_p", self.top_p, 0.0, 1.0, lo_open=True, optional=True)
+        _number("top_k", self.top_k, 0, 10 ** 6, whole=True, optional=True)
+        _number("guidance", self.guidance, 1.0, 15.0)
+        _number("repetition_penalty", self.repetition_penalty, 1.0, 5.0)
+        if self.negative_prompt is not None:
+            if not isinstance(self.negative_prompt, str):
+                raise TaskError(f"negative_prompt must be text or None (got {type(self.negative_prompt).__name__})")
+            if len(self.negative_prompt) >= MAX_NEGATIVE_PROMPT_CHARS:
+                raise TaskError(f"negative_prompt must be shorter than {MAX_NEGATIVE_PROMPT_CHARS} characters "
+                                f"(got {len(self.negative_prompt)})")
         return self
 
 
 def default_lm_dtype(device: torch.device) -> torch.dtype:
-    """What dtype "auto" means for the LM on `device`: bf16 on CUDA (fp16 where bf16 is missing) and on
-    CPUs with native bf16, fp32 on other CPUs and MPS (`hardware.auto_dtype`)."""
+    """What "auto" means on `device` (`hardware.auto_dtype`): bf16 on CUDA with bf16 (fp16 before),
+    bf16 on CPUs that multiply bf16 natively (AVX512-BF16, AMX), fp32 on other CPUs and on MPS."""
     from .hardware import auto_dtype
 
     return auto_dtype(device)
 
 
+def load_genres_vocab(source) -> Vocabulary | None:
+    """A genres vocabulary from a file path, a list of genres, a Vocabulary, or None (then the
+    ACESTEP_GENRES_VOCAB environment variable, if set). Upstream's file: GENRES_VOCAB_URL."""
+    if source is None:
+        source = os.environ.get(ENV_GENRES_VOCAB) or None
+        if source is None:
+            return None
+    if isinstance(source, Vocabulary):
+        return source
+    try:
+        if isinstance(source, (str, Path)):
+            return Vocabulary.from_file(source)
+        if isinstance(source, (list, tuple, set, frozenset)) and all(isinstance(e, str) for e in source):
+            return Vocabulary(source, source="genres_vocab list")
+    except (OSError, ValueError) as exc:
+        raise TaskError(f"genres_vocab: {exc}") from None
+    raise TaskError(f"genres_vocab must be a file path, a list of genres or None (got {type(source).__name__})")
+
+
 class Planner:
-    """An ACE-Step 1.5 5 Hz LM with its tokenizer, planning blueprints and audio codes."""
+    """An ACE-Step 1.5 5 Hz LM with its tokenizer, planning blueprints and audio codes.
+
+    `genres_vocab`: the values the genres line of inspire/format/understand may take (a file with
+    one genre per line such as upstream's genres_vocab.txt, a list, or None for the
+    ACESTEP_GENRES_VOCAB environment variable; without either the genres are free text).
+    """
 
     def __init__(self, model, tokenizer, device: torch.device, name: str = "planner", path: str | None = None,
-                 codebook_size: int = DEFAULT_CODEBOOK_SIZE, engine=None):
+                 codebook_size: int = DEFAULT_CODEBOOK_SIZE, engine=None, genres_vocab=None):
         self.model = model.eval()
+        self.genres_vocab = load_genres_vocab(genres_vocab)
         self.tokenizer = tokenizer
         self.device = device
         self.name = name
@@ -100,12 +187,14 @@ class Planner:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "acestep-5Hz-lm-1.7B", checkpoints_dir=None,
-                        device="auto", dtype=None, allow_download: bool = False, engine=None) -> "Planner":
+                        device="auto", dtype=None, allow_download: bool = False, engine=None,
+                        genres_vocab=None) -> "Planner":
         """Load a 5 Hz LM: a folder, a name of LM_VARIANTS under `checkpoints_dir`, or its hub repo id.
 
         Missing files are downloaded only with `allow_download=True`; otherwise the error lists them
         and the command that fetches them. `engine` (optional) lends its DiT's audio tokenizer to
-        `understand` and its codebook size to the code phase.
+        `understand` and its codebook size to the code phase. `dtype` None: `default_lm_dtype`.
+        `genres_vocab`: see the class.
         """
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
@@ -132,7 +221,7 @@ class Planner:
             tlogging.enable_progress_bar()
         codebook = cls._codebook_size(engine)
         return cls(model, tokenizer, device, name=Path(folder).name, path=str(folder), codebook_size=codebook,
-                   engine=engine)
+                   engine=engine, genres_vocab=genres_vocab)
 
     @staticmethod
     def _resolve_folder(path_or_name, checkpoints_dir, allow_download) -> Path:
@@ -153,17 +242,17 @@ class Planner:
         return int(getattr(quantizer, "codebook_size", DEFAULT_CODEBOOK_SIZE))
 
     @classmethod
-    def demo(cls, device="auto", engine=None) -> "Planner":
+    def demo(cls, device="auto", engine=None, genres_vocab=None) -> "Planner":
         """The tiny random demo planner beside the demo checkpoint (written on first use)."""
         from .engine import demo_checkpoints_dir
         from .quiet import quiet_loading
-        from .testing import LM_FOLDER, write_lm
+        from .tiny_checkpoints import LM_FOLDER, write_lm
 
         folder = demo_checkpoints_dir() / LM_FOLDER
         if not (folder / "model.safetensors").is_file():
             with quiet_loading():
                 write_lm(folder, preset="demo", seed=1234)
-        return cls.from_pretrained(folder, device=device, engine=engine)
+        return cls.from_pretrained(folder, device=device, engine=engine, genres_vocab=genres_vocab)
 
     def attach(self, engine) -> "Planner":
         """Use `engine`'s audio tokenizer for `understand` and its codebook for the code phase."""
@@ -175,7 +264,7 @@ class Planner:
 
     def describe(self) -> dict:
         return {"planner": self.name, "demo": self.is_demo, "dtype": str(self.model.dtype).replace("torch.", ""),
-                "device": str(self.device)}
+                "device": str(self.device), "genres_vocab": None if self.genres_vocab is None else len(self.genres_vocab)}
 
     def __repr__(self) -> str:
         demo = ", demo (random weights)" if self.is_demo else ""
@@ -183,30 +272,34 @@ class Planner:
 
     # ------------------------------------------------------------------ planning
     def inspire(self, query: str, instrumental: bool = False, language: str | None = None, *, seed=None,
-                progress=None, cancel=None, **sampling) -> Blueprint:
+                progress=None, cancel=None, max_text_chars: int | None = MAX_TEXT_CHARS, **sampling) -> Blueprint:
         """A whole blueprint (metadata, caption, lyrics) from a one-line idea (upstream's simple mode).
 
         `language` (a code of LANGUAGES) is injected as the vocal language; otherwise the LM picks it.
+        `max_text_chars` caps the lyrics (None: upstream's rule, see the module docstring).
         """
         if not isinstance(query, str) or not query.strip():
-            raise TaskError("query must be a non-empty description of the song (got an empty one)")
-        if len(query) >= 2048:
-            raise TaskError(f"query must be shorter than 2048 characters (got {len(query)})")
-        if not isinstance(instrumental, bool):
-            raise TaskError(f"instrumental must be True or False (got {instrumental!r})")
+            raise TaskError(f"query must be a non-empty description of the song (got {query!r:.60})")
+        if len(query) >= MAX_QUERY_CHARS:
+            raise TaskError(f"query must be shorter than {MAX_QUERY_CHARS} characters (got {len(query)})")
+        _flag("instrumental", instrumental)
+        if language is not None and not isinstance(language, str):
+            raise TaskError(f"language must be a language code such as 'en', or None (got {language!r})")
         fixed = {}
         if language not in (None, "", "unknown"):
             fixed["language"] = Blueprint(language=language).validate().language
+        text_chars = _text_chars(max_text_chars)
         messages = prompts.inspire_messages(query.strip(), instrumental)
         after = "stop" if instrumental else "text"
-        text = self._run([self._render(messages, True)], [cot_shape(self.table, fixed, genres=True, after=after)],
-                         seed, progress, cancel, "think", sampling)[0]
+        shape = self._cot_shape(fixed, genres=True, after=after, text_chars=text_chars)
+        text = self._run([self._render(messages, True)], [shape], seed, progress, cancel, "think", sampling,
+                         top_p=None)[0]
         planned = self._parse(text, Blueprint(instrumental=instrumental), fixed)
-        lyrics = "" if instrumental else prompts.split_lyrics(text)
+        lyrics = "" if instrumental else _fit_lyrics(prompts.split_lyrics(text))
         return planned.replace(lyrics=lyrics, instrumental=instrumental, planned=_planned(PLANNABLE + ("lyrics",)))
 
     def complete(self, blueprint: Blueprint, fields=None, *, seed=None, progress=None, cancel=None,
-                 **sampling) -> Blueprint:
+                 keep_caption: bool = True, **sampling) -> Blueprint:
         """Fill the fields the user left open (the chain-of-thought phase); the others are injected
         into the LM's reasoning and come back unchanged.
 
@@ -214,22 +307,28 @@ class Planner:
         always has a value in a Blueprint, so it is planned only when named in `fields` (which, if
         given, lists exactly the fields to plan). Lyrics are the user's (upstream's generate flow
         never writes lyrics; use `inspire` or `format`). The result's `planned` names what the LM wrote.
+        `keep_caption=False` lets the LM rewrite a caption the user wrote (upstream's `use_cot_caption`).
         """
         return self.complete_batch([blueprint], fields, seeds=seed, progress=progress, cancel=cancel,
-                                   **sampling)[0]
+                                   keep_caption=keep_caption, **sampling)[0]
 
     def complete_batch(self, blueprints, fields=None, *, seeds=None, progress=None, cancel=None,
-                       **sampling) -> list[Blueprint]:
-        """`complete` for several blueprints in one batched decode."""
+                       keep_caption: bool = True, **sampling) -> list[Blueprint]:
+        """`complete` for several blueprints (1-8) in one batched decode."""
+        if not isinstance(blueprints, (list, tuple)) or not 1 <= len(blueprints) <= 8:
+            raise TaskError(f"blueprints must be a list of 1 to 8 Blueprints (got {blueprints!r:.80})")
+        _flag("keep_caption", keep_caption)
         jobs = []
         for blueprint in blueprints:
             bp = _checked(blueprint)
             plan = self._fields_to_plan(bp, fields)
+            if not keep_caption and "caption" not in plan:
+                plan = [f for f in PLANNABLE if f in plan or f == "caption"]
             fixed = {k: v for k, v in prompts.cot_values(bp).items() if k not in plan}
             jobs.append((bp, plan, fixed))
-        texts = self._run([self._render(prompts.think_messages(bp.caption, bp.effective_lyrics), True)
+        texts = self._run([self._render(prompts.think_messages(bp.caption, prompts.lm_lyrics(bp)), True)
                            for bp, _, _ in jobs],
-                          [cot_shape(self.table, fixed) for _, _, fixed in jobs], seeds, progress, cancel, "think",
+                          [self._cot_shape(fixed) for _, _, fixed in jobs], seeds, progress, cancel, "think",
                           sampling)
         out = []
         for (bp, plan, fixed), text in zip(jobs, texts):
@@ -239,31 +338,41 @@ class Planner:
                                        planned=_planned(plan)))
         return out
 
-    def format(self, blueprint: Blueprint, *, seed=None, progress=None, cancel=None, **sampling) -> Blueprint:
+    def format(self, blueprint: Blueprint, *, seed=None, progress=None, cancel=None,
+               max_text_chars: int | None = MAX_TEXT_CHARS, **sampling) -> Blueprint:
         """Rewrite caption and lyrics into the LM's preferred form; the user's metadata is kept
-        (open metadata fields are planned too). Empty rewritten lyrics fall back to the user's."""
+        (open metadata fields are planned too). Empty rewritten lyrics fall back to the user's.
+        A blank caption is sent as upstream's "NO USER INPUT", blank lyrics as "[Instrumental]"."""
         bp = _checked(blueprint)
         values = prompts.cot_values(bp)
         fixed = {k: v for k, v in values.items() if k != "caption"}
         after = "stop" if bp.instrumental else "text"
-        text = self._run([self._render(prompts.format_messages(bp.caption, bp.effective_lyrics), True)],
-                         [cot_shape(self.table, fixed, genres=True, after=after)], seed, progress, cancel,
-                         "think", sampling)[0]
+        caption = bp.caption if bp.caption.strip() else prompts.NO_USER_INPUT
+        shape = self._cot_shape(fixed, genres=True, after=after, text_chars=_text_chars(max_text_chars))
+        text = self._run([self._render(prompts.format_messages(caption, bp.effective_lyrics), True)],
+                         [shape], seed, progress, cancel, "think", sampling, top_p=None)[0]
         planned = self._parse(text, bp, fixed)
-        lyrics = bp.lyrics if bp.instrumental else (prompts.split_lyrics(text) or bp.lyrics)
+        lyrics = bp.lyrics if bp.instrumental else (_fit_lyrics(prompts.split_lyrics(text)) or bp.lyrics)
         open_fields = [f for f in PLANNABLE if f not in fixed and f != "caption"]
         kept = {name: getattr(bp, name) for name in PLANNABLE if name in fixed}
         return planned.replace(**kept, lyrics=lyrics, instrumental=bp.instrumental,
                                planned=_planned(["caption", "lyrics"] + open_fields))
 
-    def understand(self, audio, engine=None, *, seed=None, progress=None, cancel=None, **sampling) -> Blueprint:
+    def understand(self, audio, engine=None, *, seed=None, progress=None, cancel=None, true_duration: bool = True,
+                   max_text_chars: int | None = MAX_TEXT_CHARS, **sampling) -> Blueprint:
         """Describe audio as a blueprint: audio -> 5 Hz codes (the DiT checkpoint's tokenizer) ->
         caption, metadata and lyrics. `audio` is anything `engine.generate` takes as a source, or a
-        code string `<|audio_code_N|>...`. The duration is the audio's own."""
+        code string `<|audio_code_N|>...`. The duration is the audio's own (`true_duration=False`:
+        the LM's, as upstream)."""
         from .sources import audio_to_codes, parse_audio_codes
 
+        _flag("true_duration", true_duration)
+        text_chars = _text_chars(max_text_chars)
         engine = engine or self.engine
         if isinstance(audio, str) and audio.lstrip().startswith("<|audio_code_"):
+            if len(audio) > MAX_CODE_STRING_CHARS:
+                raise TaskError(f"audio as a code string must be at most {MAX_CODE_STRING_CHARS} characters "
+                                f"(got {len(audio)})")
             codes = audio
         else:
             if engine is None:
@@ -271,23 +380,28 @@ class Planner:
                                 "pass engine=... or Planner.from_pretrained(..., engine=engine)")
             codes = audio_to_codes(engine, audio)
         count = len(parse_audio_codes(codes, self.table.codebook_size))
+        most = code_count(DURATION_RANGE[1])
+        if count > most:
+            raise TaskError(f"audio must be at most {DURATION_RANGE[1]:g} s: {most} codes (got {count} codes)")
         lo, hi = DURATION_RANGE
-        fixed = {"duration": int(min(max(count / CODES_PER_SECOND, lo), hi))}
-        text = self._run([self._render(prompts.understand_messages(codes), True)],
-                         [cot_shape(self.table, fixed, genres=True, after="text")], seed, progress, cancel,
-                         "think", sampling)[0]
+        fixed = {"duration": int(min(max(count / CODES_PER_SECOND, lo), hi))} if true_duration else {}
+        shape = self._cot_shape(fixed, genres=True, after="text", text_chars=text_chars)
+        text = self._run([self._render(prompts.understand_messages(codes), True)], [shape], seed, progress, cancel,
+                         "think", sampling, top_p=None)[0]
         planned = self._parse(text, Blueprint(), fixed)
-        lyrics = prompts.split_lyrics(text)
+        lyrics = _fit_lyrics(prompts.split_lyrics(text))
         instrumental = not lyrics.strip() or lyrics.strip().lower() == "[instrumental]"
+        duration = float(fixed["duration"]) if true_duration else planned.duration
         return planned.replace(lyrics="" if instrumental else lyrics, instrumental=instrumental,
-                               duration=float(fixed["duration"]), planned=_planned(PLANNABLE + ("lyrics",)))
+                               duration=duration, planned=_planned(PLANNABLE + ("lyrics",)))
 
     def codes(self, blueprint: Blueprint, *, seed=None, progress=None, cancel=None, **sampling) -> str:
-        """Exactly `int(duration) x 5` audio codes `<|audio_code_N|>...` for `blueprint`, with LM
+        """Exactly `int(duration * 5)` audio codes `<|audio_code_N|>...` for `blueprint`, with LM
         guidance (default 2.0: conditional and unconditional prompts decoded as one batch).
 
-        The blueprint's metadata and caption form the chain of thought in the prompt (open fields
-        are left out: `complete` first to plan them). Render with
+        The thinking block in the prompt holds the blueprint's set fields (open ones are left out:
+        `complete` first to plan them); when the user set bpm, key, time signature and duration
+        and no planner wrote any field, only those four, as upstream. Render with
         `engine.generate(blueprint, Text2Music(audio_codes=codes))`.
         """
         return self.codes_batch(blueprint, 1, seeds=seed, progress=progress, cancel=cancel, **sampling)[0]
@@ -295,36 +409,61 @@ class Planner:
     def codes_batch(self, blueprint: Blueprint, batch_size: int = 2, *, seeds=None, progress=None, cancel=None,
                     **sampling) -> list[str]:
         """`batch_size` (1-8) independent code strings for one blueprint, decoded as one batch."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 8:
-            raise TaskError(f"batch_size must be between 1 and 8 (got {batch_size!r})")
+        return self._codes_batch(blueprint, batch_size, seeds, progress, cancel, sampling)
+
+    def plan(self, blueprint: Blueprint, *, seed=None, progress=None, cancel=None, keep_caption: bool = True,
+             **sampling):
+        """Upstream's "thinking" flow: complete the open fields (phase 1; skipped, as upstream, when
+        the user set bpm, key, time signature and duration), then write the codes (phase 2).
+        Returns (planned blueprint, code string)."""
         bp = _checked(blueprint)
-        options = SamplingOptions(**sampling).check()
-        count = int(bp.duration) * CODES_PER_SECOND
-        cot = prompts.cot_text(prompts.cot_values(bp))
-        cond = prompts.with_newline(self._render(prompts.codes_messages(bp.caption, bp.effective_lyrics, cot), False))
+        _flag("keep_caption", keep_caption)
+        SamplingOptions.of(sampling)
+        if prompts.user_set_all_metas(bp):
+            planned = bp
+        else:
+            planned = self.complete(bp, seed=seed, progress=progress, cancel=cancel, keep_caption=keep_caption,
+                                    **{k: v for k, v in sampling.items() if k not in ("guidance", "negative_prompt")})
+        codes = self._codes_batch(planned, 1, seed, progress, cancel, sampling, prompt_caption=bp.caption)[0]
+        return planned, codes
+
+    # ------------------------------------------------------------------ internals
+    def _codes_batch(self, blueprint, batch_size, seeds, progress, cancel, sampling, prompt_caption=None):
+        """The code phase. `prompt_caption`: the caption of the user prompt when it differs from the
+        blueprint's (upstream keeps the user's caption there when the LM rewrote it in phase 1)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= 8:
+            raise TaskError(f"batch_size must be a whole number from 1 to 8 (got {batch_size!r})")
+        bp = _checked(blueprint)
+        options = SamplingOptions.of(sampling)
+        caption = bp.caption if prompt_caption is None else prompt_caption
+        lyrics = prompts.lm_lyrics(bp)
+        count = code_count(bp.duration)
+        cot = prompts.cot_text(prompts.codes_cot_values(bp))
+        cond = prompts.with_newline(self._render(prompts.codes_messages(caption, lyrics, cot), False))
         negative = options.negative_prompt if options.negative_prompt not in (None, prompts.NO_USER_INPUT) else None
         uncond = prompts.with_newline(self._render(prompts.codes_messages(
-            negative if negative is not None else bp.caption, bp.effective_lyrics, prompts.cot_text({})), False))
+            negative if negative is not None else caption, lyrics, prompts.cot_text({})), False))
         unconditional = [uncond] * batch_size if options.guidance > 1.0 else None
         written = self._run([cond] * batch_size, [codes_shape(count) for _ in range(batch_size)], seeds, progress,
                             cancel, "codes", sampling, unconditional=unconditional, decode=False)
         return ["".join(f"<|audio_code_{self.table.code_value[t]}|>" for t in ids if t in self.table.code_value)
                 for ids in written]
 
-    def plan(self, blueprint: Blueprint, *, seed=None, progress=None, cancel=None, **sampling):
-        """Upstream's "thinking" flow: complete the open fields, then write the codes.
-        Returns (planned blueprint, code string)."""
-        planned = self.complete(blueprint, seed=seed, progress=progress, cancel=cancel,
-                                **{k: v for k, v in sampling.items() if k not in ("guidance", "negative_prompt")})
-        return planned, self.codes(planned, seed=seed, progress=progress, cancel=cancel, **sampling)
+    def _cot_shape(self, fixed, genres: bool = False, after: str = "stop", text_chars=MAX_TEXT_CHARS) -> Shape:
+        return cot_shape(self.table, fixed, genres=genres, after=after, text_chars=text_chars,
+                         vocabulary=self.genres_vocab if genres else None)
 
-    # ------------------------------------------------------------------ internals
     def _render(self, messages, add_generation_prompt: bool) -> str:
         return prompts.render(self.tokenizer, messages, add_generation_prompt)
 
     @staticmethod
     def _fields_to_plan(bp: Blueprint, fields) -> list[str]:
         if fields is not None:
+            if isinstance(fields, str):
+                fields = [fields]
+            if not isinstance(fields, (list, tuple, set, frozenset)):
+                raise TaskError(f"fields must be a list of field names among {', '.join(PLANNABLE)}, or None "
+                                f"(got {type(fields).__name__})")
             unknown = [f for f in fields if f not in PLANNABLE]
             if unknown:
                 raise TaskError(f"fields must be among {', '.join(PLANNABLE)} (got {', '.join(map(str, unknown))})")
@@ -340,10 +479,16 @@ class Planner:
         planned = base.replace(**fields)
         return planned.validate()
 
-    def _run(self, texts, shapes, seeds, progress, cancel, stage, sampling, unconditional=None, decode=True):
-        options = SamplingOptions(**{k: v for k, v in sampling.items()}).check()
+    def _run(self, texts, shapes, seeds, progress, cancel, stage, sampling, unconditional=None, decode=True,
+             top_p: float | None = 0.9):
+        options = SamplingOptions.of(sampling, top_p=top_p)
         seeds = _seeds(seeds, len(texts))
-        report = progress if callable(progress) else (lambda p: None)
+        if progress is not None and not callable(progress):
+            raise TaskError(f"progress must be a callable taking a Progress, or None (got {type(progress).__name__})")
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise TaskError(f"cancel must be a threading.Event (anything with is_set()), or None "
+                            f"(got {type(cancel).__name__})")
+        report = progress if progress is not None else (lambda p: None)
         with self._lock:
             return self._decode(texts, shapes, seeds, options, report, cancel, stage, unconditional, decode)
 
@@ -362,27 +507,24 @@ class Planner:
         constraint.observe(history)
         written: list[list[int]] = [[] for _ in range(rows)]
 
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
+        cache = _growing_cache()
         codes_only = all(shape.start_codes for shape in shapes)
+        head = self._code_head() if codes_only else None
+        # The code phase's own step (same draws as the general one, over the code rows only) unless a
+        # repetition penalty needs the whole history.
+        fast = head is not None and options.repetition_penalty == 1.0
         feed, feed_positions = ids, positions
         produced = 0
         started = time.perf_counter()
         while not constraint.done:
             if cancel is not None and cancel.is_set():
                 raise GenerationCancelled("planning cancelled")
-            logits = self._next_logits(feed, mask, feed_positions, cache, codes_only)
-            if guided:
-                cond, uncond = logits[:rows], logits[rows:]
-                logits = uncond + options.guidance * (cond - uncond)
-            scores = constraint(history, logits)
-            forced = constraint.forced()
-            if all(forced) and all(not row.done for row in constraint.rows):
-                step = min(len(run) for run in forced)
-                chosen = torch.tensor([run[:step] for run in forced], device=device)
+            if fast:
+                chosen = self._code_step(feed, mask, feed_positions, cache, head, constraint, generators, options,
+                                         rows if guided else 0)
             else:
-                chosen = self._sample(scores, history, generators, options).unsqueeze(1)
+                chosen = self._general_step(feed, mask, feed_positions, cache, codes_only, constraint, history,
+                                            generators, options, rows if guided else 0)
             for i in range(rows):
                 if not constraint.rows[i].done:
                     written[i].extend(chosen[i].tolist())
@@ -405,6 +547,41 @@ class Planner:
         if not decode:
             return written
         return [self.tokenizer.decode(w, skip_special_tokens=False) for w in written]
+
+    def _general_step(self, feed, mask, positions, cache, codes_only, constraint, history, generators, options,
+                      guided_rows) -> torch.Tensor:
+        """One step of any phase: `[rows, n]` chosen tokens (n > 1 when forced text is fed at once)."""
+        logits = self._next_logits(feed, mask, positions, cache, codes_only)
+        if guided_rows:
+            cond, uncond = logits[:guided_rows], logits[guided_rows:]
+            logits = uncond + options.guidance * (cond - uncond)
+        scores = constraint(history, logits)
+        forced = constraint.forced()
+        if all(forced) and all(not row.done for row in constraint.rows):
+            step = min(len(run) for run in forced)
+            return torch.tensor([run[:step] for run in forced], device=self.device)
+        return self._sample(scores, history, generators, options).unsqueeze(1)
+
+    def _code_step(self, feed, mask, positions, cache, head, constraint, generators, options,
+                   guided_rows) -> torch.Tensor:
+        """One step of the code phase, `[rows, 1]`: the hidden state times the code rows of the LM head
+        only, guidance over those, and each row's draw among all codes (EOS, with no draw, once the
+        row has its count). Draws equal `_general_step`'s, which masks the same logits to the same
+        candidates, without building, masking and scanning vocabulary-wide tensors each token."""
+        first, weight = head
+        hidden = self.model.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
+                                  **{self._cache_arg: cache}).last_hidden_state[:, -1, :]
+        logits = (hidden @ weight.T).float()
+        if guided_rows:
+            cond, uncond = logits[:guided_rows], logits[guided_rows:]
+            logits = uncond + options.guidance * (cond - uncond)
+        chosen = []
+        for i, row in enumerate(constraint.rows):
+            if row.done or row.codes >= row.shape.codes:
+                chosen.append(self.table.eos_id)
+            else:
+                chosen.append(first + int(self._draw_row(logits[i], generators[i], options, dense=True)))
+        return torch.tensor(chosen, device=self.device).unsqueeze(1)
 
     def _next_logits(self, feed, mask, positions, cache, codes_only) -> torch.Tensor:
         """fp32 logits of the last position, `[rows, vocab]`. In the code phase only audio codes and
@@ -449,7 +626,7 @@ class Planner:
 
     @staticmethod
     def _sample(scores, history, generators, options: SamplingOptions) -> torch.Tensor:
-        """CFG'd, constrained logits -> repetition penalty -> top-k -> top-p -> temperature -> draw.
+        """CFG'd, constrained logits -> repetition penalty -> temperature -> top-k -> top-p -> draw.
 
         Each row samples among the tokens it may write, not the whole vocabulary."""
         if options.repetition_penalty != 1.0:
@@ -460,12 +637,17 @@ class Planner:
         return torch.stack([Planner._draw_row(row, generator, options) for row, generator in zip(scores, generators)])
 
     @staticmethod
-    def _draw_row(scores, generator, options: SamplingOptions) -> torch.Tensor:
-        """One row, over the tokens it may write only (so each row's draw is independent of the batch)."""
-        candidates = torch.isfinite(scores).nonzero().squeeze(1)
-        if candidates.numel() == 1:  # forced: no draw, so the random stream follows real choices only
-            return candidates[0]
-        scores = scores[candidates]
+    def _draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -> torch.Tensor:
+        """One row, over the tokens it may write only (so each row's draw is independent of the batch).
+        `dense`: every entry of `scores` is a candidate (returns an index into `scores`)."""
+        if dense:
+            candidates = None
+        else:
+            candidates = torch.isfinite(scores).nonzero().squeeze(1)
+            if candidates.numel() == 1:  # forced: no draw, so the random stream follows real choices only
+                return candidates[0]
+            scores = scores[candidates]
+        scores = scores / options.temperature  # before top-p, as upstream's nano-vllm sampler
         if options.top_k:
             kth = torch.topk(scores, min(options.top_k, scores.numel())).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -474,27 +656,117 @@ class Planner:
             probs = ordered.softmax(-1)
             drop = probs.cumsum(-1) - probs >= options.top_p  # the most likely token always stays
             scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
-        probs = (scores / options.temperature).softmax(-1)
-        return candidates[torch.multinomial(probs, 1, generator=generator)[0]]
+        pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
+        return pick if candidates is None else candidates[pick]
+
+
+def _growing_cache():
+    """A transformers DynamicCache whose layers grow in place: keys and values are written into
+    buffers with spare room (doubling when full) and handed out as views, instead of `torch.cat`
+    copying the whole cache every token (at 1,000 tokens that copy is a quarter of the bytes a
+    0.6B bf16 decode step reads). Falls back to the plain cache where transformers lacks `DynamicLayer`."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return cache
+    grown = _growing_layer_class(DynamicLayer)
+    if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:
+        cache.layer_class_to_replicate = grown
+    for layer in getattr(cache, "layers", []):
+        if type(layer) is DynamicLayer:
+            layer.__class__ = grown
+    return cache
+
+
+_GROWING_LAYERS: dict = {}
+
+
+def _growing_layer_class(base):
+    if base in _GROWING_LAYERS:
+        return _GROWING_LAYERS[base]
+
+    class GrowingLayer(base):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            held = 0 if self.keys is None or self.keys.numel() == 0 else self.keys.shape[-2]
+            need = held + key_states.shape[-2]
+            buffers = getattr(self, "_grow_buffers", None)
+            if buffers is None or buffers[0].shape[-2] < need or buffers[0].shape[:-2] != key_states.shape[:-2] \
+                    or buffers[0].dtype != key_states.dtype:
+                room = max(need + 256, 2 * held)
+                shape = (*key_states.shape[:-2], room)
+                new = (key_states.new_empty(*shape, key_states.shape[-1]),
+                       value_states.new_empty(*shape, value_states.shape[-1]))
+                if held:
+                    new[0][..., :held, :] = self.keys
+                    new[1][..., :held, :] = self.values
+                buffers = self._grow_buffers = new
+            buffers[0][..., held:need, :] = key_states
+            buffers[1][..., held:need, :] = value_states
+            self.keys, self.values = buffers[0][..., :need, :], buffers[1][..., :need, :]
+            return self.keys, self.values
+
+    _GROWING_LAYERS[base] = GrowingLayer
+    return GrowingLayer
 
 
 def _budget(shape: Shape) -> int:
     """An upper bound on the tokens a shape needs (for progress and a runaway guard)."""
     if shape.start_codes:
         return shape.codes + 1
+    if shape.max_tokens is not None:
+        return shape.max_tokens
     cot = 64 + 600 + 250  # fields, caption and genres text
-    return cot + {"stop": 0, "codes": shape.codes + 1, "text": shape.text_chars + 1}[shape.after]
+    return cot + {"stop": 0, "codes": shape.codes + 1, "text": (shape.text_chars or 0) + 1}[shape.after]
 
 
 def _seeds(seeds, count: int) -> list[int]:
+    """None -> random; an int -> seed, seed + 1, ...; else one int per row; each in 0..2**63 - 1, as the
+    engine takes them (no wrap-around)."""
     if seeds is None:
-        return [secrets.randbelow(2 ** 63) for _ in range(count)]
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        return [(seeds + i) % 2 ** 63 for i in range(count)]
-    seeds = list(seeds)
-    if len(seeds) != count or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise TaskError(f"seeds must be an int or {count} ints (got {seeds!r})")
-    return seeds
+        return [secrets.randbelow(MAX_SEED + 1) for _ in range(count)]
+    name = "seed" if count == 1 else "seeds"
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        out = [int(seeds) + i for i in range(count)]
+    elif isinstance(seeds, (list, tuple)):
+        if len(seeds) != count:
+            raise TaskError(f"{name} must be an int or a list of {count} ints (got {len(seeds)} seeds)")
+        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds):
+            raise TaskError(f"{name} must be whole numbers from 0 to 2**63 - 1 (got {list(seeds)!r:.120})")
+        out = [int(s) for s in seeds]
+    else:
+        listed = f", a list of {count} of them" if count > 1 else ""
+        raise TaskError(f"{name} must be a whole number from 0 to 2**63 - 1{listed} or None "
+                        f"(got {seeds!r:.60} of type {type(seeds).__name__})")
+    bad = [s for s in out if not 0 <= s <= MAX_SEED]
+    if bad:
+        extra = f" (seed + {count - 1} for {count} rows)" if isinstance(seeds, numbers.Integral) and count > 1 else ""
+        raise TaskError(f"{name} must be from 0 to 2**63 - 1{extra} (got {bad[0]})")
+    return out
+
+
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TaskError(f"{name} must be True or False (got {value!r})")
+    return value
+
+
+def _text_chars(value) -> int | None:
+    """The `max_text_chars` option: 1 .. MAX_TEXT_CHARS, or None (no cap, as upstream)."""
+    return _number("max_text_chars", value, 1, MAX_TEXT_CHARS, whole=True, optional=True)
+
+
+def _fit_lyrics(text: str) -> str:
+    """Lyrics as a Blueprint holds them: with no character cap (upstream's rule) the LM may write
+    more than MAX_LYRICS_CHARS; keep the whole lines that fit."""
+    if len(text) < MAX_LYRICS_CHARS:
+        return text
+    cut = text[: MAX_LYRICS_CHARS - 1]
+    return cut[: cut.rfind("\n")].rstrip() if "\n" in cut else cut
 
 
 def _checked(blueprint) -> Blueprint:

@@ -136,7 +136,8 @@ class _PromptScorer:
         self.prompt_ids = planner.table.encode(prompt)
         self.cache = DynamicCache()
         ids = torch.tensor([self.prompt_ids], device=planner.device)
-        out = planner.model(input_ids=ids, use_cache=True, **_cache_kwargs(planner.model, self.cache))
+        out = planner.model(input_ids=ids, use_cache=True, logits_to_keep=1,  # [1, 1, vocab], not [1, N, vocab]
+                            **_cache_kwargs(planner.model, self.cache))
         self.last_logits = out.logits[0, -1:].float()
 
     @torch.no_grad()
@@ -159,8 +160,9 @@ class _PromptScorer:
 
 
 def _full_logits(planner, ids: list[int], prompt_len: int) -> torch.Tensor:
-    out = planner.model(input_ids=torch.tensor([ids], device=planner.device))
-    return out.logits[0, prompt_len - 1:-1].float()
+    keep = len(ids) - prompt_len + 1  # the logits of the last prompt token and of the target
+    out = planner.model(input_ids=torch.tensor([ids], device=planner.device), logits_to_keep=keep)
+    return out.logits[0, :-1].float()
 
 
 def mean_log_prob(logits: torch.Tensor, target_ids: torch.Tensor) -> float:
@@ -448,13 +450,16 @@ def _dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _consensus_matrix(weights: torch.Tensor) -> np.ndarray:
-    """Denoised token x frame matrix for timing: heads `[H, T, F]` -> `[T, F]` (upstream's aligner)."""
-    processed = torch.softmax(weights, dim=-1) * torch.softmax(weights, dim=-2)
-    processed = torch.relu(processed - CONSENSUS_STRENGTH * torch.quantile(processed, 0.5, dim=-1, keepdim=True))
-    processed = torch.relu(processed - CONSENSUS_STRENGTH * torch.quantile(processed, 0.5, dim=-2, keepdim=True))
-    processed = processed ** 2
-    std, mean = torch.std_mean(processed, unbiased=False)
-    return ((processed - mean) / (std + 1e-9)).mean(dim=0).numpy()
+    """Denoised token x frame matrix for timing: heads `[H, T, F]` -> `[T, F]` (upstream's aligner).
+    In numpy: torch.quantile refuses tensors of more than 2**24 elements (a few minutes of song)."""
+    from scipy.special import softmax
+
+    w = weights.numpy().astype(np.float32)
+    processed = softmax(w, axis=-1) * softmax(w, axis=-2)
+    processed = np.maximum(processed - CONSENSUS_STRENGTH * np.quantile(processed, 0.5, axis=-1, keepdims=True), 0)
+    processed = np.maximum(processed - CONSENSUS_STRENGTH * np.quantile(processed, 0.5, axis=-2, keepdims=True), 0)
+    processed **= 2
+    return ((processed - processed.mean()) / (processed.std() + 1e-9)).mean(axis=0)
 
 
 def _tag_mask(token_texts: list[str]) -> np.ndarray:
@@ -562,7 +567,7 @@ def lyric_timestamps(engine, take, layers: dict | None = None, seed: int = ALIGN
     x = t * noise + (1.0 - t) * latents.unsqueeze(0).to(engine.dtype)
     timestep = torch.full((1,), t, device=engine.device, dtype=engine.dtype)
     step(2, "one DiT pass, reading cross-attention")
-    with _exclusive(engine):  # hooks on the DiT must not see another job's generation
+    with engine.exclusive("lyric alignment"):  # the hooks must not see another job's generation
         captured = capture_cross_attention(engine.models.transformer, used, hidden_states=x, timestep=timestep,
                                            timestep_r=timestep, encoder_hidden_states=states, context_latents=context)
     step(3, "aligning lyric tokens to frames")
@@ -606,11 +611,6 @@ def lyric_timestamps(engine, take, layers: dict | None = None, seed: int = ALIGN
                            lrc=to_lrc(lines), score=round(score, 4), coverage=coverage, monotonicity=monotonicity,
                            confidence=confidence, duration=duration, layers=used, note=note)
 
-
-def _exclusive(engine):
-    """The engine's one-job-at-a-time guard (`Engine.exclusive()` where it exists, else its lock)."""
-    exclusive = getattr(engine, "exclusive", None)
-    return exclusive() if callable(exclusive) else engine._lock
 
 
 def save_lyric_timestamps(store, take_id: str, stamps: LyricTimestamps) -> None:

@@ -90,11 +90,17 @@ class GenerationSettings:
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, variant, *, steps=None, shift=None, guidance=None, guidance_method=None,
-              guidance_interval=(0.0, 1.0), timesteps=None, method="ode", solver="euler", normalize=True,
-              normalization_db=-1.0) -> "GenerationSettings":
+              guidance_interval=None, timesteps=None, method=None, solver=None, normalize=None,
+              normalization_db=None) -> "GenerationSettings":
         """`variant` (an `acestep_engine.variants.Variant`, e.g. `engine.variant`) gives the preset;
-        None for any override means "the preset's value"."""
+        None for any setting means its default: the preset's steps, shift, guidance and guidance
+        method, guidance over the whole interval (0, 1), "ode", "euler", normalised to -1 dBFS."""
         preset = variant.preset
+        guidance_interval = (0.0, 1.0) if guidance_interval is None else guidance_interval
+        method = "ode" if method is None else method
+        solver = "euler" if solver is None else solver
+        normalize = True if normalize is None else normalize
+        normalization_db = -1.0 if normalization_db is None else normalization_db
         turbo = bool(variant.turbo)
         lo, hi = STEPS_RANGE[turbo]
         steps = preset.steps if steps is None else _whole("steps", steps, lo, hi)

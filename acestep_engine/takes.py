@@ -42,6 +42,7 @@ import numpy as np
 
 from .audio_io import AudioFileError, check_audio_array, check_format, check_sample_rate, encode_audio, read_audio
 from .errors import TakeStoreError
+from .json_files import read_json
 
 FORMAT_VERSION = 1
 INDEX_VERSION = 1
@@ -262,7 +263,7 @@ def _temp_name(purpose: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would terminate the process
         return True
     try:
         os.kill(pid, 0)
@@ -288,21 +289,14 @@ def _temp_is_stale(path: Path) -> bool:
     return host == _HOST and not _pid_alive(pid)
 
 
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes, sync: bool = False) -> None:
+    """`sync` for the sidecar and the journal entry only: a kill needs no fsync at all (the page cache
+    survives it), and each fsync costs tens of milliseconds on a busy disk."""
     with open(path, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def _encode_json(record: dict) -> bytes:
@@ -311,15 +305,7 @@ def _encode_json(record: dict) -> bytes:
 
 def _read_json(path: Path):
     """Parsed JSON, or TakeStoreError naming the file (bad UTF-8, bad JSON, too deeply nested)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-        return json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise TakeStoreError(f"{path} is not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise TakeStoreError(f"{path} is corrupt ({exc})") from None
-    except RecursionError:
-        raise TakeStoreError(f"{path} is corrupt (JSON nested too deeply)") from None
+    return read_json(path, TakeStoreError, expect=None)
 
 
 class _FolderLock:
@@ -391,6 +377,8 @@ class TakeStore:
             raise TakeStoreError(f"folder must be a path (got {type(folder).__name__})")
         self.folder = Path(folder)
         self.audio_format = audio_format
+        if self.folder.exists() and not self.folder.is_dir():
+            raise TakeStoreError(f"{self.folder} is not a folder")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -465,36 +453,43 @@ class TakeStore:
         the journal entry is down, the temporary files in `temps` belong to it (the list is emptied):
         if this process dies or fails from here on, the next change by anyone finishes the job."""
         entry = {"op": operation, "id": take_id, "pid": os.getpid(),
-                 "moves": [[str(src), str(dst)] for src, dst in moves], "removes": [str(p) for p in removes]}
+                 "moves": [[self._relative(src), self._relative(dst)] for src, dst in moves],
+                 "removes": [self._relative(p) for p in removes]}
         self._journal.mkdir(exist_ok=True)
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
         tmp = self._journal / _temp_name("journal")
         try:
-            _write_file(tmp, json.dumps(entry).encode())
+            _write_file(tmp, json.dumps(entry).encode(), sync=True)
             os.replace(tmp, self._journal / name)
         finally:
             tmp.unlink(missing_ok=True)
         if temps is not None:
             temps.clear()
-        _fsync_dir(self._journal)
         self._replay(entry)
         (self._journal / name).unlink()
         self._bump_revision()
 
+    def _relative(self, path: Path) -> str:
+        """Journal entries name files relative to the store, so a folder moved or mounted elsewhere
+        (a synced drive) after a kill is still recovered."""
+        return Path(path).relative_to(self.folder).as_posix()
+
+    def _inside(self, relative: str) -> Path:
+        if not isinstance(relative, str) or Path(relative).is_absolute() or ".." in Path(relative).parts:
+            raise TakeStoreError(f"journal entry names a file outside the store: {relative!r:.80}")
+        return self.folder / relative
+
     def _replay(self, entry: dict) -> list[str]:
         missing = []
         for src, dst in entry["moves"]:
-            src, dst = Path(src), Path(dst)
+            src, dst = self._inside(src), self._inside(dst)
             if src.exists():
                 dst.parent.mkdir(exist_ok=True)
                 os.replace(src, dst)
             elif not dst.exists():
                 missing.append(src.name)
         for path in entry["removes"]:
-            Path(path).unlink(missing_ok=True)
-        for folder in {Path(dst).parent for _, dst in entry["moves"]}:
-            with contextlib.suppress(OSError):
-                _fsync_dir(folder)
+            self._inside(path).unlink(missing_ok=True)
         return missing
 
     def _recover(self) -> None:
@@ -509,11 +504,14 @@ class TakeStore:
                           and isinstance(entry.get("removes"), list))
                 except (OSError, ValueError, RecursionError):
                     ok = False
-                if not ok:
-                    self._open_problems.append(StoreProblem(str(path), "unreadable journal entry (moved aside)"))
+                try:
+                    missing = self._replay(entry) if ok else None
+                except (TakeStoreError, ValueError, TypeError):
+                    missing = None
+                if missing is None:
+                    self._open_problems.append(StoreProblem(str(path), "unusable journal entry (moved aside)"))
                     os.replace(path, path.with_name(path.name + ".bad"))
                     continue
-                missing = self._replay(entry)
                 note = f"finished an interrupted {entry.get('op')} of take {entry.get('id')}"
                 if missing:
                     note += f" (already absent: {', '.join(missing)})"
@@ -628,15 +626,17 @@ class TakeStore:
             encode_audio(audio_tmp, audio, int(take.sample_rate), format)
             moves = []
             if latents is not None:
-                from safetensors.numpy import save_file
+                from safetensors.numpy import save
 
+                # Serialised here and written by us: safetensors' save_file uses temporary files of
+                # its own (".tmpXXXXXX") that a kill would leave behind under a name we cannot own.
                 latents_tmp = self.folder / _temp_name("latents")
                 temps.append(latents_tmp)
-                save_file({"latents": np.ascontiguousarray(latents, dtype=np.float32)}, str(latents_tmp))
+                _write_file(latents_tmp, save({"latents": np.ascontiguousarray(latents, dtype=np.float32)}))
                 moves.append((latents_tmp, self._latents_path(take.id)))
             sidecar_tmp = self.folder / _temp_name("sidecar")
             temps.append(sidecar_tmp)
-            _write_file(sidecar_tmp, payload)
+            _write_file(sidecar_tmp, payload, sync=True)
             moves += [(audio_tmp, self.folder / audio_name), (sidecar_tmp, self._sidecar(take.id))]
             with self._lock:
                 self._recover()
@@ -661,7 +661,7 @@ class TakeStore:
             record = _jsonable(record, "sidecar")
             temps = [self.folder / _temp_name("sidecar")]
             try:
-                _write_file(temps[0], _encode_json(record))
+                _write_file(temps[0], _encode_json(record), sync=True)
                 self._run(operation, take_id, [(temps[0], self._sidecar(take_id))], temps=temps)
             finally:
                 for tmp in temps:
@@ -758,7 +758,8 @@ class TakeStore:
         return self._checked_file(path)
 
     def _scan(self) -> list[dict]:
-        """Usable records of every take, from the index where the sidecar is unchanged."""
+        """Usable records of every take, from the index where the sidecar is unchanged (same size,
+        mtime and inode: a sidecar edited by hand, even in place, is read again)."""
         self._recover_if_needed()
         sidecars, others = {}, set()
         with os.scandir(self.folder) as entries:

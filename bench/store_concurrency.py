@@ -1,6 +1,6 @@
 """Two processes saving into one take folder while a third keeps reopening and listing it.
 
-    python bench/store_concurrency.py --takes 50        # the benchmark: 2 x 50 takes
+    python bench/store_concurrency.py --takes 50 --spawn  # the benchmark: 2 x 50 takes, three interpreters
     python bench/store_concurrency.py --takes 8 --quiet # what tests/test_take_store_db.py runs
 
 Two kernels on one takes folder (two notebooks) is an ordinary situation: every save must land,
@@ -55,10 +55,48 @@ def reopener(folder: Path, stop: Path) -> None:
     print(f"opened {opened} listed {listed} partial {partial}")
 
 
+class _Fork:
+    """A role run in a fork of this process (no interpreter start-up), with Popen's communicate()."""
+
+    def __init__(self, role):
+        import io
+        import traceback
+
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(out_r)
+            os.close(err_r)
+            code = 0
+            sys.stdout, sys.stderr = io.TextIOWrapper(os.fdopen(out_w, "wb")), io.TextIOWrapper(os.fdopen(err_w, "wb"))
+            try:
+                main(["--role", *map(str, role)])
+            except BaseException:  # noqa: BLE001 - reported through stderr
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(out_w)
+        os.close(err_w)
+        self._out, self._err = os.fdopen(out_r), os.fdopen(err_r)
+
+    def communicate(self):
+        out, err = self._out.read(), self._err.read()  # outputs are a few lines: no pipe can fill up
+        self._out.close()
+        self._err.close()
+        os.waitpid(self.pid, 0)
+        return out, err
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--takes", type=int, default=50, help="takes saved by each of the two writers")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--spawn", action="store_true",
+                        help="fresh interpreters instead of forks of this one (slower to start, same result)")
     parser.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role:
@@ -75,12 +113,18 @@ def main(argv=None) -> int:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     started = time.perf_counter()
 
-    def spawn(*role):
-        return subprocess.Popen([sys.executable, __file__, "--role", *map(str, role)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
+    if args.spawn or not hasattr(os, "fork"):
+        def start(*role):
+            return subprocess.Popen([sys.executable, __file__, "--role", *map(str, role)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+    else:
+        import bench.store_kill  # noqa: F401 - imported once here, before forking
 
-    reader = spawn("reopener", folder, stop)
-    writers = [spawn("saver", folder, args.takes, seed) for seed in (1, 2)]
+        def start(*role):
+            return _Fork(role)
+
+    reader = start("reopener", folder, stop)
+    writers = [start("saver", folder, args.takes, seed) for seed in (1, 2)]
     outputs = [w.communicate() for w in writers]
     stop.touch()
     reader_out, reader_err = reader.communicate()
@@ -97,10 +141,11 @@ def main(argv=None) -> int:
     failed_saves = sum(int(out.split()[-1]) if out.strip() else args.takes for out, _ in outputs)
     errors = [err.strip().splitlines()[-1] for _, err in outputs + [(reader_out, reader_err)] if err.strip()]
     expected = 2 * args.takes
-    ok = len(ids) == expected and unreadable == 0 and failed_saves == 0 and not store.problems and not errors
+    problems = getattr(store, "problems", [])  # stores older than `problems` (for comparisons)
+    ok = len(ids) == expected and unreadable == 0 and failed_saves == 0 and not problems and not errors
     print(f"2 writers x {args.takes} takes into one folder with a reader reopening it ({reader_out.strip()}): "
           f"{len(ids)} of {expected} takes listed, {unreadable} unreadable, {failed_saves} saves failed, "
-          f"{len(store.problems)} problems ({seconds:.1f} s, folder {folder})")
+          f"{len(problems)} problems ({seconds:.1f} s, folder {folder})")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return 0 if ok else 1

@@ -200,7 +200,7 @@ def test_silent_output_raises(turbo, monkeypatch):
 
 
 def test_nan_latents_raise(turbo, monkeypatch):
-    from acestep_engine import GenerationError, engine as pipeline
+    from acestep_engine import GenerationError, pipeline
 
     monkeypatch.setattr(pipeline, "denoise", lambda *a, **k: torch.full((1, 250, 16), float("nan")))
     with pytest.raises(GenerationError, match="NaN"):

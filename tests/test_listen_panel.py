@@ -129,3 +129,34 @@ def test_core_widget_fallback_moves_playhead_highlights_and_switches(takes):
     assert player.playing
     player.pause()
     assert not core.ticker.playing
+
+
+def test_look_tab_plays_the_current_batch_and_cards_show_the_badges(turbo, planner, tmp_path):
+    from workbench import Workbench
+    from workbench.views import close_tree
+
+    bench = Workbench(turbo, TakeStore(tmp_path / "takes"), planner=planner,
+                      blueprint=Blueprint(caption="look", lyrics=LYRICS, bpm=100, duration=10, language="en"))
+    try:
+        panel = bench.generate_panel
+        panel.batch_size.value, panel.seeds.value = 2, "11"
+        panel.generate_button.click()
+        first, second = panel.job.result(timeout=300)
+        bench.tabs.selected_index = 2  # Look: drawn when shown
+        listen = bench.look.listen
+        assert set(listen.sorted_ids()) == {first.id, second.id}  # the current take's batch
+        assert listen.player.take.id == bench.current_take.id and listen.player.is_custom
+        assert listen.player.canvas.audio_a[:4] == b"RIFF"
+        card = panel.results.cards[second.id]
+        assert card.badge.layout.display == "none"  # nothing measured yet
+        listen.row_buttons[second.id]["score"].click()
+        listen.job.result(timeout=300)
+        listen.row_buttons[second.id]["measure"].click()
+        listen.job.result(timeout=300)
+        assert "score 0." in card.badge.value and "100 →" in card.badge.value and card.badge.layout.display is None
+        assert "score 0." in listen.badges[second.id].value
+        listen.row_buttons[first.id]["compare"].click()  # A/B against the other take of the batch
+        assert listen.player.compare.id == first.id and listen.player.current == "b"
+        assert panel.generate_button.disabled is False and listen.cancel_button.disabled
+    finally:
+        close_tree(bench.widget)

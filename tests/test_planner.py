@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from acestep_engine import Blueprint, GenerationCancelled, Text2Music
 from acestep_engine import lm_prompts as prompts
 from acestep_engine.blueprint import KEYSCALES, LANGUAGES
-from acestep_engine.constraints import PlannerConstraint, codes_shape
+from acestep_engine.constraints import PlannerConstraint, Vocabulary, codes_shape, cot_shape
 from acestep_engine.errors import CheckpointError, MissingCheckpointError, TaskError
-from acestep_engine.planner import Planner
+from acestep_engine.planner import Planner, SamplingOptions, code_count, load_genres_vocab
 from acestep_engine.sources import parse_audio_codes
 
 SYSTEM = "<|im_start|>system\n# Instruction\n{}\n\n<|im_end|>\n"
@@ -183,9 +183,9 @@ def test_codes_follow_the_seed_and_the_sampling_knobs(planner):
     assert planner.codes(bp, seed=1, top_k=1) == planner.codes(bp, seed=9, top_k=1)  # greedy
     batch = planner.codes_batch(bp, 3, seeds=[1, 2, 3])
     assert batch[0] == a and len(set(batch)) == 3
-    with pytest.raises(TaskError, match="temperature must be between"):
+    with pytest.raises(TaskError, match=r"temperature must be a number above 0 up to 5 \(got 0\)"):
         planner.codes(bp, temperature=0)
-    with pytest.raises(TaskError, match="batch_size must be between 1 and 8"):
+    with pytest.raises(TaskError, match=r"batch_size must be a whole number from 1 to 8 \(got 9\)"):
         planner.codes_batch(bp, 9)
 
 
@@ -315,3 +315,335 @@ def test_checkpoints_without_the_model_prefix_load_the_same_weights(tmp_path, pl
     b = Planner.from_pretrained(tmp_path / "lm-ref", device="cpu")
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+# ---------------------------------------------------------------------------------- upstream's decoding rules
+# Literals below are written from upstream's llm_inference.py / constrained_logits_processor.py behaviour.
+def spy_runs(planner, monkeypatch):
+    """Record (prompt texts, shapes, sampling options, decoded answers) of every LM run."""
+    runs = []
+    run = planner._run
+
+    def spy(texts, shapes, seeds, progress, cancel, stage, sampling, *args, **kwargs):
+        out = run(texts, shapes, seeds, progress, cancel, stage, sampling, *args, **kwargs)
+        top_p = kwargs.get("top_p", 0.9)
+        runs.append({"texts": texts, "shapes": shapes, "options": SamplingOptions.of(sampling, top_p=top_p),
+                     "out": out, "unconditional": kwargs.get("unconditional")})
+        return out
+
+    monkeypatch.setattr(planner, "_run", spy)
+    return runs
+
+
+def cot_lines(text):
+    return text.split("<think>")[-1].split("</think>")[0].strip("\n").split("\n")
+
+
+def test_code_count_is_int_of_duration_times_five():
+    assert [code_count(d) for d in (60.5, 10.0, 10.2, 10.5, 10.99, 599.9, 600.0)] == [302, 50, 51, 52, 54, 2999, 3000]
+
+
+def test_fractional_durations_get_upstreams_code_count(planner):
+    assert len(codes_of(planner.codes(Blueprint(caption="x", duration=10.5), seed=0, guidance=1.0))) == 52
+    assert len(codes_of(planner.codes(Blueprint(caption="x", duration=12.9), seed=0, guidance=1.0))) == 64
+
+
+def test_injected_values_are_written_as_upstream_injects_them(planner, monkeypatch):
+    assert prompts.injected_line("language", "no") == "language: no\n"
+    assert prompts.injected_line("keyscale", "F# minor") == "keyscale: F# minor\n"
+    assert prompts.injected_line("bpm", 120) == "bpm: 120\n"
+    runs = spy_runs(planner, monkeypatch)
+    out = planner.complete(Blueprint(lyrics="hei", language="no", bpm=96), seed=0)
+    assert out.language == "no" and out.bpm == 96
+    lines = cot_lines(runs[-1]["out"][0])
+    assert "language: no" in lines and "bpm: 96" in lines
+    # the code phase's thinking block is yaml.dump'ed, as upstream's _format_metadata_as_cot
+    assert prompts.cot_text({"language": "no"}) == "<think>\nlanguage: 'no'\n</think>"
+
+
+def test_genres_line_is_forced_and_free_without_a_vocabulary(planner, monkeypatch):
+    runs = spy_runs(planner, monkeypatch)
+    planner.inspire("sea shanty", instrumental=True, seed=1)
+    keys = [line.split(":")[0] for line in cot_lines(runs[-1]["out"][0]) if not line.startswith(" ")]
+    assert keys == ["bpm", "caption", "duration", "genres", "keyscale", "language", "timesignature"]
+    genres = prompts.parse_cot(runs[-1]["out"][0])["genres"]
+    assert genres.strip() and len(genres) <= 200
+
+
+def test_genres_line_is_one_entry_of_a_given_vocabulary(planner, monkeypatch, tmp_path):
+    vocab_file = tmp_path / "genres_vocab.txt"
+    vocab_file.write_text("# genres\nLo-Fi Hip Hop\njazz\ncity pop\njazz fusion\n\n", encoding="utf-8")
+    vocab = load_genres_vocab(vocab_file)
+    assert vocab.entries == ["city pop", "jazz", "jazz fusion", "lo-fi hip hop"]
+    monkeypatch.setattr(planner, "genres_vocab", vocab)
+    runs = spy_runs(planner, monkeypatch)
+    seen = set()
+    for seed in range(4):
+        planner.inspire("night drive", instrumental=True, seed=seed)
+        value = prompts.parse_cot(runs[-1]["out"][0])["genres"]
+        assert value.strip().lower() in vocab, value
+        seen.add(value.strip().lower())
+    planner.understand("<|audio_code_3|>" * 50, seed=0)
+    assert prompts.parse_cot(runs[-1]["out"][0])["genres"].strip().lower() in vocab
+    assert len(seen) >= 2  # the LM chooses among the entries
+
+
+def test_genres_vocabulary_comes_from_the_option_or_the_environment(monkeypatch, tmp_path):
+    path = tmp_path / "g.txt"
+    path.write_text("ambient\n", encoding="utf-8")
+    monkeypatch.delenv("ACESTEP_GENRES_VOCAB", raising=False)
+    assert load_genres_vocab(None) is None
+    monkeypatch.setenv("ACESTEP_GENRES_VOCAB", str(path))
+    assert load_genres_vocab(None).entries == ["ambient"]
+    assert load_genres_vocab(["Rock", "rock", " pop "]).entries == ["pop", "rock"]
+    with pytest.raises(TaskError, match="genres vocabulary file .*missing.txt does not exist"):
+        load_genres_vocab(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(TaskError, match="has no entries"):
+        load_genres_vocab(tmp_path / "empty.txt")
+    with pytest.raises(TaskError, match="genres_vocab must be a file path, a list of genres or None"):
+        load_genres_vocab(42)
+
+
+def test_vocabulary_allows_only_prefixes_of_entries(planner):
+    table = planner.table
+    vocab = Vocabulary(["jazz", "jazz fusion", "pop"])
+    allowed = {table.text[i] for i in vocab.allowed(table, "").nonzero().squeeze(1).tolist()}
+    assert {"j", "p", "J", "P", " "} <= allowed and not allowed & {"x", "\n"}  # one leading space may come first
+    assert " " not in {table.text[i] for i in vocab.allowed(table, " ").nonzero().squeeze(1).tolist()}
+    assert {table.text[i] for i in vocab.allowed(table, " jaz").nonzero().squeeze(1).tolist()} == {"z", "Z"}
+    after_jazz = {table.text[i] for i in vocab.allowed(table, "jazz").nonzero().squeeze(1).tolist()}
+    assert after_jazz == {" ", "\n"}  # " fusion" may follow, or the line ends on a whole entry
+    assert not vocab.allowed(table, "ja").numpy()[table.newline_id]
+
+
+def drive_to(row, table, until):
+    """Feed the forced tokens of `row` until `until(row)` holds; returns the tokens fed."""
+    fed = []
+    while not until(row):
+        run = row.forced(table)
+        assert run, "the row needs a real choice before the condition holds"
+        for token in run:
+            row.advance(token, table)
+            fed.append(token)
+            if until(row):
+                break
+    return fed
+
+
+def test_language_first_token_is_the_argmax_of_the_language_choices(planner):
+    from acestep_engine.constraints import _Row
+
+    table = planner.table
+    fixed = {"bpm": 90, "caption": "x", "duration": 30, "keyscale": "C major", "timesignature": 4}
+    row = _Row(cot_shape(table, fixed))
+    drive_to(row, table, lambda r: r.mode == "trie" and len(r.candidates[0][1].children) > 1)
+    assert row.shape.segments[row.candidates[0][0]].name == "language"
+    choices = sorted(row.candidates[0][1].children)
+    scores = torch.full((table.vocab_size,), -5.0)
+    scores[table.encode("Q")[0]] = 9.0  # the best token overall is not a language's
+    scores[table.encode("j")[0]] = 3.0
+    scores[table.encode("e")[0]] = 2.9
+    allowed = row.allowed(table, scores).nonzero().squeeze(1).tolist()
+    assert allowed == table.encode("j") and table.encode("j")[0] in choices
+    assert sorted(row.allowed(table, None).nonzero().squeeze(1).tolist()) == choices  # no scores: all choices
+
+
+def test_language_is_chosen_greedily_in_complete(planner):
+    bp = Blueprint(caption="x", lyrics="la", bpm=90, keyscale="C major", timesignature=4, duration=30)
+    first = {planner.complete(bp, seed=seed).language[0] for seed in range(5)}
+    assert len(first) == 1  # everything before the language is fixed, so its first token is too
+
+
+def test_caption_continues_after_a_newline_only_when_the_likeliest_token_starts_with_a_space(planner):
+    from acestep_engine.constraints import _Row
+
+    table = planner.table
+    row = _Row(cot_shape(table, {"bpm": 90}))
+    drive_to(row, table, lambda r: r.mode == "value")
+    for token in table.encode("soft piano\n"):
+        row.advance(token, table)
+    assert row.mode == "value_newline"
+    space, d = table.encode(" ")[0], table.encode("d")[0]
+    scores = torch.zeros(table.vocab_size)
+    scores[space] = 5.0
+    allowed = row.allowed(table, scores)
+    assert allowed[space] and not allowed[d]
+    scores[table.encode("Z")[0]] = 9.0  # neither a continuation nor the next field: the caption ends
+    allowed = row.allowed(table, scores)
+    assert allowed.nonzero().squeeze(1).tolist() == [d]
+
+
+def test_free_genres_end_when_the_newline_is_likeliest(planner):
+    from acestep_engine.constraints import _Row
+
+    table = planner.table
+    row = _Row(cot_shape(table, {"bpm": 90, "caption": "x", "duration": 30}, genres=True))
+    drive_to(row, table, lambda r: r.mode == "value")
+    assert row.shape.segments[row.segment].name == "genres"
+    scores = torch.zeros(table.vocab_size)
+    scores[table.newline_id] = 9.0
+    assert not row.allowed(table, scores)[table.newline_id]  # a blank value cannot end
+    row.advance(table.encode("j")[0], table)
+    assert row.allowed(table, scores).nonzero().squeeze(1).tolist() == [table.newline_id]
+    scores[table.encode("a")[0]] = 10.0
+    allowed = row.allowed(table, scores)
+    assert allowed[table.encode("a")[0]] and allowed[table.newline_id]  # otherwise sampled as free text
+
+
+def test_all_four_user_metas_skip_phase_one_and_fill_the_thinking_block(planner, monkeypatch):
+    user = Blueprint(caption="city pop", lyrics="", bpm=120, keyscale="C major", timesignature=4, duration=30,
+                     language="en")
+    assert prompts.codes_cot_values(user) == {"bpm": 120, "duration": 30, "keyscale": "C major", "timesignature": 4}
+    runs = spy_runs(planner, monkeypatch)
+    planned, codes = planner.plan(user, seed=0, guidance=1.0)
+    assert planned == user and len(codes_of(codes)) == 150
+    assert [run["shapes"][0].start_codes for run in runs] == [True]  # no phase 1
+    assert runs[0]["texts"][0].endswith(
+        "<|im_start|>user\n# Caption\ncity pop\n\n# Lyric\n\n<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\nbpm: 120\nduration: 30\nkeyscale: C major\ntimesignature: 4\n"
+        "</think>\n\n<|im_end|>\n")
+    # one of the four open: phase 1 runs and the thinking block holds all six fields
+    runs.clear()
+    planned, _ = planner.plan(user.replace(bpm=None), seed=0, guidance=1.0)
+    assert [run["shapes"][0].start_codes for run in runs] == [False, True]
+    assert cot_lines(runs[1]["texts"][0]) == prompts.cot_yaml(prompts.cot_values(planned)).strip("\n").split("\n")
+    assert "caption: city pop" in cot_lines(runs[1]["texts"][0]) and "language: en" in cot_lines(runs[1]["texts"][0])
+
+
+def test_blank_lyrics_are_sent_blank_and_instrumental_as_the_tag(planner, monkeypatch):
+    runs = spy_runs(planner, monkeypatch)
+    planner.complete(Blueprint(caption="x", lyrics=""), seed=0)
+    assert "# Caption\nx\n\n# Lyric\n\n<|im_end|>" in runs[-1]["texts"][0]
+    planner.complete(Blueprint(caption="x", lyrics="la la", instrumental=True), seed=0)
+    assert "# Caption\nx\n\n# Lyric\n[Instrumental]\n<|im_end|>" in runs[-1]["texts"][0]
+    planner.codes(Blueprint(caption="x", lyrics="  "), seed=0, guidance=2.0)
+    assert "# Lyric\n  \n<|im_end|>" in runs[-1]["texts"][0] and "# Lyric\n  \n<|im_end|>" in runs[-1]["unconditional"][0]
+
+
+def test_sampling_defaults_are_upstreams(planner, monkeypatch):
+    runs = spy_runs(planner, monkeypatch)
+    planner.inspire("x", instrumental=True, seed=0)
+    planner.format(Blueprint(caption="x", instrumental=True), seed=0)
+    planner.understand("<|audio_code_1|>" * 50, seed=0)
+    planner.complete(Blueprint(caption="x"), seed=0)
+    planner.codes(Blueprint(caption="x"), seed=0)
+    assert [(r["options"].top_p, r["options"].temperature, r["options"].top_k) for r in runs] == \
+        [(None, 0.85, None)] * 3 + [(0.9, 0.85, None)] * 2
+    assert runs[-1]["options"].guidance == 2.0
+    planner.inspire("x", instrumental=True, seed=0, top_p=0.5)
+    assert runs[-1]["options"].top_p == 0.5
+
+
+def test_temperature_is_applied_before_top_p():
+    # softmax([2, 1, 0] / 2) = [0.51, 0.31, 0.19]: top_p 0.6 keeps two tokens (temperature last would keep one)
+    scores = torch.tensor([2.0, 1.0, 0.0])
+    options = SamplingOptions(temperature=2.0, top_p=0.6)
+    drawn = {int(Planner._draw_row(scores, torch.Generator().manual_seed(s), options)) for s in range(200)}
+    assert drawn == {0, 1}
+
+
+def test_text_after_think_is_capped_unless_asked_not_to(planner, monkeypatch):
+    out = planner.inspire("a long ballad", seed=0, max_text_chars=40)
+    assert len(out.lyrics) <= 40
+    runs = spy_runs(planner, monkeypatch)
+    planner.inspire("a long ballad", seed=0, max_text_chars=None)
+    shape = runs[-1]["shapes"][0]
+    assert shape.text_chars is None and shape.max_tokens == 4096
+    with pytest.raises(TaskError, match=r"max_text_chars must be a whole number from 1 to 4000, or None \(got 0\)"):
+        planner.inspire("x", max_text_chars=0)
+
+
+def test_keep_caption_false_lets_the_lm_write_the_caption(planner, monkeypatch):
+    user = Blueprint(caption="my own words", lyrics="la", bpm=100)
+    kept = planner.complete(user, seed=0)
+    assert kept.caption == "my own words" and "caption" not in kept.planned
+    runs = spy_runs(planner, monkeypatch)
+    rewritten = planner.complete(user, seed=0, keep_caption=False)
+    assert "caption" in rewritten.planned and rewritten.bpm == 100
+    assert all(s.name != "caption" or s.text_chars for s in runs[-1]["shapes"][0].segments)  # free, not injected
+    # in plan(), the user prompt keeps the user's caption while the thinking block holds the LM's
+    runs.clear()
+    planned, _ = planner.plan(user, seed=0, keep_caption=False, guidance=1.0)
+    assert "# Caption\nmy own words\n" in runs[-1]["texts"][0]
+    assert prompts.cot_text(prompts.cot_values(planned)) in runs[-1]["texts"][0]
+    assert "caption" in planned.planned
+
+
+def lines_in(trie):
+    return int(trie.complete) + sum(lines_in(child) for child in trie.children.values())
+
+
+def test_understand_true_duration_flag(planner, monkeypatch):
+    runs = spy_runs(planner, monkeypatch)
+    assert planner.understand("<|audio_code_3|>" * 75, seed=0).duration == 15.0
+    assert lines_in(runs[-1]["shapes"][0].segments[3].trie) == 1  # "duration: 15" injected
+    lm = planner.understand("<|audio_code_3|>" * 75, seed=0, true_duration=False)
+    assert lines_in(runs[-1]["shapes"][0].segments[3].trie) == 591  # the LM writes one of 10..600
+    assert 10 <= lm.duration <= 600
+
+
+# ---------------------------------------------------------------------------------- input checks
+@pytest.mark.parametrize("call, message", [
+    (lambda p: p.inspire("x", seed=-1), r"seed must be from 0 to 2\*\*63 - 1 \(got -1\)"),
+    (lambda p: p.inspire("x", seed=2 ** 63), r"seed must be from 0 to 2\*\*63 - 1 \(got 9223372036854775808\)"),
+    (lambda p: p.codes_batch(Blueprint(), 2, seeds=2 ** 63 - 1), r"seeds must be from 0 to 2\*\*63 - 1 \(seed \+ 1"),
+    (lambda p: p.codes_batch(Blueprint(), 2, seeds=[1.7, 2]), r"seeds must be whole numbers"),
+    (lambda p: p.codes(Blueprint(), seed="7"), r"seed must be a whole number .* \(got '7' of type str\)"),
+    (lambda p: p.codes(Blueprint(), temperature="hot"), r"temperature must be a number above 0 up to 5 \(got 'hot'"),
+    (lambda p: p.codes(Blueprint(), guidance=float("nan")), r"guidance must be a number from 1 to 15 \(got nan\)"),
+    (lambda p: p.codes(Blueprint(), top_k=1.5), r"top_k must be a whole number from 0 to 1000000, or None"),
+    (lambda p: p.codes(Blueprint(), top_p=True), r"top_p must be a number above 0 up to 1, or None"),
+    (lambda p: p.codes(Blueprint(), tempreature=1.0), r"unknown sampling option 'tempreature'"),
+    (lambda p: p.codes(Blueprint(), negative_prompt=5), r"negative_prompt must be text or None \(got int\)"),
+    (lambda p: p.codes(Blueprint(), progress="yes"), r"progress must be a callable"),
+    (lambda p: p.codes(Blueprint(), cancel="yes"), r"cancel must be a threading.Event"),
+    (lambda p: p.codes("not a blueprint"), r"blueprint must be a Blueprint \(got str\)"),
+    (lambda p: p.complete(Blueprint(), fields=5), r"fields must be a list of field names"),
+    (lambda p: p.complete_batch(Blueprint()), r"blueprints must be a list of 1 to 8 Blueprints"),
+    (lambda p: p.complete(Blueprint(), keep_caption="no"), r"keep_caption must be True or False \(got 'no'\)"),
+    (lambda p: p.inspire("x", instrumental="yes"), r"instrumental must be True or False \(got 'yes'\)"),
+    (lambda p: p.inspire("x", language=5), r"language must be a language code"),
+    (lambda p: p.inspire("x" * 5000), r"query must be shorter than 2048 characters \(got 5000\)"),
+    (lambda p: p.understand("<|audio_code_1|>" * 3001), r"audio must be at most 600 s: 3000 codes \(got 3001"),
+    (lambda p: p.understand("x", true_duration=1), r"true_duration must be True or False"),
+])
+def test_bad_planner_input_is_named(planner, call, message):
+    with pytest.raises(TaskError, match=message):
+        call(planner)
+
+
+def test_a_huge_negative_prompt_is_refused_before_tokenizing(planner, monkeypatch):
+    def boom(text):
+        raise AssertionError("tokenized")
+
+    monkeypatch.setattr(planner.table, "encode", boom)
+    with pytest.raises(TaskError, match=r"negative_prompt must be shorter than 512 characters \(got 100000\)"):
+        planner.codes(Blueprint(caption="x"), negative_prompt="n" * 100_000)
+    with pytest.raises(TaskError, match=r"audio as a code string must be at most 200000 characters"):
+        planner.understand("<|audio_code_1|>" + "x" * 300_000)
+
+
+def test_the_default_dtype_is_autos(planner):
+    from acestep_engine.hardware import auto_dtype
+    from acestep_engine.planner import default_lm_dtype
+
+    assert default_lm_dtype(torch.device("cpu")) == auto_dtype("cpu")
+    assert planner.model.dtype == auto_dtype("cpu")
+
+
+def test_the_code_step_draws_as_the_general_step_and_the_growing_cache_as_the_plain_one(planner, monkeypatch):
+    import acestep_engine.planner as planner_module
+    from transformers import DynamicCache
+
+    bp = Blueprint(caption="x", bpm=100, duration=10)
+    fast = planner.codes_batch(bp, 2, seeds=[5, 6])
+    monkeypatch.setattr(planner, "_code_head", lambda: None)  # the general step: full vocabulary, constraint
+    assert planner.codes_batch(bp, 2, seeds=[5, 6]) == fast
+    monkeypatch.setattr(planner_module, "_growing_cache", DynamicCache)
+    assert planner.codes_batch(bp, 2, seeds=[5, 6]) == fast
+    layer = planner_module._growing_layer_class(__import__("transformers").cache_utils.DynamicLayer)()
+    for n in (300, 1, 1, 500):
+        k = torch.randn(2, 8, n, 16)
+        keys, values = layer.update(k, k + 1)
+    assert keys.shape == (2, 8, 802, 16) and torch.equal(keys[:, :, -500:], k) and torch.equal(values, keys + 1)

@@ -5,7 +5,7 @@ import pytest
 
 from acestep_engine import Blueprint, TakeStore
 from workbench import RepaintPainter
-from workbench.painter import SliderRegionCanvas
+from workbench.painter import SliderRegionCanvas, shaded_regions
 
 BP = Blueprint(caption="dub techno chords", bpm=120, duration=10.0)
 
@@ -55,11 +55,24 @@ def test_repaint_button_makes_a_linked_take_and_shows_before_after(turbo, take, 
     assert result.parent_id == take.id and result.task["name"] == "repaint"
     assert result.task["regions"] == [[3.0, 5.0], [7.0, 8.0]]
     assert store.lineage(result.id) == [take.id, result.id]
-    assert len(painter.comparison.children) == 1 and "A = before" in painter.status.value
+    assert painter.comparison.take is take and painter.comparison.compare is result
+    assert painter.comparison.regions == [(3.0, 5.0), (7.0, 8.0)] and "A = before" in painter.status.value
     keep = slice(0, int(2.8 * 48000))
     assert np.array_equal(result.audio[:, keep], take.audio[:, keep])
     painter.next_button.click()
     assert painter.take is result and painter.regions == []
+
+
+def test_regions_past_the_end_are_refused_and_shading_follows_what_the_job_did(turbo, take):
+    painter = RepaintPainter(take, turbo)
+    painter.regions = [(2.0, 3.0), (8.0, 50.0)]
+    assert painter.repaint() is None
+    assert "region 2 end must be between 0 and 10.00 s" in painter.status.value and "(got 50)" in painter.status.value
+    painter.regions = [(2.0, 3.0)]
+    painter.extend_left.value = 1.5
+    task = painter.build_task()
+    before, after = shaded_regions(task, take.duration)
+    assert before == [(2.0, 3.0)] and after == [(0.0, 1.5), (3.5, 4.5)]  # the result starts 1.5 s earlier
 
 
 def test_extend_right_with_context(turbo, take, tmp_path):

@@ -178,3 +178,15 @@ def test_alignment_layers_config(turbo):
 def test_parse_lrc_reads_common_variants():
     text = "[ar:someone]\n[length: 03:20]\n[00:01.5]one\n[01:02.25][00:03.00]two\nnot a line\n"
     assert parse_lrc(text) == [(1.5, "one"), (3.0, "two"), (62.25, "two")]
+
+
+def test_prompt_cache_gives_the_numbers_of_one_forward(planner):
+    from acestep_engine.scoring import _full_logits, _PromptScorer
+
+    prompt = understand_prompt(planner, "<|audio_code_1|><|audio_code_20|><|audio_code_300|>")
+    scorer = _PromptScorer(planner, prompt)
+    for target in (lyrics_target("one\ntwo"), field_target("bpm", 120), lyrics_target("one\ntwo")):
+        logits, ids = scorer.target_logits(target)  # the cache is cropped back to the prompt each time
+        full = planner.table.encode(prompt + target)
+        assert ids.tolist() == full[len(scorer.prompt_ids):]
+        assert torch.allclose(logits, _full_logits(planner, full, len(scorer.prompt_ids)), atol=1e-4)

@@ -121,8 +121,8 @@ def test_corrupt_sidecar_is_skipped_and_reported(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     assert [r["id"] for r in store.list()] == [good.id]
     assert [p.path for p in store.problems] == [str(tmp_path / "broken.json")]
-    assert "broken.json is corrupt" in str(store.problems[0])
-    with pytest.raises(TakeStoreError, match="is corrupt"):
+    assert "broken.json is not valid JSON" in str(store.problems[0])
+    with pytest.raises(TakeStoreError, match="is not valid JSON"):
         store.load("broken")
 
 

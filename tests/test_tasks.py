@@ -255,5 +255,5 @@ def test_songs_near_the_600_second_limit(turbo):
     assert tail.audio.shape[-1] == 600 * 48000  # outpainted to exactly the limit
     keep = int(589.9 * 48000)
     assert np.array_equal(tail.audio[:, :keep], long.audio[:, :keep])
-    with pytest.raises(TaskError, match="must be at most 600 seconds long"):
+    with pytest.raises(TaskError, match="an extended song is at most 600 s"):
         turbo.generate(BP, Extend(long, right=5.0, context=600.0))

@@ -239,12 +239,14 @@ def test_workbench_composes_panels_around_one_store(turbo, tmp_path):
     from workbench import Workbench
 
     bench = Workbench(turbo, TakeStore(tmp_path))
-    assert "Demo checkpoint" in bench.header.value
+    assert "Demo checkpoint" in bench.header.banner.value and "acestep-v15-turbo" in bench.header.models.value
     bench.generate_panel.seeds.value = "3"
     bench.generate_panel.generate_button.click()
     take, = bench.generate_panel.job.result(timeout=120)
     assert bench.current_take is take and bench.browser.selected == take.id
-    assert len(bench.look.children) == 1
+    assert bench.look.view.take is None  # the Look tab is not shown: it draws when it is
+    bench.tabs.selected_index = 2
+    assert bench.look.view.take is take and bench.look.view.image.value[:4] == b"\x89PNG"
     bench.use_as_source(take)
     assert bench.generate_panel.source is take and bench.generate_panel.task.value == "cover"
     bench.editor.caption.value = "changed"
@@ -256,7 +258,8 @@ def test_workbench_editing_tabs_follow_the_current_take(turbo, tmp_path):
     from workbench import Workbench
 
     bench = Workbench(turbo, TakeStore(tmp_path))
-    assert bench.painter is None and "Generate or select a take first" in bench.repaint_tab.children[0].value
+    assert "generate or select a take first" in bench.painter.heading.value
+    assert bench.painter.controls.layout.display == "none"
     first, second = turbo.generate(BP, batch_size=2, seeds=[1, 2])
     bench.set_current_take(first)
     assert bench.painter.take is first and bench.cover_lab.source is first and bench.tracks.source is first

@@ -1,14 +1,26 @@
-"""TakeBrowser: list, filter, play, compare, rename, delete (with undo), export, recall."""
+"""TakeBrowser: list, filter, play, compare, rename, delete (with undo), export, recall.
+
+The list follows the shared state: it re-lists when takes are added anywhere in the workbench
+(`state.revision`) and selects the current take; picking a take in the list makes it the
+current take. Re-listing never selects anything on its own (no stale take comes back).
+"""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import ipywidgets as widgets
 
 from acestep_engine.errors import AceStepError
 
-from .views import SpectrogramView, audio_player
+from .display import widget_bundle
+from .state import WorkbenchState
+from .jobs import error_html
+from .views import AudioPlayer, LazyView, SpectrogramView, heading
+
+NONE = ""  # "compare with nothing" (a Dropdown shows None as a blank box in ipywidgets 8)
+LISTED = 200  # newest takes in the list; the filter finds older ones
 
 
 def _label(record: dict) -> str:
@@ -19,95 +31,200 @@ def _label(record: dict) -> str:
             f"{record.get('duration', 0):.1f} s | {caption}")
 
 
-class TakeBrowser:
-    def __init__(self, store, on_recall=None, on_use_as_source=None):
-        self.store = store
+def _matches(record: dict, search: str, task: str) -> bool:
+    if task != "all" and record.get("task", {}).get("name") != task:
+        return False
+    if search:
+        haystack = " ".join([record.get("name", ""), record.get("id", ""),
+                             record.get("blueprint", {}).get("caption", "")]).lower()
+        return search.lower() in haystack
+    return True
+
+
+class TakeBrowser(LazyView):
+    def __init__(self, store, on_recall=None, on_use_as_source=None, state: WorkbenchState | None = None):
+        self.state = state if state is not None else WorkbenchState(store=store)
+        if self.state.store is None:
+            self.state.store = store
         self.on_recall, self.on_use_as_source = on_recall, on_use_as_source
-        self.search = widgets.Text(description="Filter", placeholder="name, id or caption")
-        self.task_filter = widgets.Dropdown(description="Task", options=["all"], value="all")
+        wide = {"description_width": "initial"}
+        self.heading = widgets.HTML()
+        self.search = widgets.Text(description="Filter", placeholder="name, id or caption", style=wide)
+        self.task_filter = widgets.Dropdown(description="Task", options=["all"], value="all", style=wide)
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.takes = widgets.Select(options=[], rows=8, layout=widgets.Layout(width="100%"))
-        self.compare_with = widgets.Dropdown(description="Compare", options=[("(none)", None)], value=None)
-        self.name = widgets.Text(description="Name")
+        self.compare_with = widgets.Dropdown(description="Compare with", options=[("(none)", NONE)], value=NONE,
+                                             style=wide, layout=widgets.Layout(width="420px"))
+        self.name = widgets.Text(description="Name", style=wide)
         self.rename_button = widgets.Button(description="Rename")
         self.delete_button = widgets.Button(description="Delete", button_style="danger", icon="trash")
         self.undo_button = widgets.Button(description="Undo delete", disabled=True)
-        self.export_format = widgets.Dropdown(description="Export as", options=["wav", "flac"], value="wav")
-        self.export_path = widgets.Text(description="to folder", value="exports")
+        self.export_format = widgets.Dropdown(description="Export as", options=["wav", "flac"], value="wav",
+                                              style=wide, layout=widgets.Layout(width="160px"))
+        self.export_path = widgets.Text(description="to folder", value="exports", style=wide)
         self.export_button = widgets.Button(description="Export", icon="download")
-        self.recall_button = widgets.Button(description="Recall", disabled=on_recall is None)
-        self.source_button = widgets.Button(description="Use as source", disabled=on_use_as_source is None)
+        self.recall_button = widgets.Button(description="Recall", tooltip="put this take's blueprint in the editor")
+        self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"))
+        self.recall_button.layout.display = None if on_recall is not None else "none"
+        self.source_button.layout.display = None if on_use_as_source is not None else "none"
         self.status = widgets.HTML()
+        self.player = AudioPlayer("Selected")
+        self.compare_view = SpectrogramView()
         self.detail = widgets.VBox()
         self._deleted: list[str] = []
+        self._syncing = False
+        self._records: dict[str, dict] = {}
+        self._listing: list[dict] = []
+        self._listed_revision = None
 
         self.search.observe(lambda change: self.refresh(), names="value")
         self.task_filter.observe(lambda change: self.refresh(), names="value")
-        self.refresh_button.on_click(lambda _: self.refresh())
-        self.takes.observe(lambda change: self._show(), names="value")
-        self.compare_with.observe(lambda change: self._show(), names="value")
+        self.refresh_button.on_click(lambda _: self.refresh(force=True))
+        self.takes.observe(lambda change: self._picked(), names="value")
+        self.compare_with.observe(lambda change: self._invalidate(), names="value")
         self.rename_button.on_click(lambda _: self.rename(self.name.value))
         self.delete_button.on_click(lambda _: self.delete())
         self.undo_button.on_click(lambda _: self.undo_delete())
         self.export_button.on_click(lambda _: self.export())
         self.recall_button.on_click(lambda _: self._with_take(self.on_recall))
         self.source_button.on_click(lambda _: self._with_take(self.on_use_as_source))
+        self.state.observe(lambda change: self.refresh(), names="revision")
+        self.state.observe(lambda change: self._current_changed(), names="current_take")
         self.widget = widgets.VBox([
-            widgets.HBox([self.search, self.task_filter, self.refresh_button]), self.takes,
+            self.heading, widgets.HBox([self.search, self.task_filter, self.refresh_button]), self.takes,
             widgets.HBox([self.recall_button, self.source_button, self.compare_with]),
             widgets.HBox([self.name, self.rename_button, self.delete_button, self.undo_button]),
             widgets.HBox([self.export_format, self.export_path, self.export_button]),
             self.status, self.detail,
         ])
         self.refresh()
+        self._current_changed()
+
+    @property
+    def store(self):
+        return self.state.store
 
     @property
     def selected(self) -> str | None:
         return self.takes.value
 
-    def refresh(self) -> None:
-        records = self.store.list(search=self.search.value or None,
-                                  task=None if self.task_filter.value == "all" else self.task_filter.value)
-        tasks = sorted({r.get("task", {}).get("name", "?") for r in self.store.list()})
-        if list(self.task_filter.options) != ["all"] + tasks:
-            current = self.task_filter.value
-            self.task_filter.options = ["all"] + tasks
-            self.task_filter.value = current if current in self.task_filter.options else "all"
-        selected = self.takes.value
-        options = [(_label(r), r["id"]) for r in reversed(records)]  # newest first
-        self.takes.options = options
+    # ------------------------------------------------------------------ list <-> state
+    def refresh(self, force: bool = False) -> None:
+        """Re-list the store without changing the selection: one listing, and none at all while the
+        store's `revision` is unchanged (filters apply in memory)."""
+        revision = getattr(self.store, "revision", None)
+        if force or revision is None or revision != self._listed_revision:
+            self._listing = self.store.list()
+            self._listed_revision = revision
+        records = self._listing
+        self._records = {r["id"]: r for r in records}
+        tasks = sorted({r.get("task", {}).get("name", "?") for r in records})
+        shown = [r for r in reversed(records) if _matches(r, self.search.value, self.task_filter.value)][:LISTED]
+        options = [(_label(r), r["id"]) for r in shown]  # newest first
         ids = [value for _, value in options]
-        self.takes.value = selected if selected in ids else (ids[0] if ids else None)
-        self.compare_with.options = [("(none)", None)] + options
-        self._show()
+        current = self.state.current_take
+        keep = current.id if current is not None and current.id in ids else (
+            self.takes.value if self.takes.value in ids and current is None else None)
+        self._syncing = True
+        try:
+            if list(self.task_filter.options) != ["all"] + tasks:
+                chosen = self.task_filter.value
+                self.task_filter.options = ["all"] + tasks
+                self.task_filter.value = chosen if chosen in self.task_filter.options else "all"
+            if list(self.takes.options) != options:
+                self.takes.options = options
+            self.takes.value = keep
+            compare = self.compare_with.value
+            self.compare_with.options = [("(none)", NONE)] + options
+            self.compare_with.value = compare if compare in ids else NONE
+        finally:
+            self._syncing = False
+        if (current is None or current.id not in self._records) and ids and not self.search.value \
+                and self.task_filter.value == "all":
+            self.select(ids[0])  # nothing current (or it was deleted): the newest take becomes current
+        elif current is not None and current.id not in self._records:
+            self.state.current_take = None
+        self._invalidate()
 
     def select(self, take_id: str) -> None:
-        self.takes.value = take_id
+        """Make `take_id` the selected and current take."""
+        if self.takes.value == take_id:
+            self._picked()
+        else:
+            self.takes.value = take_id
 
-    def _show(self) -> None:
+    def _picked(self) -> None:
+        if self._syncing:
+            return
+        take_id = self.takes.value
+        current = self.state.current_take
+        if take_id is not None and (current is None or current.id != take_id):
+            self.state.current_take = self.store.load(take_id)
+        self._invalidate()
+
+    def _current_changed(self) -> None:
+        take = self.state.current_take
+        self.heading.value = heading("Takes", take)
+        if take is not None and take.id in self._records and self.takes.value != take.id:
+            self._syncing = True
+            try:
+                self.takes.value = take.id if take.id in [v for _, v in self.takes.options] else None
+            finally:
+                self._syncing = False
+        self._invalidate()
+
+    # ------------------------------------------------------------------ detail (drawn when shown)
+    def _selected_take(self):
         take_id = self.selected
         if take_id is None:
+            return None
+        current = self.state.current_take
+        return current if current is not None and current.id == take_id else self.store.load(take_id)
+
+    def set_visible(self, visible: bool) -> None:
+        if visible and getattr(self.store, "revision", None) != self._listed_revision:
+            self.refresh()  # takes saved from a notebook cell or another kernel since the last listing
+        super().set_visible(visible)
+
+    def _draw(self) -> None:
+        take = self._selected_take()
+        if take is None:
+            self.player.clear()
+            self.compare_view.show(None)
             self.detail.children = ()
             self.name.value = ""
             return
-        take = self.store.load(take_id)
         self.name.value = take.name
-        compare = self.store.load(self.compare_with.value) if self.compare_with.value not in (None, take_id) else None
-        if compare is not None:
-            self.detail.children = (SpectrogramView(take, compare).widget,)
+        compare_id = self.compare_with.value
+        if compare_id not in (NONE, None, take.id):
+            self.player.clear()
+            self.compare_view.show(take, self.store.load(compare_id))
+            self.detail.children = (self.compare_view.widget,)
         else:
-            self.detail.children = (audio_player(take),)
+            self.compare_view.show(None)
+            self.player.play(take)
+            self.detail.children = (self.player.widget,)
 
     def _with_take(self, callback) -> None:
-        if callback is not None and self.selected is not None:
-            callback(self.store.load(self.selected))
+        if callback is None:
+            return
+        take = self._selected_take()
+        if take is None:
+            self.status.value = "select a take first"
+            return
+        callback(take)
 
+    # ------------------------------------------------------------------ editing the store
     def rename(self, name: str) -> None:
         if self.selected is None:
             return
-        self.store.rename(self.selected, name)
-        self.status.value = f"renamed to {name!r}"
-        self.refresh()
+        take_id = self.selected
+        self.store.rename(take_id, name)
+        current = self.state.current_take
+        if current is not None and current.id == take_id:
+            current.name = str(name)
+        self.status.value = f"renamed to {html.escape(repr(name))}"
+        self.state.store_changed()
 
     def delete(self) -> None:
         if self.selected is None:
@@ -116,7 +233,7 @@ class TakeBrowser:
         self._deleted.append(take_id)
         self.undo_button.disabled = False
         self.status.value = f"deleted {take_id} (Undo delete brings it back)"
-        self.refresh()
+        self.state.store_changed()
 
     def undo_delete(self) -> None:
         if not self._deleted:
@@ -124,7 +241,7 @@ class TakeBrowser:
         take_id = self.store.undelete(self._deleted.pop())
         self.undo_button.disabled = not self._deleted
         self.status.value = f"restored {take_id}"
-        self.refresh()
+        self.state.store_changed()
         self.select(take_id)
 
     def export(self) -> Path | None:
@@ -137,10 +254,10 @@ class TakeBrowser:
             stem = (record.get("name") or self.selected).replace("/", "_")
             path = self.store.export(self.selected, folder / f"{stem}.{self.export_format.value}")
         except (AceStepError, OSError) as exc:
-            self.status.value = f"<span style='color:#b00020'>export failed: {exc}</span>"
+            self.status.value = error_html(f"export failed: {exc}")
             return None
-        self.status.value = f"exported {path}"
+        self.status.value = f"exported {html.escape(str(path))}"
         return path
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

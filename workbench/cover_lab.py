@@ -2,55 +2,84 @@
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
-from acestep_engine import Cover, GenerationCancelled
+from acestep_engine import Cover
 from acestep_engine.errors import AceStepError
 from acestep_engine.tasks import task_from_dict
 
+from .display import widget_bundle
 from .editor import BlueprintEditor
-from .jobs import JobRunner, post
-from .views import TakeCard
+from .jobs import JobPanel
+from .state import WorkbenchState
+from .views import AudioPlayer, LazyView, TakeCard, heading, replace_children
 
 
-class CoverLab:
-    """Restyle `source` with a new caption and metadata. The sliders say what they do:
+class CoverLab(JobPanel, LazyView):
+    """Restyle the current take with a new caption and metadata. The sliders say what they do:
     "restyle <-> keep structure" (upstream's cover strength) and "start from noise <-> from the
-    source" (cover noise strength)."""
+    source" (cover noise strength). The source is the shared state's current take; the lineage
+    (source, cover 1, cover 2, ...) is drawn when the tab is shown, with one player for all of it."""
 
-    def __init__(self, source, engine, store=None):
-        self.engine, self.store = engine, store
-        self.runner = JobRunner()
-        self.job = None
+    def __init__(self, source=None, engine=None, store=None, state: WorkbenchState | None = None):
+        if state is None:
+            state = WorkbenchState(engine=engine, store=store, current_take=source)
+        elif source is not None:
+            state.current_take = source
         self.lineage: list = []  # takes from the first source to the latest cover
-        self.editor = BlueprintEditor(source.blueprint)
+        self.source = None
+        self.result = None
+        first = state.current_take
+        self.editor = BlueprintEditor(first.blueprint if first is not None else None, state=state)
+        self.heading = widgets.HTML()
         self.strength = widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, readout_format=".2f",
                                             layout=widgets.Layout(width="320px"))
         self.noise_strength = widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05, readout_format=".2f",
                                                   layout=widgets.Layout(width="320px"))
-        self.seed = widgets.Text(description="Seed", placeholder="random")
+        self.seed = widgets.Text(description="Seed", placeholder="random", style={"description_width": "initial"},
+                                 layout=widgets.Layout(width="180px"))
         self.generate_button = widgets.Button(description="Cover", button_style="primary", icon="magic")
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
-        self.next_button = widgets.Button(description="Use result as next source", disabled=True)
-        self.progress = widgets.IntProgress(value=0, min=0, max=1000)
-        self.status = widgets.HTML()
+        self.next_button = widgets.Button(description="Use result as next source", disabled=True,
+                                          layout=widgets.Layout(width="auto"))
+        self._init_jobs(state, [self.generate_button])
+        self.player = AudioPlayer("Playing")
         self.lineage_box = widgets.VBox()
+        self._cards: list[TakeCard] = []
         self.generate_button.on_click(lambda _: self.cover())
-        self.cancel_button.on_click(lambda _: self.job and self.job.cancel())
-        self.next_button.on_click(lambda _: self.set_source(self.result))
-        self.result = None
-        self.widget = widgets.VBox([
+        self.next_button.on_click(lambda _: self.result is not None and self.set_source(self.result))
+        self.controls = widgets.VBox([
             widgets.HTML("<b>New caption and metadata</b> (the cover follows these)"), self.editor.widget,
-            widgets.HBox([widgets.Label("restyle"), self.strength, widgets.Label("keep structure")]),
-            widgets.HBox([widgets.Label("start from noise"), self.noise_strength, widgets.Label("from the source")]),
+            widgets.HBox([widgets.HTML("restyle"), self.strength, widgets.HTML("keep structure")]),
+            widgets.HBox([widgets.HTML("start from noise"), self.noise_strength, widgets.HTML("from the source")]),
             widgets.HBox([self.seed, self.generate_button, self.cancel_button, self.next_button, self.progress]),
-            self.status, widgets.HTML("<b>Lineage</b>"), self.lineage_box,
+            self.status, widgets.HTML("<b>Lineage</b>"), self.player.widget, self.lineage_box,
         ])
-        self.set_source(source)
+        self.widget = widgets.VBox([self.heading, self.controls])
+        state.observe(lambda change: self._source_changed(), names="current_take")
+        self._source_changed()
+
+    @property
+    def engine(self):
+        return self.state.engine
+
+    @property
+    def store(self):
+        return self.state.store
 
     def set_source(self, take) -> None:
-        """Cover `take` next. A cover of the last step extends the lineage; going back to an earlier
-        step cuts it there; an unrelated take starts a new lineage."""
+        """Cover `take` next (it becomes the current take of every tab)."""
+        self.state.current_take = take
+
+    def _source_changed(self) -> None:
+        """A cover of the last step extends the lineage; going back to an earlier step cuts it
+        there; an unrelated take starts a new lineage."""
+        take = self.state.current_take
+        self.heading.value = heading("Cover", take)
+        self.controls.layout.display = "none" if take is None else None
+        if take is None or take is self.source:
+            return
         self.source = take
         ids = [t.id for t in self.lineage]
         if take.id in ids:
@@ -59,85 +88,84 @@ class CoverLab:
             self.lineage.append(take)
         else:
             self.lineage = [take]
-        self._show_lineage()
-        self.status.value = f"source: <b>{take.title}</b>"
+            self.editor.set_blueprint(take.restore())  # a new lineage starts from its source's blueprint
+        self.result = None
+        self.next_button.disabled = True
+        self.status.value = f"source: <b>{html.escape(take.title)}</b>"
+        self._invalidate()
 
-    def _show_lineage(self) -> None:
+    def _draw(self) -> None:
         rows = []
-        for depth, take in enumerate(self.lineage):
-            label = "source" if depth == 0 else f"cover {depth}"
-            replay = widgets.Button(description="Replay", disabled=depth == 0,
-                                    tooltip="generate this step again from its record")
-            replay.on_click(lambda _, take=take: self.replay(take))
-            card = TakeCard(take, on_use_as_source=self.set_source)
-            rows.append(widgets.VBox([widgets.HBox([widgets.HTML(f"<b>{label}</b>"), replay]), card.widget]))
-        self.lineage_box.children = rows
+        for card in self._cards:
+            card.close()
+        self._cards = []
+        entries = [(("source" if depth == 0 else f"cover {depth}"), take) for depth, take in enumerate(self.lineage)]
+        if self.result is not None and self.result.id not in {t.id for t in self.lineage}:
+            entries.append(("result", self.result))
+        for label, take in entries:
+            extra = []
+            if label != "source":
+                replay = widgets.Button(description="Replay", tooltip="generate this step again from its record")
+                replay.on_click(lambda _, take=take: self.replay(take))
+                extra.append(replay)
+            card = TakeCard(take, on_use_as_source=self.set_source, player=self.player, extra=extra)
+            self._cards.append(card)
+            rows.append(widgets.VBox([widgets.HTML(f"<b>{label}</b>"), card.widget]))
+        replace_children(self.lineage_box, rows)
 
     def cover(self):
-        if self.runner.busy:
-            self.status.value = "a cover is already running: wait for it or press Cancel"
+        if self._refuse_if_busy():
             return self.job
         try:
+            if self.source is None:
+                raise AceStepError("generate or select a take first: the cover starts from the current take")
             blueprint = self.editor.valid_blueprint()
             task = Cover(self.source, strength=self.strength.value, noise_strength=self.noise_strength.value)
             task.validate()
             seed = int(self.seed.value) if self.seed.value.strip() else None
         except (AceStepError, ValueError) as exc:
-            self.status.value = f"<span style='color:#b00020'>{exc}</span>"
+            self._set_status(str(exc), error=True)
             return None
-        return self._run(lambda cancel, report: self.engine.generate(blueprint, task, seeds=seed, progress=report,
-                                                                     cancel=cancel))
+        engine = self.engine
+        return self._run(lambda cancel, report: engine.generate(blueprint, task, seeds=seed, progress=report,
+                                                                cancel=cancel))
 
     def replay(self, take):
         """Generate a lineage step again from its recorded blueprint, task and seed."""
         by_id = {t.id: t for t in self.lineage}
+        store = self.store
 
         def resolve(take_id):
             if take_id in by_id:
                 return by_id[take_id]
-            if self.store is not None and take_id in self.store:
-                return self.store.load(take_id)
+            if store is not None and take_id in store:
+                return store.load(take_id)
             raise AceStepError(f"take {take_id} is not in this lineage or store")
 
         task = task_from_dict(take.task, resolve_take=resolve)
-        return self._run(lambda cancel, report: self.engine.generate(take.blueprint, task, seeds=take.seed,
-                                                                     progress=report, cancel=cancel),
-                         replay_of=take)
+        engine = self.engine
+        return self._run(lambda cancel, report: engine.generate(take.blueprint, task, seeds=take.seed,
+                                                                progress=report, cancel=cancel), replay_of=take)
 
-    def _run(self, work, replay_of=None):
-        self.generate_button.disabled, self.cancel_button.disabled = True, False
+    def _run(self, generate, replay_of=None):
+        source = self.source
 
-        def report(p):
-            post(lambda: setattr(self.progress, "value", int(1000 * p.fraction)))
+        def save(takes, progress):
+            self.result = takes[0]
+            progress.stage("saving", 0.96, "saving the take")
+            self.state.save_takes(takes)
 
-        def done(job):
-            if job.error is None:  # model state first, on the worker: job.result() returns after this
-                self.result = job.value[0]
-                if self.store is not None:
-                    self.store.save(self.result)
+        def show(takes):
+            self.state.takes_added(takes, make_current=False)
+            self.next_button.disabled = False
+            self._invalidate()
+            if replay_of is not None:
+                return f"replayed {html.escape(replay_of.title)} as <b>{html.escape(self.result.title)}</b>"
+            return (f"cover <b>{html.escape(self.result.title)}</b> of {html.escape(source.title)}: press "
+                    "'Use result as next source' to cover the cover")
 
-            def update():
-                self.generate_button.disabled, self.cancel_button.disabled = False, True
-                if isinstance(job.error, GenerationCancelled):
-                    self.status.value = "cancelled: nothing was saved"
-                    return
-                if job.error is not None:
-                    self.status.value = f"<span style='color:#b00020'>{type(job.error).__name__}: {job.error}</span>"
-                    return
-                self.progress.value = 1000
-                self.next_button.disabled = False
-                if replay_of is not None:
-                    self.status.value = f"replayed {replay_of.title} as <b>{self.result.title}</b>"
-                else:
-                    self.status.value = (f"cover <b>{self.result.title}</b> of {self.source.title}: press "
-                                         "'Use result as next source' to cover the cover")
-                    self.lineage_box.children = self.lineage_box.children + (
-                        TakeCard(self.result, on_use_as_source=self.set_source).widget,)
-
-            post(update)
-
-        self.job = self.runner.start("cover", lambda cancel: work(cancel, report), on_done=done)
-        return self.job
+        return self.run_job("cover", lambda cancel, progress: generate(cancel, progress.part("model", 0.0, 0.95)),
+                            save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

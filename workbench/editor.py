@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import html
+
 import ipywidgets as widgets
 
 from acestep_engine.blueprint import KEYSCALES, LANGUAGES, Blueprint
 from acestep_engine.errors import BlueprintError, GenerationCancelled
 
-from .jobs import JobRunner, post
+from .display import widget_bundle
+from .jobs import JobPanel
+from .state import WorkbenchState
 
 AUTO = "auto"
 PLANNED_MARK = " ✦"  # appended to the label of a field the planner wrote, until the user edits it
@@ -20,13 +24,20 @@ def _wide(**kwargs):
     return widgets.Layout(width="100%", **kwargs)
 
 
-class BlueprintEditor:
+class BlueprintEditor(JobPanel):
     """Edit a Blueprint. `editor.blueprint` is what the controls say (possibly invalid);
-    `editor.errors` maps invalid fields to plain-word messages, also shown under the form."""
+    `editor.errors` maps invalid fields to plain-word messages, also shown under the form.
+    The planner section follows `state.planner` (loaded here, in another tab or from Python).
+    With `shared=True` (the Workbench's Blueprint tab) the editor also keeps `state.blueprint`
+    and shows whatever is put there (Recall)."""
 
-    def __init__(self, blueprint: Blueprint | None = None, planner=None):
-        self.planner = planner
-        style = {"description_width": "110px"}
+    def __init__(self, blueprint: Blueprint | None = None, planner=None, state: WorkbenchState | None = None,
+                 shared: bool = False):
+        state = state if state is not None else WorkbenchState(planner=planner)
+        if planner is not None and state.planner is None:
+            state.set_planner(planner)
+        self.shared = shared
+        style = {"description_width": "130px"}  # the longest label, "Time signature ✦", fits
         self.caption = widgets.Textarea(description="Caption", placeholder="genre, mood, instruments, voice...",
                                         layout=_wide(height="60px"), style=style)
         self.lyrics = widgets.Textarea(description="Lyrics", placeholder="[verse]\n...\n[chorus]\n...",
@@ -39,31 +50,34 @@ class BlueprintEditor:
         self.duration = widgets.FloatText(description="Duration (s)", value=30.0, step=1.0, style=style)
         self.language = widgets.Dropdown(description="Language", options=list(LANGUAGES), value="unknown",
                                          style=style)
-        self.instrumental = widgets.Checkbox(description="Instrumental (no vocals)")
+        self.instrumental = widgets.Checkbox(description="Instrumental (no vocals)", indent=False,
+                                             layout=widgets.Layout(width="auto", margin="0 0 0 16px"))
         self.error_box = widgets.HTML()
         self.path = widgets.Text(description="JSON file", value="blueprint.json", style=style)
         self.load_button = widgets.Button(description="Load", icon="folder-open")
         self.save_button = widgets.Button(description="Save", icon="save")
-        self.file_status = widgets.Label()
+        self.file_status = widgets.HTML()
         self.idea = widgets.Text(description="Idea", placeholder="a one-line idea for the planner", style=style,
                                  layout=_wide())
         self.inspire_button = widgets.Button(description="Inspire", tooltip="plan a whole blueprint from the idea")
         self.fill_button = widgets.Button(description="Fill empty fields")
         self.format_button = widgets.Button(description="Format caption + lyrics")
-        self.plan_cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
         self.load_planner_button = widgets.Button(description="Load planner", icon="download",
-                                                  tooltip="load the 5 Hz LM (the demo one on the demo checkpoint)")
-        self.plan_progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="200px"))
-        self.plan_status = widgets.HTML()
+                                                  tooltip="load the 5 Hz LM (the demo one on the demo checkpoint)",
+                                                  layout=widgets.Layout(width="auto"))
+        for button in (self.inspire_button, self.fill_button, self.format_button):
+            button.layout.width = "auto"
+        self._init_jobs(state, [self.inspire_button, self.fill_button, self.format_button], progress_width="200px")
+        self.plan_progress, self.plan_status, self.plan_cancel_button = self.progress, self.status, self.cancel_button
         self.planned_fields: set[str] = set()
-        self.plan_runner = JobRunner()
-        self.plan_job = None
-        self.planner_loader = None  # set by the Workbench: a callable that loads and returns a planner
+        # A callable that loads and returns a planner; default: the state's own loader (needs an engine).
+        self.planner_loader = state.load_planner if state.engine is not None else None
 
         self._fields = [self.caption, self.lyrics, self.bpm, self.keyscale, self.timesignature, self.duration,
                         self.language, self.instrumental]
         self._labels = {name: control.description for name, control in self._named_fields().items()}
         self._setting = False
+        self._publishing = False
         for name, control in self._named_fields().items():
             control.observe(lambda change, name=name: self._edited(name), names="value")
         self.load_button.on_click(lambda _: self.load(self.path.value))
@@ -71,9 +85,10 @@ class BlueprintEditor:
         self.inspire_button.on_click(lambda _: self._plan("inspire"))
         self.fill_button.on_click(lambda _: self._plan("complete"))
         self.format_button.on_click(lambda _: self._plan("format"))
-        self.plan_cancel_button.on_click(lambda _: self.cancel_plan())
         self.load_planner_button.on_click(lambda _: self.load_planner())
-        self._update_planner_controls()
+        state.observe(lambda change: self._planner_changed(), names="planner")
+        if shared:
+            state.observe(lambda change: self._shared_blueprint_changed(change["new"]), names="blueprint")
 
         self.widget = widgets.VBox([
             self.caption, self.lyrics,
@@ -84,7 +99,8 @@ class BlueprintEditor:
             widgets.HBox([self.inspire_button, self.fill_button, self.format_button, self.plan_cancel_button,
                           self.plan_progress, self.load_planner_button]), self.plan_status,
         ])
-        self.set_blueprint(blueprint or Blueprint())
+        self.set_blueprint(blueprint or (state.blueprint if shared and state.blueprint is not None else Blueprint()))
+        self._planner_changed()
 
     # ------------------------------------------------------------------ model <-> view
     @property
@@ -105,7 +121,12 @@ class BlueprintEditor:
         if not self._setting and name in self.planned_fields:  # the user took this field back
             self.planned_fields.discard(name)
             self._show_planned()
-        self._refresh_errors()
+        if not self._setting:
+            self._refresh_errors()
+
+    def _shared_blueprint_changed(self, blueprint) -> None:
+        if blueprint is not None and not self._publishing and blueprint != self.blueprint:
+            self.set_blueprint(blueprint)
 
     def _show_planned(self) -> None:
         for name, control in self._named_fields().items():
@@ -143,6 +164,12 @@ class BlueprintEditor:
         return self.blueprint.validate()
 
     def _refresh_errors(self) -> None:
+        if self.shared:  # the Blueprint tab's blueprint is part of the shared state
+            self._publishing = True
+            try:
+                self.state.blueprint = self.blueprint
+            finally:
+                self._publishing = False
         errors = self.errors
         if errors:
             items = "".join(f"<li>{message}</li>" for message in errors.values())
@@ -171,34 +198,51 @@ class BlueprintEditor:
         return blueprint
 
     # ------------------------------------------------------------------ planner
-    def _update_planner_controls(self) -> None:
-        missing = self.planner is None
-        busy = self.plan_runner.busy
-        for button in (self.inspire_button, self.fill_button, self.format_button):
-            button.disabled = missing or busy
+    @property
+    def planner(self):
+        return self.state.planner
+
+    def _button_enabled(self, button) -> bool:
+        return self.planner is not None
+
+    def _planner_changed(self) -> None:
+        planner = self.planner
+        missing = planner is None
         self.idea.disabled = missing
-        self.plan_cancel_button.disabled = not busy
         self.load_planner_button.layout.display = None if missing and self.planner_loader else "none"
         if missing:
             self.plan_status.value = ("<i>No planner loaded: planning needs a 5 Hz LM (acestep-5Hz-lm-*)"
-                                      + (", press Load planner.</i>" if self.planner_loader else
+                                      + (", press Load planner.</i>"
+                                         if self.planner_loader else
                                          ": Planner.from_pretrained(...), then editor.set_planner(planner).</i>"))
+        else:
+            self.plan_status.value = f"planner: <b>{html.escape(repr(planner))}</b>"
+        self._sync_buttons()
+
+    def _update_planner_controls(self) -> None:
+        self._planner_changed()
 
     def set_planner(self, planner) -> None:
-        self.planner = planner
-        self.plan_status.value = f"planner: <b>{planner!r}</b>" if planner is not None else ""
-        self._update_planner_controls()
+        """Use `planner` here (and, through the shared state, in every tab)."""
+        self.state.set_planner(planner)
+        self._planner_changed()  # also when it is the same planner again
 
     def load_planner(self):
-        """Load a planner through `planner_loader` (the Workbench sets it) and enable the Plan buttons."""
+        """Load a planner through `planner_loader` and share it: the Plan buttons of every tab enable."""
         if self.planner_loader is None:
             return None
         self.plan_status.value = "loading the planner..."
         try:
-            self.set_planner(self.planner_loader())
+            planner = self.planner_loader()
+            if planner is not self.state.planner:
+                self.set_planner(planner)
         except Exception as exc:
-            self.plan_status.value = f"<span style='color:#b00020'>could not load the planner: {exc}</span>"
+            self._set_status(f"could not load the planner: {exc}", error=True)
         return self.planner
+
+    @property
+    def plan_job(self):
+        return self.job
 
     def plan(self, how: str = "complete"):
         """Run the planner ("inspire" from the Idea box, "complete" the open fields, or "format")
@@ -206,58 +250,36 @@ class BlueprintEditor:
         return self._plan(how)
 
     def _plan(self, how: str):
-        if self.planner is None:
+        planner = self.planner
+        if planner is None:
             return None
-        if self.plan_runner.busy:
-            self.plan_status.value = "<span style='color:#b00020'>the planner is busy: wait or press Cancel</span>"
-            return self.plan_job
         try:
             before = self.valid_blueprint() if how != "inspire" else None
         except BlueprintError as exc:
-            self.plan_status.value = f"<span style='color:#b00020'>fix the blueprint first: {exc}</span>"
+            self._set_status(f"fix the blueprint first: {exc}", error=True)
             return None
         idea, instrumental = self.idea.value, self.instrumental.value
         language = self.language.value if self.language.value != "unknown" else None
-        planner = self.planner
 
-        def report(p):
-            post(lambda: (setattr(self.plan_progress, "value", int(1000 * p.fraction)),
-                          setattr(self.plan_status, "value", f"planning: {p.message}")))
-
-        def work(cancel):
-            options = dict(progress=report, cancel=cancel)
+        def work(cancel, progress):
+            options = dict(progress=progress.part("planning", 0.0, 0.98, prefix="planning: "), cancel=cancel)
             if how == "inspire":
                 return planner.inspire(idea, instrumental=instrumental, language=language, **options)
             if how == "complete":
                 return planner.complete(before, **options)
             return planner.format(before, **options)
 
-        def finished(job):
-            def update():
-                self._update_planner_controls()
-                if isinstance(job.error, GenerationCancelled):
-                    self.plan_status.value = "planning cancelled: the blueprint is unchanged"
-                elif job.error is not None:
-                    self.plan_status.value = (f"<span style='color:#b00020'>planning failed: "
-                                              f"{type(job.error).__name__}: {job.error}</span>")
-                else:
-                    self.set_blueprint(job.value)
-                    self.plan_progress.value = 1000
-                    marked = ", ".join(sorted(self.planned_fields)) or "nothing (every field was set)"
-                    demo = " (demo planner: random weights, random text)" if getattr(planner, "is_demo", False) else ""
-                    self.plan_status.value = f"planned{PLANNED_MARK}: <b>{marked}</b>{demo}"
+        def show(blueprint):
+            self.set_blueprint(blueprint)
+            marked = ", ".join(sorted(self.planned_fields)) or "nothing (every field was set)"
+            demo = " (demo planner: random weights, random text)" if getattr(planner, "is_demo", False) else ""
+            return f"planned{PLANNED_MARK}: <b>{marked}</b>{demo}"
 
-            post(update)
-
-        self.plan_progress.value = 0
-        self.plan_status.value = f"planning ({how})..."
-        self.plan_job = self.plan_runner.start("plan", work, on_done=finished)
-        self._update_planner_controls()
-        return self.plan_job
+        return self.run_job(f"planner ({how})", work, show=show,
+                            cancelled="planning cancelled: the blueprint is unchanged")
 
     def cancel_plan(self) -> None:
-        if self.plan_job is not None:
-            self.plan_job.cancel()
+        self.cancel()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
-from acestep_engine import Cover, GenerationCancelled, Text2Music
+from acestep_engine import Cover, Text2Music
 from acestep_engine.errors import AceStepError
+from acestep_engine.settings import GenerationSettings
 
-from .jobs import JobRunner, post
-from .views import TakeCard
+from .display import widget_bundle
+from .jobs import TIME, JobPanel
+from .state import WorkbenchState
+from .views import AudioPlayer, CardList, TakeCard
+
+RESULTS_SHOWN = 6  # cards shown at once; "show more" reveals the rest
 
 TASKS = [("text2music: from the blueprint", "text2music"), ("cover: restyle the current source", "cover")]
 
@@ -30,57 +37,103 @@ def _item_seed(seeds, i: int) -> int:
     return seeds[i] if isinstance(seeds, list) else seeds + i
 
 
-class GeneratePanel:
-    """Task, batch, seeds and sampler settings (prefilled with the loaded variant's preset);
-    Generate runs on a worker thread with a progress bar, status line and a working Cancel."""
+AFTER_RUN = [("next seeds", "next"), ("same seeds", "same"), ("random seeds", "random")]
 
-    def __init__(self, engine, editor, store=None, on_take=None, planner=None):
-        self.engine, self.editor, self.store = engine, editor, store
-        self.planner = planner
-        self.on_take = on_take
+
+def next_seeds(seeds, batch: int) -> str:
+    """The Seeds box after a run with fixed seeds: the first seed after those used."""
+    used = seeds if isinstance(seeds, list) else [seeds + i for i in range(batch)]
+    return str(max(used) + 1)
+
+
+class GeneratePanel(JobPanel):
+    """Task, batch, seeds and sampler settings (prefilled with the loaded variant's preset);
+    Generate runs on a worker thread with a progress bar, status line and a working Cancel.
+    New takes become the current take of the shared state (every tab follows) and appear as
+    cards, newest first, with one player for the panel."""
+
+    def __init__(self, engine, editor, store=None, on_take=None, planner=None, state: WorkbenchState | None = None,
+                 on_recall=None):
+        state = state if state is not None else editor.state
+        if state.engine is None:
+            state.engine, state.engines = engine, {engine.variant.name: engine}
+            state.refresh_loras()
+        if state.store is None and store is not None:
+            state.store = store
+        if planner is not None and state.planner is None:
+            state.set_planner(planner)
+        self.editor = editor
+        self.on_take, self.on_recall = on_take, on_recall
         self.source = None  # the take a cover starts from (set by "Use as source")
         self.takes: list = []
-        self.runner = JobRunner()
-        self.job = None
         preset = engine.preset
-        style = {"description_width": "90px"}
-        self.task = widgets.Dropdown(description="Task", options=TASKS, value="text2music", style=style)
+        turbo = engine.variant.turbo
+        bounds = GenerationSettings.bounds(engine.variant)  # the one place that knows the ranges
+        style = {"description_width": "initial"}
+        self.task = widgets.Dropdown(description="Task", options=TASKS, value="text2music", style=style,
+                                     layout=widgets.Layout(width="340px"))
         self.cover_strength = widgets.FloatSlider(description="Keep structure", value=1.0, min=0, max=1, step=0.05,
                                                   style=style, tooltip="1 = follow the source closely, 0 = restyle")
-        self.batch_size = widgets.IntSlider(description="Takes", value=1, min=1, max=8, style=style)
+        self.batch_size = widgets.IntSlider(description="Takes", value=1, min=bounds["batch_size"]["min"],
+                                            max=bounds["batch_size"]["max"], style=style)
         self.seeds = widgets.Text(description="Seeds", placeholder="random (or 42, or 1, 2, 3)", style=style)
-        self.steps = widgets.BoundedIntText(description="Steps", value=preset.steps, min=1, max=200, style=style,
-                                            disabled=engine.variant.turbo)
-        self.shift = widgets.BoundedFloatText(description="Shift", value=preset.shift, min=1.0, max=5.0, step=0.5,
-                                              style=style)
-        self.guidance = widgets.BoundedFloatText(description="Guidance", value=preset.guidance, min=1.0, max=15.0,
-                                                 step=0.5, style=style, disabled=engine.variant.turbo)
+        self.after_run = widgets.Dropdown(description="after a run", options=AFTER_RUN, value="next", style=style,
+                                          layout=widgets.Layout(width="220px"),
+                                          tooltip="what the Seeds box holds after a run with fixed seeds")
+        self.steps = widgets.BoundedIntText(description="Steps", value=preset.steps, min=bounds["steps"]["min"],
+                                            max=bounds["steps"]["max"], style=style,
+                                            layout=widgets.Layout(width="160px"))
+        self.shift = widgets.BoundedFloatText(description="Shift", value=preset.shift, min=bounds["shift"]["min"],
+                                              max=bounds["shift"]["max"], step=0.5 if not turbo else 1.0,
+                                              style=style, layout=widgets.Layout(width="160px"))
+        self.guidance = widgets.BoundedFloatText(description="Guidance", value=preset.guidance,
+                                                 min=bounds["guidance"]["min"], max=bounds["guidance"]["max"],
+                                                 step=0.5, style=style, disabled=turbo,
+                                                 layout=widgets.Layout(width="170px"))
         self.preset_note = widgets.HTML(
             f"<small>{engine.variant.name}: preset {preset.steps} steps, shift {preset.shift:g}, "
-            f"guidance {preset.guidance:g}{' (turbo: fixed 8 steps, no guidance)' if engine.variant.turbo else ''}"
-            f"{' &middot; <b>demo checkpoint: random weights, makes noise</b>' if engine.is_demo else ''}</small>")
+            f"guidance {preset.guidance:g}"
+            f"{' (turbo: guidance is distilled into the weights; shift snaps to 1, 2 or 3)' if turbo else ''}"
+            f"</small>")
         self.lora_note = widgets.HTML()
         self.think = widgets.Checkbox(description="Think first: the planner writes the audio codes, the DiT renders them",
                                       layout=widgets.Layout(width="auto"), indent=False)
         self.think_note = widgets.HTML()
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
-        self.progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="320px"))
-        self.status = widgets.HTML("ready")
-        self.results = widgets.VBox()
+        self._init_jobs(state, [self.generate_button], progress_width="320px")
+        self.status.value = "ready"
+        self.player = AudioPlayer("Playing")
+        self.results = CardList(self._card, limit=RESULTS_SHOWN)
         self.source_label = widgets.HTML()
         self.generate_button.on_click(lambda _: self.generate())
-        self.cancel_button.on_click(lambda _: self.cancel())
         self.task.observe(lambda change: self._update_task_controls(), names="value")
+        state.observe(lambda change: self._planner_changed(), names="planner")
+        state.observe(lambda change: self.show_loras(change["new"]), names="loras")
+        state.observe(lambda change: state.store is not None and self.results.refresh_notes(state.store),
+                      names="revision")  # badges follow Measure / Score / LRC in the Look tab
         self._update_task_controls()
-        self.set_planner(planner)
-        self.show_loras(engine.loras())
+        self._planner_changed()
+        self.show_loras(state.loras)
         self.widget = widgets.VBox([
             widgets.HBox([self.task, self.source_label]), self.cover_strength,
-            widgets.HBox([self.batch_size, self.seeds]), widgets.HBox([self.steps, self.shift, self.guidance]),
-            self.preset_note, self.lora_note, widgets.HBox([self.think, self.think_note]), widgets.HBox([self.generate_button, self.cancel_button, self.progress]),
-            self.status, self.results,
+            widgets.HBox([self.batch_size, self.seeds, self.after_run]),
+            widgets.HBox([self.steps, self.shift, self.guidance]),
+            self.preset_note, self.lora_note, widgets.HBox([self.think, self.think_note]),
+            widgets.HBox([self.generate_button, self.cancel_button, self.progress]),
+            self.status, self.player.widget, self.results.widget,
         ])
+
+    @property
+    def engine(self):
+        return self.state.engine
+
+    @property
+    def store(self):
+        return self.state.store
+
+    @property
+    def planner(self):
+        return self.state.planner
 
     # ------------------------------------------------------------------ controls
     def set_source(self, take) -> None:
@@ -93,15 +146,20 @@ class GeneratePanel:
         if cover and self.source is None:
             self.source_label.value = "<span style='color:#b00020'>no source: press 'Use as source' on a take</span>"
         elif cover:
-            self.source_label.value = f"source: <b>{self.source.title}</b>"
+            self.source_label.value = f"source: <b>{html.escape(self.source.title)}</b>"
         else:
             self.source_label.value = ""
 
     def set_planner(self, planner) -> None:
+        """Use `planner` for "Think first" (and, through the shared state, in every tab)."""
+        self.state.set_planner(planner)
+        self._planner_changed()
+
+    def _planner_changed(self) -> None:
         """Enable "Think first" (upstream's LM-then-DiT flow) when a planner is loaded."""
-        self.planner = planner
-        self.think.disabled = planner is None
-        if planner is None:
+        missing = self.planner is None
+        self.think.disabled = missing
+        if missing:
             self.think.value = False
             self.think_note.value = "<small><i>needs a planner: Load planner in the Blueprint tab</i></small>"
         else:
@@ -109,7 +167,7 @@ class GeneratePanel:
 
     def show_loras(self, loras) -> None:
         """Show the LoRA adapters (and scales) the next takes will be made with (`engine.loras()`)."""
-        shown = [f"{a['name']} &times; {a['scale']:g}" for a in loras]
+        shown = [f"{html.escape(a['name'])} &times; {a['scale']:g}" for a in loras]
         self.lora_note.value = f"<small>LoRA: {', '.join(shown)}</small>" if shown else ""
 
     def build_task(self):
@@ -119,15 +177,14 @@ class GeneratePanel:
             return Cover(self.source, strength=self.cover_strength.value)
         return Text2Music()
 
-    def _set_status(self, text: str, error: bool = False) -> None:
-        color = "#b00020" if error else "inherit"
-        self.status.value = f"<span style='color:{color}'>{text}</span>"
+    def _card(self, take) -> TakeCard:
+        return TakeCard(take, on_recall=self.on_recall or self.recall, on_use_as_source=self.set_source,
+                        player=self.player)
 
     # ------------------------------------------------------------------ actions
     def generate(self):
         """Start a generation on a worker thread; returns the Job (`job.result()` waits for the takes)."""
-        if self.runner.busy:
-            self._set_status("a generation is already running: wait for it or press Cancel", error=True)
+        if self._refuse_if_busy():
             return self.job
         try:
             blueprint = self.editor.valid_blueprint()
@@ -136,75 +193,65 @@ class GeneratePanel:
         except (AceStepError, ValueError) as exc:
             self._set_status(str(exc), error=True)
             return None
-        self.show_loras(self.engine.loras())
-        options = dict(batch_size=self.batch_size.value, seeds=seeds, shift=self.shift.value)
-        if not self.engine.variant.turbo:
-            options.update(steps=self.steps.value, guidance=self.guidance.value)
-        self.generate_button.disabled, self.cancel_button.disabled = True, False
-        self.progress.value = 0
-        self._set_status("starting...")
+        engine, planner = self.engine, self.planner
+        self.state.refresh_loras()  # adapters loaded from Python show up before the takes that use them
+        batch = self.batch_size.value
+        options = dict(batch_size=batch, seeds=seeds, shift=self.shift.value, steps=self.steps.value)
+        if not engine.variant.turbo:
+            options.update(guidance=self.guidance.value)
+        think = self.think.value and planner is not None and isinstance(task, Text2Music)
 
-        def report(p):
-            post(lambda: (setattr(self.progress, "value", int(1000 * p.fraction)),
-                          self._set_status(f"{p.message} ({int(100 * p.fraction)} %)")))
+        def work(cancel, progress):
+            if not think:
+                return engine.generate(blueprint, task, progress=progress.part("model", 0.0, 0.95), cancel=cancel,
+                                       **options)
+            # one code string per take, then the cover path renders them (as upstream)
+            codes = planner.codes_batch(blueprint, batch, seeds=seeds, cancel=cancel,
+                                        progress=progress.part("planning", 0.0, 0.5, prefix="planning: "))
+            takes = []
+            for i, code_string in enumerate(codes):
+                item = dict(options, batch_size=1, seeds=None if seeds is None else _item_seed(seeds, i))
+                share = 0.45 / len(codes)
+                report = progress.part("model", 0.5 + i * share, 0.5 + (i + 1) * share,
+                                       prefix=f"take {i + 1}/{len(codes)}: ")
+                takes += engine.generate(blueprint, Text2Music(audio_codes=code_string), progress=report,
+                                         cancel=cancel, **item)
+            return takes
 
-        think = self.think.value and self.planner is not None and isinstance(task, Text2Music)
-        planner = self.planner
+        def save(takes, progress):
+            progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
+            self.state.save_takes(takes)
+            self.takes.extend(takes)
 
-        def work(cancel):
-            if think:  # one code string per take, then the cover path renders them (as upstream)
-                codes = planner.codes_batch(blueprint, options["batch_size"], seeds=options["seeds"],
-                                            progress=report, cancel=cancel)
-                takes = []
-                for i, code_string in enumerate(codes):
-                    item = dict(options, batch_size=1,
-                                seeds=None if options["seeds"] is None else _item_seed(options["seeds"], i))
-                    takes += self.engine.generate(blueprint, Text2Music(audio_codes=code_string), progress=report,
-                                                  cancel=cancel, **item)
-                return takes
-            return self.engine.generate(blueprint, task, progress=report, cancel=cancel, **options)
-
-        self.job = self.runner.start("generate", work, on_done=self._finished)
-        return self.job
-
-    def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self._set_status("cancelling after the current step...")
-
-    def _finished(self, job) -> None:
-        if job.error is None:  # model state first, on the worker: job.result() returns after this
-            for take in job.value:
-                if self.store is not None:
-                    self.store.save(take)
-            self.takes.extend(job.value)
-
-        def update():
-            self.generate_button.disabled, self.cancel_button.disabled = False, True
-            if isinstance(job.error, GenerationCancelled):
-                self.progress.value = 0
-                self._set_status("cancelled: nothing was saved")
-                return
-            if job.error is not None:
-                self._set_status(f"{type(job.error).__name__}: {job.error}", error=True)
-                return
-            takes = job.value
-            for take in takes:
-                if self.on_take is not None:
+        def show(takes):
+            self.state.takes_added(takes)  # every tab follows the newest take
+            if self.on_take is not None:
+                for take in takes:
                     self.on_take(take)
-            cards = [TakeCard(t, on_recall=self.recall, on_use_as_source=self.set_source).widget for t in takes]
-            self.results.children = tuple(cards) + tuple(self.results.children)
-            self.progress.value = 1000
-            seconds = takes[0].timings["total_s"] if takes else 0.0
-            self._set_status(f"{len(takes)} take(s) in {seconds:.1f} s"
-                             + (f", saved to {self.store.folder}" if self.store is not None else ""))
+            self.results.add(takes)
+            if takes:
+                self.player.play(takes[0])
+            if seeds is not None and self.after_run.value != "same":
+                self.seeds.value = next_seeds(seeds, batch) if self.after_run.value == "next" else ""
+            where = f", saved to {html.escape(str(self.store.folder))}" if self.store is not None else ""
+            return f"{len(takes)} take(s) {TIME}{where}"
 
-        post(update)
+        return self.run_job("generation", work, save=save, show=show)
 
     def recall(self, take) -> None:
-        """Put a take's blueprint back in the editor."""
-        self.editor.set_blueprint(take.blueprint)
-        self._set_status(f"recalled the blueprint of {take.title}")
+        """Put a take's blueprint in the editor, its seed in Seeds, and its task (and cover source) here."""
+        self.editor.set_blueprint(take.restore())
+        self.seeds.value = str(take.seed)
+        source = take.task.get("source")
+        parent = source.get("take") if isinstance(source, dict) else None
+        store = self.store
+        if take.task.get("name") == "cover" and store is not None and parent in store:
+            self.set_source(store.load(parent))
+            self.cover_strength.value = float(take.task.get("strength", 1.0))
+            self.task.value = "cover"
+        elif take.task.get("name") == "text2music":
+            self.task.value = "text2music"
+        self._set_status(f"recalled the blueprint, seed and task of {html.escape(take.title)}")
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

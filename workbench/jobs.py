@@ -1,14 +1,35 @@
-"""Long work off the kernel's main thread, one job at a time, with progress, cancel and a result.
+"""Long work off the kernel's main thread: one job at a time, and the one place panels run it.
+
+A `Job` runs `work(cancel)` on a worker thread. Its life has two halves:
+- on the worker: the work, then `on_done(job)` for model state (saving takes), so `job.result()`
+  returns with the takes already in the store; then `job.state` becomes "done", "failed" or
+  "cancelled";
+- on the kernel's main thread (through `post`): `on_ended(job)`, which redraws the panel.
+Because the state is final before the panel redraws, buttons derived from it can never stay locked.
+
+`JobPanel` is the base of every panel that runs work: its status line, progress bar, Cancel
+button and the enabled state of its start buttons live here and nowhere else. `JobProgress` maps
+the reports of each stage (planning, encoding, denoising, decoding, saving, drawing) onto one bar
+that only moves forward.
 
 Widget updates from the worker go through `post`, the one place that touches widgets from a
 thread: it hands the update to the kernel's event loop when there is one (so traits change on
-the main thread) and sets them directly otherwise (plain Python, tests).
+the main thread) and runs it directly otherwise (plain Python, tests).
 """
 
 from __future__ import annotations
 
+import html
 import threading
+import time
 from typing import Any, Callable
+
+import ipywidgets as widgets
+
+from acestep_engine.errors import GenerationCancelled
+
+RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+TIME = "{time}"  # where a finished job's status line puts "in 3.4 s (model 3.1 s, saving 0.2 s, ...)"
 
 
 def _kernel_loop():
@@ -32,17 +53,24 @@ def post(update: Callable[[], None]) -> None:
 
 
 class Job:
-    """One piece of background work. `result()` waits and returns its value or raises its error."""
+    """One piece of background work. `result()` waits and returns its value or raises its error.
+    `state` is "running" until the work (and `on_done`) ended, then "done", "failed" or "cancelled"."""
 
     def __init__(self, name: str, work: Callable[[threading.Event], Any],
-                 on_done: Callable[["Job"], None] | None = None):
+                 on_done: Callable[["Job"], None] | None = None,
+                 on_ended: Callable[["Job"], None] | None = None, owner: Any = None):
         self.name = name
+        self.owner = owner
         self.cancel_event = threading.Event()
         self.done = threading.Event()
         self.value = None
         self.error: BaseException | None = None
+        self.state = RUNNING
+        self.started = time.perf_counter()
+        self.ended: float | None = None
         self._work = work
         self._on_done = on_done
+        self._on_ended = on_ended
         self.thread = threading.Thread(target=self._run, name=f"acestep-{name}", daemon=True)
 
     def _run(self):
@@ -50,12 +78,19 @@ class Job:
             self.value = self._work(self.cancel_event)
         except BaseException as exc:  # reported in the panel, re-raised by result()
             self.error = exc
+        try:
+            if self._on_done is not None:
+                self._on_done(self)  # model state, before `done`: result() returns after it
+        except BaseException as exc:
+            self.error = self.error or exc
+        self.ended = time.perf_counter()
+        self.state = (CANCELLED if isinstance(self.error, GenerationCancelled) or
+                      (self.error is not None and self.cancel_event.is_set()) else
+                      FAILED if self.error is not None else DONE)
+        try:
+            if self._on_ended is not None:
+                post(lambda: self._on_ended(self))
         finally:
-            try:
-                if self._on_done is not None:
-                    self._on_done(self)  # before `done`, so result() returns after the panel is updated
-            except Exception as exc:
-                self.error = self.error or exc
             self.done.set()
 
     def cancel(self) -> None:
@@ -73,7 +108,14 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return self.thread.is_alive()
+        return self.state == RUNNING
+
+    @property
+    def seconds(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, {self.state})"
 
 
 class JobRunner:
@@ -84,15 +126,180 @@ class JobRunner:
         self._lock = threading.Lock()
 
     def start(self, name: str, work: Callable[[threading.Event], Any],
-              on_done: Callable[[Job], None] | None = None) -> Job:
+              on_done: Callable[[Job], None] | None = None, on_ended: Callable[[Job], None] | None = None,
+              owner: Any = None, on_start: Callable[[Job], None] | None = None) -> Job:
         with self._lock:
-            if self.current is not None and not self.current.done.is_set():
+            if self.busy:
                 raise RuntimeError(f"{self.current.name} is still running: wait for it or press Cancel")
-            job = Job(name, work, on_done)
+            job = Job(name, work, on_done, on_ended, owner)
             self.current = job
+        if on_start is not None:
+            on_start(job)  # before the thread runs, so the job cannot end before it is announced
         job.thread.start()
         return job
 
     @property
     def busy(self) -> bool:
-        return self.current is not None and not self.current.done.is_set()
+        return self.current is not None and self.current.running
+
+
+_ENGINE_STAGES = {"encode": "encoding the conditions", "denoise": "denoising", "decode": "decoding"}
+
+
+def describe(p) -> str:
+    """Plain words for an engine or planner Progress report ("denoising, step 3/8")."""
+    stage = getattr(p, "stage", "")
+    if stage == "denoise":
+        return f"denoising, step {p.step}/{p.steps}"
+    if stage == "decode":
+        return f"decoding take {p.item + 1}/{p.items}"
+    if stage == "done":
+        return "decoded"  # the engine is done; saving and drawing still follow
+    return _ENGINE_STAGES.get(stage, getattr(p, "message", "") or stage)
+
+
+class JobProgress:
+    """One forward-only bar over a job's stages. `part(label, start, end)` returns a callable that
+    maps a Progress report's `fraction` into [start, end] of the bar; `stage(label, at)` names a
+    stage without sub-steps. Seconds spent per label are kept for the final status line."""
+
+    def __init__(self, on_change: Callable[[float, str], None]):
+        self.fraction = 0.0
+        self.message = "starting..."
+        self.seconds: dict[str, float] = {}
+        self._label, self._since = None, time.perf_counter()
+        self._on_change = on_change
+
+    def _enter(self, label: str) -> None:
+        now = time.perf_counter()
+        if self._label is not None:
+            self.seconds[self._label] = self.seconds.get(self._label, 0.0) + now - self._since
+        self._label, self._since = label, now
+
+    def stage(self, label: str, at: float, message: str | None = None) -> None:
+        if label != self._label:
+            self._enter(label)
+        self.fraction = max(self.fraction, min(1.0, at))
+        self.message = message or f"{label}..."
+        self._on_change(self.fraction, self.message)
+
+    def part(self, label: str, start: float, end: float, prefix: str = "") -> Callable:
+        def report(p):
+            words = describe(p)
+            self.stage(label, start + (end - start) * float(p.fraction), f"{prefix}{words}")
+        return report
+
+    def finish(self) -> None:
+        self._enter("")
+
+    def breakdown(self) -> str:
+        parts = [f"{label} {seconds:.1f} s" for label, seconds in self.seconds.items() if label]
+        return ", ".join(parts)
+
+
+def error_html(text: str) -> str:
+    return f"<span style='color:#b00020'>{html.escape(str(text))}</span>"
+
+
+class JobPanel:
+    """Base of the panels that run work. Subclasses call `_init_jobs(state, start_buttons)` and
+    start work with `run_job`; they may override `_button_enabled(button)` for reasons of their own
+    (no planner, wrong model). Buttons follow `state.job`: every start button of every panel is
+    disabled while any job runs, the Cancel button only of the panel that started it is enabled."""
+
+    def _init_jobs(self, state, start_buttons, progress_width: str = "240px") -> None:
+        self.state = state
+        self.job: Job | None = None
+        self.progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width=progress_width))
+        self.status = widgets.HTML()
+        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self._start_buttons = list(start_buttons)
+        state.observe(lambda change: self._sync_buttons(), names="job")
+
+    # ------------------------------------------------------------------ buttons and status
+    def _button_enabled(self, button) -> bool:
+        return True
+
+    def _sync_buttons(self) -> None:
+        job = self.state.job
+        busy = job is not None and job.running
+        for button in self._start_buttons:
+            button.disabled = busy or not self._button_enabled(button)
+        self.cancel_button.disabled = not (busy and job.owner is self)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status.value = error_html(text) if error else text
+
+    @property
+    def runner(self) -> JobRunner:
+        return self.state.runner
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self._set_status(f"cancelling the {self.job.name} after the current step...")
+
+    # ------------------------------------------------------------------ running
+    def _refuse_if_busy(self) -> bool:
+        job = self.state.job
+        if job is not None and job.running:
+            self._set_status(f"the {job.name} is already running: wait for it or press Cancel", error=True)
+            return True
+        return False
+
+    def run_job(self, name: str, work: Callable[[threading.Event, JobProgress], Any], *,
+                save: Callable[[Any, JobProgress], None] | None = None,
+                show: Callable[[Any], str] | None = None,
+                cancelled: str = "cancelled: nothing was saved",
+                failed: Callable[[BaseException], str] | None = None) -> Job | None:
+        """Run `work(cancel, progress)` on the worker. `save(value, progress)` runs on the worker after
+        it (takes reach the store before `job.result()` returns); `show(value)` redraws on the main
+        thread and returns the status line; the total time (click to drawn, per stage) replaces `{time}`
+        in it, or is added at its end."""
+        if self._refuse_if_busy():
+            return self.job if self.job is not None and self.job.running else None
+
+        def changed(fraction: float, message: str) -> None:
+            post(lambda: (setattr(self.progress, "value", int(1000 * fraction)),
+                          setattr(self.status, "value", html.escape(f"{message} ({int(100 * fraction)} %)"))))
+
+        progress = JobProgress(changed)
+
+        def on_done(job):
+            if job.error is None and save is not None and not job.cancel_event.is_set():
+                save(job.value, progress)
+
+        def on_ended(job):
+            try:
+                if job.state == CANCELLED:
+                    self.progress.value = 0
+                    self._set_status(cancelled)
+                elif job.state == FAILED:
+                    self._set_status(failed(job.error) if failed is not None else
+                                     f"{type(job.error).__name__}: {job.error}", error=True)
+                else:
+                    progress.stage("drawing", 0.99)
+                    message = show(job.value) if show is not None else f"{job.name} finished"
+                    progress.finish()
+                    self.progress.value = 1000
+                    total = time.perf_counter() - job.started
+                    details = progress.breakdown()
+                    took = f"in {total:.1f} s" + (f" ({details})" if details else "")
+                    self.status.value = message.replace(TIME, took) if TIME in message else f"{message} {took}"
+            except Exception as exc:  # a failed redraw is reported, never leaves the buttons locked
+                self._set_status(f"{type(exc).__name__} while showing the result: {exc}", error=True)
+            finally:
+                self.state.job_ended(job)
+                self._sync_buttons()
+
+        self.progress.value = 0
+        self.status.value = "starting..."
+        def announce(job):
+            self.job = job
+            self.state.job = job
+
+        self.state.runner.start(name, lambda cancel: work(cancel, progress), on_done=on_done, on_ended=on_ended,
+                                owner=self, on_start=announce)
+        self._sync_buttons()
+        return self.job

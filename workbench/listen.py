@@ -15,8 +15,11 @@ import ipywidgets as widgets
 
 from acestep_engine import GenerationCancelled
 
-from .jobs import JobRunner, post
+from .display import widget_bundle
+from .jobs import TIME, JobPanel, post
+from .state import WorkbenchState
 from .synced_player import SyncedPlayer
+from .views import LazyView, replace_children
 
 SORTS = [("newest first", "newest"), ("score (best first)", "score"), ("adherence (best first)", "adherence"),
          ("loudness (loudest first)", "loudness"), ("oldest first", "oldest")]
@@ -83,46 +86,79 @@ def _sort_key(mode: str):
     return {"score": score, "adherence": adherence, "loudness": loudness}[mode]
 
 
-class ListenPanel:
-    """A batch of takes (default: every take in the store) with badges, per-take Measure / Score / LRC
-    buttons, sorting, and the synced player. `row_buttons[take_id]` holds each row's buttons."""
+class ListenPanel(JobPanel, LazyView):
+    """A batch of takes with badges, per-take Measure / Score / LRC buttons, sorting, and the synced
+    player. Which takes: `take_ids` if given; with `follow_current` (the Look tab) the batch of the
+    shared state's current take, played as A; else every take in the store. Work runs through the
+    shared job runner (one job at a time, progress, Cancel); `row_buttons[take_id]` holds each row's
+    buttons."""
 
-    def __init__(self, store, engine=None, planner=None, take_ids=None, use_custom_widget: bool | None = None):
-        self.store, self.engine, self.planner = store, engine, planner
+    def __init__(self, store=None, engine=None, planner=None, take_ids=None, use_custom_widget: bool | None = None,
+                 state: WorkbenchState | None = None, follow_current: bool = False):
+        if state is None:
+            state = WorkbenchState(engine=engine, store=store, planner=planner)
         self.take_ids = list(take_ids) if take_ids is not None else None
+        self.follow_current = follow_current
         self.use_custom_widget = use_custom_widget
-        self.runner = JobRunner()
-        self.job = None
         self.player: SyncedPlayer | None = None
         self.sort = widgets.Dropdown(description="Sort", options=SORTS, value="newest")
-        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh", layout=widgets.Layout(width="auto"))
         self.measure_all_button = widgets.Button(description="Measure all", icon="tachometer",
+                                                 layout=widgets.Layout(width="auto"),
                                                  tooltip="tempo, key, loudness of every take listed (saved with it)")
-        self.score_all_button = widgets.Button(description="Score all", icon="star",
+        self.score_all_button = widgets.Button(description="Score all", icon="star", layout=widgets.Layout(width="auto"),
                                                tooltip="upstream's quality score of every take (needs the planner)")
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
-        self.progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="260px"))
-        self.status = widgets.HTML("ready")
+        self._init_jobs(state, [self.measure_all_button, self.score_all_button])
+        self.status.value = "ready"
         self.rows = widgets.VBox()
         self.player_box = widgets.VBox()
         self.row_buttons: dict[str, dict[str, widgets.Button]] = {}
         self.badges: dict[str, widgets.HTML] = {}
+        self._needs: dict[int, str] = {id(self.score_all_button): "planner"}
         self.sort.observe(lambda change: self.refresh(), names="value")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.measure_all_button.on_click(lambda _: self.measure_all())
         self.score_all_button.on_click(lambda _: self.score_all())
-        self.cancel_button.on_click(lambda _: self.job and self.job.cancel())
         self.widget = widgets.VBox([
+            self.player_box,
             widgets.HBox([self.sort, self.refresh_button, self.measure_all_button, self.score_all_button]),
-            widgets.HBox([self.progress, self.cancel_button]), self.status, self.rows, self.player_box])
-        self.set_planner(planner)
+            widgets.HBox([self.progress, self.cancel_button]), self.status, self.rows])
+        state.observe(lambda change: self._sync_buttons(), names="planner")
+        state.observe(lambda change: self._invalidate(), names=["planner", "revision"])
+        if follow_current:
+            state.observe(lambda change: self._invalidate(), names="current_take")
+        self._invalidate()
+
+    @property
+    def store(self):
+        return self.state.store
+
+    @property
+    def engine(self):
+        return self.state.engine
+
+    @property
+    def planner(self):
+        return self.state.planner
 
     # ------------------------------------------------------------------ listing
-    def records(self) -> list[dict]:
-        records = self.store.list()
+    def _wanted(self) -> list[str] | None:
         if self.take_ids is not None:
-            wanted = set(self.take_ids)
-            records = [r for r in records if r["id"] in wanted]
+            return self.take_ids
+        take = self.state.current_take
+        if self.follow_current and take is not None and take.id in self.store:
+            from acestep_engine.export import batch_of
+
+            return batch_of(self.store, take.id)
+        return None
+
+    def records(self) -> list[dict]:
+        if self.store is None:
+            return []
+        records = self.store.list()
+        wanted = self._wanted()
+        if wanted is not None:
+            records = [r for r in records if r["id"] in set(wanted)]
         mode = self.sort.value
         if mode == "newest":
             return records[::-1]
@@ -139,35 +175,44 @@ class ListenPanel:
         self.refresh()
 
     def set_planner(self, planner) -> None:
-        self.planner = planner
-        self.score_all_button.disabled = planner is None
-        self.score_all_button.tooltip = ("upstream's quality score of every take" if planner is not None
-                                         else "load the 5 Hz LM planner to score takes")
+        self.state.set_planner(planner)
+
+    def _draw(self) -> None:
+        take = self.state.current_take
+        if self.follow_current and take is not None and (self.player is None or self.player.take is None
+                                                         or self.player.take.id != take.id):
+            self._play(take, "a")
         self.refresh()
 
     def refresh(self) -> None:
         rows, self.row_buttons, self.badges = [], {}, {}
+        self._needs = {id(self.score_all_button): "planner"}
+        planner = self.planner is not None
         for record in self.records():
             take_id = record["id"]
             title = widgets.HTML(f"<b>{html.escape(record.get('name') or take_id)}</b> &middot; seed "
                                  f"{record.get('seed')} &middot; {record.get('duration', 0):.1f} s",
                                  layout=widgets.Layout(width="300px"))
-            badge = widgets.HTML(badge_html(record, self.planner is not None))
+            badge = widgets.HTML(badge_html(record, planner))
+            small = {"width": "auto"}
+            blueprint = record.get("blueprint", {})
             buttons = {
                 "listen": widgets.Button(description="Listen", icon="play", tooltip="play as A in the player",
-                                         layout=widgets.Layout(width="80px")),
-                "compare": widgets.Button(description="as B", tooltip="load as B to switch A/B at the same position",
-                                          layout=widgets.Layout(width="60px"), disabled=self.player is None),
-                "measure": widgets.Button(description="Measure", layout=widgets.Layout(width="80px")),
-                "score": widgets.Button(description="Score", layout=widgets.Layout(width="70px"),
-                                        disabled=self.planner is None,
-                                        tooltip="upstream's LM quality score" if self.planner is not None
+                                         layout=widgets.Layout(**small)),
+                "compare": widgets.Button(description="as B", layout=widgets.Layout(**small),
+                                          tooltip="load as B to switch A/B at the same position"),
+                "measure": widgets.Button(description="Measure", layout=widgets.Layout(**small),
+                                          tooltip="tempo, key, loudness against the blueprint"),
+                "score": widgets.Button(description="Score", layout=widgets.Layout(**small),
+                                        tooltip="upstream's LM quality score" if planner
                                         else "load the 5 Hz LM planner first"),
-                "lrc": widgets.Button(description="LRC", layout=widgets.Layout(width="60px"),
-                                      disabled=self.engine is None or bool(record.get("blueprint", {}).get(
-                                          "instrumental")) or not record.get("blueprint", {}).get("lyrics", "").strip(),
+                "lrc": widgets.Button(description="LRC", layout=widgets.Layout(**small),
                                       tooltip="lyric timestamps from the DiT's cross-attention"),
             }
+            self._needs[id(buttons["score"])] = "planner"
+            self._needs[id(buttons["lrc"])] = ("lyrics" if not blueprint.get("instrumental")
+                                               and blueprint.get("lyrics", "").strip() else "never")
+            self._needs[id(buttons["compare"])] = "player"
             buttons["listen"].on_click(lambda _, i=take_id: self.select(i))
             buttons["compare"].on_click(lambda _, i=take_id: self.select(i, side="b"))
             buttons["measure"].on_click(lambda _, i=take_id: self.measure(i))
@@ -176,12 +221,28 @@ class ListenPanel:
             self.row_buttons[take_id], self.badges[take_id] = buttons, badge
             rows.append(widgets.VBox([widgets.HBox([title, *buttons.values()]), badge],
                                      layout=widgets.Layout(border="1px solid #ddd", padding="2px 4px")))
-        self.rows.children = rows or [widgets.HTML("<i>no takes yet</i>")]
+        self._start_buttons = [self.measure_all_button, self.score_all_button] + [
+            b for buttons in self.row_buttons.values() for name, b in buttons.items()
+            if name in ("measure", "score", "lrc")]
+        replace_children(self.rows, rows or [widgets.HTML("<i>no takes yet</i>")])
+        self._sync_buttons()
+        for buttons in self.row_buttons.values():
+            buttons["compare"].disabled = self.player is None
+
+    def _button_enabled(self, button) -> bool:
+        need = self._needs.get(id(button))
+        if need == "planner":
+            return self.planner is not None
+        if need == "lyrics":
+            return self.engine is not None
+        return need != "never"
 
     # ------------------------------------------------------------------ the player
     def select(self, take_id: str, side: str = "a") -> SyncedPlayer:
         """Play `take_id` as A (or load it as B, keeping A)."""
-        take = self.store.load(take_id)
+        return self._play(self.store.load(take_id), side)
+
+    def _play(self, take, side: str) -> SyncedPlayer:
         if self.player is None:
             self.player = SyncedPlayer(take, use_custom_widget=self.use_custom_widget)
             self.player_box.children = (self.player.widget,)
@@ -195,50 +256,40 @@ class ListenPanel:
         return self.player
 
     # ------------------------------------------------------------------ jobs
-    def _start(self, name: str, work, on_value):
-        """Run `work(cancel, report)` on the worker; `on_value(value)` runs there too (sidecar writes)."""
-        if self.runner.busy:
-            self.status.value = f"{self.runner.current.name} is still running: wait for it or press Cancel"
-            return None
-        self.cancel_button.disabled = False
-        self.progress.value = 0
-        self.status.value = f"{name}..."
+    def _run(self, name: str, work, save):
+        """Run `work(cancel, progress)`; `save(value)` writes the sidecars on the worker (before
+        `job.result()` returns); then every view of the store redraws."""
+        def saved(value, progress):
+            save(value)
 
-        def report(fraction: float, message: str) -> None:
-            def update():
-                self.progress.value = int(1000 * min(max(fraction, 0.0), 1.0))
-                self.status.value = html.escape(f"{name}: {message}")
-            post(update)
+        def show(value):
+            self.state.store_changed()  # the lists (and this one) redraw from the sidecars
+            return f"{name}: done {TIME}"
 
-        def done(job):
-            if job.error is None:
-                on_value(job.value)
+        return self.run_job(name, work, save=saved, show=show,
+                            cancelled=f"{name}: cancelled (what finished is saved)",
+                            failed=lambda error: f"{name} failed: {type(error).__name__}: {error}")
 
-            def update():
-                self.cancel_button.disabled = True
-                if isinstance(job.error, GenerationCancelled):
-                    self.status.value = f"{name}: cancelled (what finished is saved)"
-                elif job.error is not None:
-                    self.status.value = (f"<span style='color:{_BAD}'>{name} failed: "
-                                         f"{html.escape(type(job.error).__name__)}: {html.escape(str(job.error))}</span>")
-                else:
-                    self.progress.value = 1000
-                    self.status.value = html.escape(f"{name}: done")
-                self.refresh()
-            post(update)
-
-        self.job = self.runner.start(name, lambda cancel: work(cancel, report), on_done=done)
-        return self.job
+    def _notes_changed(self, take_id: str, **notes) -> None:
+        """Keep the takes held in memory (the current one, the player's) in step with their sidecar."""
+        for take in (self.state.current_take, *(() if self.player is None else (self.player.take,
+                                                                                 self.player.compare))):
+            if take is not None and take.id == take_id:
+                take.notes.update(notes)
 
     def measure(self, take_id: str, refresh: bool = True):
         """Measure one take (tempo, key, loudness) and save it with its adherence in the sidecar."""
         from acestep_engine.analysis import measure_take
 
-        def work(cancel, report):
-            report(0.1, "measuring tempo, key and loudness")
+        def work(cancel, progress):
+            progress.stage("measuring", 0.1, "measuring tempo, key and loudness")
             return measure_take(self.store, take_id, refresh=refresh)
 
-        return self._start(f"measure {take_id}", work, lambda value: None)
+        def save(value):
+            self._notes_changed(take_id, **{k: v for k, v in self.store.record(take_id)["notes"].items()
+                                            if k in ("measurement", "adherence")})
+
+        return self._run(f"measure {take_id}", work, save)
 
     def measure_all(self):
         """Measure every listed take not measured yet (Cancel stops between takes)."""
@@ -246,20 +297,20 @@ class ListenPanel:
 
         ids = self.sorted_ids()
 
-        def work(cancel, report):
+        def work(cancel, progress):
             for i, take_id in enumerate(ids):
                 if cancel.is_set():
                     raise GenerationCancelled("measuring cancelled")
-                report(i / max(1, len(ids)), f"take {i + 1} of {len(ids)}")
+                progress.stage("measuring", i / max(1, len(ids)), f"measuring take {i + 1} of {len(ids)}")
                 measure_take(self.store, take_id)
             return len(ids)
 
-        return self._start("measure all", work, lambda value: None)
+        return self._run("measure all", work, lambda value: None)
 
     def _need_planner(self, what: str) -> bool:
         if self.planner is None:
-            self.status.value = (f"<span style='color:{_BAD}'>{what} needs the 5 Hz LM planner: load it in the "
-                                 "Blueprint tab (Load planner) first</span>")
+            self._set_status(f"{what} needs the 5 Hz LM planner: load it in the Blueprint tab (Load planner) "
+                             "first", error=True)
             return False
         return True
 
@@ -270,12 +321,15 @@ class ListenPanel:
         if not self._need_planner("Score"):
             return None
 
-        def work(cancel, report):
-            take = self.store.load(take_id)
-            return quality_score(self.planner, take, self.engine, progress=lambda p: report(
-                p.step / max(1, p.steps), p.message), cancel=cancel)
+        def work(cancel, progress):
+            return quality_score(self.planner, self.store.load(take_id), self.engine, cancel=cancel,
+                                 progress=lambda p: progress.stage("scoring", p.step / max(1, p.steps), p.message))
 
-        return self._start(f"score {take_id}", work, lambda value: save_quality_score(self.store, take_id, value))
+        def save(value):
+            save_quality_score(self.store, take_id, value)
+            self._notes_changed(take_id, quality_score=value.to_dict())
+
+        return self._run(f"score {take_id}", work, save)
 
     def score_all(self):
         """Score every listed take without a score (Cancel stops between passes; finished scores are kept)."""
@@ -285,37 +339,41 @@ class ListenPanel:
             return None
         ids = [r["id"] for r in self.records() if "quality_score" not in (r.get("notes") or {})]
 
-        def work(cancel, report):
+        def work(cancel, progress):
             for i, take_id in enumerate(ids):
+                def report(p, i=i):
+                    progress.stage("scoring", (i + p.step / max(1, p.steps)) / len(ids),
+                                   f"take {i + 1} of {len(ids)}: {p.message}")
                 score = quality_score(self.planner, self.store.load(take_id), self.engine, cancel=cancel,
-                                      progress=lambda p, i=i: report((i + p.step / max(1, p.steps)) / len(ids),
-                                                                     f"take {i + 1} of {len(ids)}: {p.message}"))
-                save_quality_score(self.store, take_id, score)
+                                      progress=report)
+                save_quality_score(self.store, take_id, score)  # kept even if a later take is cancelled
+                self._notes_changed(take_id, quality_score=score.to_dict())
             return len(ids)
 
-        return self._start("score all", work, lambda value: None)
+        return self._run("score all", work, lambda value: None)
 
     def lrc(self, take_id: str):
-        """Lyric timestamps of one take: saved as its LRC and shown in the player."""
+        """Lyric timestamps of one take: saved as its LRC (exported beside its audio) and shown in the player."""
         from acestep_engine.scoring import lyric_timestamps, save_lyric_timestamps
 
         if self.engine is None:
-            self.status.value = f"<span style='color:{_BAD}'>LRC needs the engine (its DiT aligns the lyrics)</span>"
+            self._set_status("LRC needs the engine (its DiT aligns the lyrics)", error=True)
             return None
 
-        def work(cancel, report):
+        def work(cancel, progress):
             return lyric_timestamps(self.engine, self.store.load(take_id), cancel=cancel,
-                                    progress=lambda p: report(p.step / max(1, p.steps), p.message))
+                                    progress=lambda p: progress.stage("aligning", p.step / max(1, p.steps),
+                                                                      p.message))
 
-        def saved(stamps):
+        def save(stamps):
             save_lyric_timestamps(self.store, take_id, stamps)
+            self._notes_changed(take_id, lrc=stamps.lrc)
             if self.player is not None:
                 for side, take in (("a", self.player.take), ("b", self.player.compare)):
                     if take is not None and take.id == take_id:
-                        take.notes["lrc"] = stamps.lrc
                         post(lambda side=side: self.player.set_lrc(stamps.lrc, side))
 
-        return self._start(f"LRC {take_id}", work, saved)
+        return self._run(f"LRC {take_id}", work, save)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

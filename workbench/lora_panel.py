@@ -16,12 +16,14 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from acestep_engine.errors import AceStepError, GenerationCancelled
+from acestep_engine.errors import AceStepError
 from acestep_engine.lora import LoRAConfig, LoRADataset, TrainingConfig, prepare_dataset, train
 from acestep_engine.lora.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, DEFAULT_TARGETS, adapter_name_for
 from acestep_engine.lora.dataset import MANIFEST
 
-from .jobs import JobRunner, post
+from .display import widget_bundle
+from .jobs import JobPanel, post
+from .state import WorkbenchState
 
 PLOT_INTERVAL_S = 1.0  # redraw the loss plot at most this often while training
 
@@ -55,30 +57,34 @@ def loss_png(losses, width: float = 6.0, height: float = 2.6, title: str = "trai
     return buffer.getvalue()
 
 
-class LoRAPanel:
+class LoRAPanel(JobPanel):
     """Choose a folder of songs, prepare it, train a LoRA with a live loss plot and a Stop button,
-    save the adapter and apply it (with a scale) to the engine the generate panel uses."""
+    save the adapter and apply it (with a scale) to the shared engine: every tab and the header
+    show the adapters the next takes will use."""
 
-    def __init__(self, engine, store=None, generate_panel=None, planner=None):
-        self.engine, self.store, self.generate_panel, self.planner = engine, store, generate_panel, planner
+    def __init__(self, engine=None, store=None, generate_panel=None, planner=None,
+                 state: WorkbenchState | None = None):
+        if state is None:
+            state = generate_panel.state if generate_panel is not None else WorkbenchState(engine=engine, store=store)
+        if planner is not None and state.planner is None:
+            state.set_planner(planner)
+        self.generate_panel = generate_panel
         self.dataset: LoRADataset | None = None
         self.result = None
         self.losses: list[float] = []
-        self.runner = JobRunner()
-        self.job = None
         self._last_plot = 0.0
-        style = {"description_width": "110px"}
-        wide = widgets.Layout(width="520px")
+        style = {"description_width": "120px"}
+        wide = lambda: widgets.Layout(width="520px")  # noqa: E731 - one layout per widget (closing one closes it)
 
         # data
         self.folder = widgets.Text(description="Songs folder", placeholder="folder of .wav/.flac/.mp3 (+ sidecars)",
-                                   style=style, layout=wide)
+                                   style=style, layout=wide())
         self.cache_dir = widgets.Text(description="Cache", placeholder="default: <songs folder>/.lora-cache",
-                                      style=style, layout=wide)
+                                      style=style, layout=wide())
         self.max_seconds = widgets.BoundedFloatText(description="Max seconds", value=240.0, min=1.0, max=600.0,
                                                     style=style)
-        self.use_planner = widgets.Checkbox(value=planner is not None, disabled=planner is None,
-                                            description="label songs without a sidecar with the planner")
+        self.use_planner = widgets.Checkbox(value=False, description="label songs without a sidecar with the planner",
+                                            indent=False, layout=widgets.Layout(width="auto", margin="0 0 0 16px"))
         self.prepare_button = widgets.Button(description="Prepare", icon="database", button_style="info")
         self.dataset_info = widgets.HTML("<i>No songs prepared yet. Put song.json or song.txt / song.lyrics.txt "
                                          "next to a song to caption it.</i>")
@@ -88,7 +94,7 @@ class LoRAPanel:
         self.dropout = widgets.BoundedFloatText(description="Dropout", value=0.0, min=0.0, max=0.99, step=0.05,
                                                 style=style)
         self.targets = widgets.Text(description="Target modules", value=", ".join(DEFAULT_TARGETS), style=style,
-                                    layout=wide)
+                                    layout=wide())
         self.lr = widgets.FloatLogSlider(description="Learning rate", value=3e-4, base=10, min=-6, max=-1, step=0.1,
                                          readout_format=".1e", style=style)
         self.steps = widgets.BoundedIntText(description="Steps", value=1000, min=1, max=1_000_000, style=style)
@@ -99,6 +105,7 @@ class LoRAPanel:
         self.save_every = widgets.BoundedIntText(description="Save every", value=100, min=0, max=1_000_000,
                                                  style=style)
         self.objective = widgets.Dropdown(description="Objective", value="auto", style=style,
+                                          layout=widgets.Layout(width="440px"),
                                           options=[("auto (from the checkpoint)", "auto"),
                                                    ("turbo: 8 discrete times", "turbo"),
                                                    ("base: logit-normal + condition dropout", "base")])
@@ -106,18 +113,20 @@ class LoRAPanel:
                                                     step=0.05, style=style)
         self.seed = widgets.BoundedIntText(description="Seed", value=42, min=0, max=2 ** 31 - 1, style=style)
         self.output_dir = widgets.Text(description="Output", placeholder="default: <songs folder>/lora",
-                                       style=style, layout=wide)
-        self.resume = widgets.Checkbox(value=True, description="resume from the newest checkpoint in Output")
+                                       style=style, layout=wide())
+        self.resume = widgets.Checkbox(value=True, description="resume from the newest checkpoint in Output",
+                                       indent=False, layout=widgets.Layout(width="auto", margin="0 0 0 124px"))
         self.train_button = widgets.Button(description="Train", icon="play", button_style="primary")
-        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
-        self.progress = widgets.IntProgress(value=0, min=0, max=1000, layout=widgets.Layout(width="320px"))
-        self.status = widgets.HTML("ready")
+        self._init_jobs(state, [self.prepare_button, self.train_button], progress_width="320px")
+        self.stop_button = self.cancel_button
+        self.stop_button.description = "Stop"
+        self.status.value = "ready"
         self.loss_plot = widgets.Image(format="png", value=loss_png([]), layout=widgets.Layout(width="480px"))
         # save and apply
         self.adapter_path = widgets.Text(description="Adapter", placeholder="trained adapter folder (or any peft LoRA)",
-                                         style=style, layout=wide)
+                                         style=style, layout=wide())
         self.save_path = widgets.Text(description="Save to", placeholder="e.g. loras/my-style", style=style,
-                                      layout=wide)
+                                      layout=wide())
         self.save_button = widgets.Button(description="Save", icon="save", disabled=True)
         self.adapter_name = widgets.Text(description="Name", placeholder="default: the folder's name", style=style)
         self.scale = widgets.FloatSlider(description="Scale", value=1.0, min=0.0, max=2.0, step=0.05, style=style,
@@ -129,12 +138,14 @@ class LoRAPanel:
 
         self.prepare_button.on_click(lambda _: self.prepare())
         self.train_button.on_click(lambda _: self.train())
-        self.stop_button.on_click(lambda _: self.stop())
         self.save_button.on_click(lambda _: self.save())
         self.apply_button.on_click(lambda _: self.apply())
         self.unload_button.on_click(lambda _: self.unload())
         self.scale.observe(lambda change: self._scale_changed(), names="value")
         self.adapter_path.observe(lambda change: self._update_buttons(), names="value")
+        state.observe(lambda change: self._show_loaded(), names="loras")
+        state.observe(lambda change: self._planner_changed(), names="planner")
+        self._planner_changed()
         self._show_loaded()
         self._update_buttons()
 
@@ -155,10 +166,28 @@ class LoRAPanel:
         self.widget = widgets.VBox([data_box, config_box, apply_box])
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def engine(self):
+        return self.state.engine
+
+    @property
+    def store(self):
+        return self.state.store
+
+    @property
+    def planner(self):
+        return self.state.planner
+
     def set_planner(self, planner) -> None:
-        self.planner = planner
-        self.use_planner.disabled = planner is None
-        self.use_planner.value = planner is not None
+        self.state.set_planner(planner)
+        self._planner_changed()
+
+    def _planner_changed(self) -> None:
+        missing = self.planner is None
+        self.use_planner.disabled = missing
+        self.use_planner.value = not missing
+        self.use_planner.description = ("label songs without a sidecar with the planner" if not missing else
+                                        "label songs with the planner (load one in the Blueprint tab)")
 
     def _set_status(self, text: str, error: bool = False) -> None:
         color = "#b00020" if error else "inherit"
@@ -178,18 +207,14 @@ class LoRAPanel:
         return Path(text).expanduser() if text else self._folder() / "lora"
 
     def _busy(self, what: str) -> bool:
-        if self.runner.busy:
-            self._set_status(f"{self.runner.current.name} is running: wait for it or press Stop", error=True)
+        if self.state.busy:
+            self._set_status(f"{self.state.job.name} is running: wait for it or press "
+                             f"{'Stop' if self.state.job.owner is self else 'Cancel'}", error=True)
             return True
         if self.engine.busy:
             self._set_status(f"a generation is running: {what} when it has finished", error=True)
             return True
         return False
-
-    def _running(self, running: bool) -> None:
-        self.prepare_button.disabled = self.train_button.disabled = running
-        self.stop_button.disabled = not running
-        self._update_buttons()
 
     def _update_buttons(self) -> None:
         path = Path(self.adapter_path.value.strip()) if self.adapter_path.value.strip() else None
@@ -216,15 +241,12 @@ class LoRAPanel:
                                    f"{rows}</table>")
 
     def _show_loaded(self) -> None:
-        loras = self.engine.loras()
+        loras = self.state.loras
         if loras:
             items = ", ".join(f"<b>{html.escape(a['name'])}</b> &times; {a['scale']:g}" for a in loras)
             self.loaded.value = f"loaded on the engine: {items}"
         else:
             self.loaded.value = "<i>no adapter loaded: generation uses the base model</i>"
-        show = getattr(self.generate_panel, "show_loras", None)
-        if callable(show):
-            show(loras)
 
     # ------------------------------------------------------------------ prepare
     def prepare(self):
@@ -237,37 +259,22 @@ class LoRAPanel:
             self._set_status(str(exc), error=True)
             return None
         planner = self.planner if self.use_planner.value else None
-        max_seconds = self.max_seconds.value
-        self._running(True)
-        self.progress.value = 0
-        self._set_status(f"preparing {folder} ...")
+        max_seconds, engine = self.max_seconds.value, self.engine
 
-        def report(p):
-            post(lambda: (setattr(self.progress, "value", int(1000 * p.fraction)),
-                          self._set_status(f"preparing: {p.message}")))
+        def work(cancel, progress):
+            def report(p):
+                progress.stage("preparing", 0.98 * p.fraction, f"preparing: {p.message}")
 
-        def work(cancel):
-            return prepare_dataset(self.engine, folder, cache, planner=planner, max_seconds=max_seconds,
-                                   progress=report, cancel=cancel)
+            self.dataset = prepare_dataset(engine, folder, cache, planner=planner, max_seconds=max_seconds,
+                                           progress=report, cancel=cancel)
+            return self.dataset
 
-        def done(job):
-            if job.error is None:  # model state first, on the worker: job.result() returns after this
-                self.dataset = job.value
+        def show(dataset):
+            self._show_dataset(dataset)
+            return html.escape(f"{len(dataset)} songs ready: press Train") + " {time}"
 
-            def update():
-                self._running(False)
-                if isinstance(job.error, GenerationCancelled):
-                    self._set_status(f"stopped: {job.error} (songs done so far stay cached)")
-                elif job.error is not None:
-                    self._set_status(f"{type(job.error).__name__}: {job.error}", error=True)
-                else:
-                    self._show_dataset(job.value)
-                    self.progress.value = 1000
-                    self._set_status(f"{len(job.value)} songs ready: press Train")
-            post(update)
-
-        self.job = self.runner.start("preparation", work, on_done=done)
-        return self.job
+        return self.run_job("preparation", work, show=show,
+                            cancelled="stopped: the songs prepared so far stay cached")
 
     # ------------------------------------------------------------------ train
     def train(self):
@@ -287,64 +294,50 @@ class LoRAPanel:
         except (AceStepError, ValueError) as exc:
             self._set_status(str(exc), error=True)
             return None
-        resume = self.resume.value
+        resume, engine = self.resume.value, self.engine
         self.losses = []
         self._last_plot = 0.0
-        self._running(True)
-        self.progress.value = 0
-        self._set_status("starting: generation on this engine waits until training ends")
 
-        def report(p):
-            if p.stage == "train" and p.loss is not None:
-                self.losses.append(p.loss)
-            png = None
-            now = time.monotonic()
-            if p.stage == "train" and now - self._last_plot >= PLOT_INTERVAL_S:
-                self._last_plot = now
-                png = loss_png(list(self.losses))
+        def work(cancel, progress):
+            def report(p):
+                if p.stage == "train" and p.loss is not None:
+                    self.losses.append(p.loss)
+                progress.stage("training" if p.stage != "save" else "saving", 0.98 * p.fraction, p.message)
+                now = time.monotonic()
+                if p.stage == "train" and now - self._last_plot >= PLOT_INTERVAL_S:
+                    self._last_plot = now
+                    png = loss_png(list(self.losses))
+                    post(lambda: setattr(self.loss_plot, "value", png))
 
-            def update():
-                self.progress.value = int(1000 * p.fraction)
-                self._set_status(p.message)
-                if png is not None:
-                    self.loss_plot.value = png
-            post(update)
-
-        def work(cancel):
-            result = train(self.engine, dataset, output, lora, training, progress=report, cancel=cancel,
-                           resume=resume)
+            result = train(engine, dataset, output, lora, training, progress=report, cancel=cancel, resume=resume)
             self.losses = list(result.losses)  # a resumed run plots the updates before the checkpoint too
+            self.result = result
             return result, loss_png(self.losses)
 
-        def done(job):
-            if job.error is None:  # model state first, on the worker: job.result() returns after this
-                self.result = job.value[0]
+        def show(value):
+            result, png = value
+            self.loss_plot.value = png
+            self.adapter_path.value = str(result.adapter_path)
+            self._update_buttons()
+            word = "stopped" if result.stopped else "finished"
+            loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+            return html.escape(f"{word} at step {result.step}/{result.steps}{loss}; adapter saved to "
+                               f"{result.adapter_path}: press Apply to generate with it") + " {time}"
 
-            def update():
-                self._running(False)
-                if job.error is not None:
-                    hint = " (in this panel: untick 'resume')" if "resume=False" in str(job.error) else ""
-                    self._set_status(f"{type(job.error).__name__}: {job.error}{hint}", error=True)
-                    return
-                result, png = job.value
-                self.loss_plot.value = png
-                self.adapter_path.value = str(result.adapter_path)
-                self.progress.value = 1000 if not result.stopped else self.progress.value
-                word = "stopped" if result.stopped else "finished"
-                loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
-                self._set_status(f"{word} at step {result.step}/{result.steps}{loss}; adapter saved to "
-                                 f"{result.adapter_path}: press Apply to generate with it")
-                self._update_buttons()
-            post(update)
+        def failed(error):
+            hint = " (in this panel: untick 'resume')" if "resume=False" in str(error) else ""
+            return f"{type(error).__name__}: {error}{hint}"
 
-        self.job = self.runner.start("training", work, on_done=done)
-        return self.job
+        return self.run_job("training", work, show=show, failed=failed)
 
     def stop(self) -> None:
         """Stop preparation between songs, or training after the current update (its adapter is saved)."""
-        if self.job is not None and not self.job.done.is_set():
+        if self.job is not None and self.job.running:
             self.job.cancel()
             self._set_status(f"stopping the {self.job.name} after the current step...")
+
+    def cancel(self) -> None:
+        self.stop()
 
     # ------------------------------------------------------------------ save and apply
     def save(self) -> Path | None:
@@ -383,7 +376,7 @@ class LoRAPanel:
         except (AceStepError, ValueError, OSError) as exc:
             self._set_status(f"not applied: {exc}", error=True)
             return None
-        self._show_loaded()
+        self.state.refresh_loras()
         self._set_status(f"{self.applied_name} applied at scale {self.scale.value:g}: generate as usual")
         return self.applied_name
 
@@ -393,7 +386,7 @@ class LoRAPanel:
         if self._busy("change the scale"):
             return
         self.engine.set_lora_scale(self.scale.value, self.applied_name)
-        self._show_loaded()
+        self.state.refresh_loras()
 
     def unload(self) -> None:
         """Remove the applied adapter (or every adapter if none was applied here) from the engine."""
@@ -405,8 +398,8 @@ class LoRAPanel:
         elif names:
             self.engine.unload_lora()
         self.applied_name = None
-        self._show_loaded()
+        self.state.refresh_loras()
         self._set_status("adapter unloaded: generation uses the base model")
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -1,11 +1,13 @@
 """The first cell of every tutorial notebook: where we run, which device and dtype, which weights.
 
     runtime = setup()            # Colab: custom widget manager on; picks the GPU and dtype
-    engine = runtime.engine()    # real weights in ./checkpoints if present, else the demo checkpoint
+    engine = runtime.engine()    # real weights in checkpoints/ if present, else the demo checkpoint
     planner = runtime.planner(engine)
 
-`ACESTEP_CHECKPOINTS_DIR` points at real weights elsewhere. The same notebooks run unchanged in
-JupyterLab, VS Code and Colab; in tests they run on the demo checkpoint.
+Weights are looked for in `$ACESTEP_CHECKPOINTS_DIR`, else in `checkpoints/` of the working
+directory or of the project's root (so kernels started in `notebooks/` see the repository's
+weights). The same notebooks run unchanged in JupyterLab, VS Code and Colab; in tests they run on
+the demo checkpoint.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from pathlib import Path
 import torch
 
 from acestep_engine import Engine, TakeStore
-from acestep_engine.checkpoints import available_variants, default_checkpoints_dir
+from acestep_engine.checkpoints import (available_variants, checkpoint_search_dirs, default_checkpoints_dir,
+                                        no_weights_note)
 from acestep_engine.hardware import recommend_models
 from acestep_engine.loader import resolve_device
 from acestep_engine.variants import LM_VARIANTS
+
+from .state import demo_notice_silenced
 
 
 def in_colab() -> bool:
@@ -38,6 +43,7 @@ class Runtime:
     gpu: str
     gpu_gib: float
     checkpoints_dir: Path
+    searched: tuple[Path, ...] = ()  # the folders looked in for weights
 
     @property
     def has_real_weights(self) -> bool:
@@ -49,7 +55,8 @@ class Runtime:
         if self.has_real_weights:
             folder = variant if variant.startswith("acestep-") else f"acestep-v15-{variant}"
             return Engine.from_pretrained(self.checkpoints_dir, dit=folder, device=self.device, dtype=self.dtype)
-        return Engine.demo(device=self.device, dtype=self.dtype, variant=variant)
+        with demo_notice_silenced():  # said once, by this Runtime's repr and the workbench's banner
+            return Engine.demo(device=self.device, dtype=self.dtype, variant=variant)
 
     def planner(self, engine: Engine | None = None):
         """The 5 Hz LM beside real weights (the size that fits this GPU first), else the demo planner."""
@@ -72,7 +79,7 @@ class Runtime:
         where = "Colab" if self.colab else "Jupyter"
         gpu = f"{self.gpu} ({self.gpu_gib:.0f} GiB)" if self.gpu_gib else "no GPU"
         weights = f"real weights in {self.checkpoints_dir}" if self.has_real_weights else \
-            "demo checkpoint (random weights: noise, not music)"
+            no_weights_note(list(self.searched) or [self.checkpoints_dir])
         return f"{where}, {gpu}, {self.device} {str(self.dtype).replace('torch.', '')}, {weights}"
 
 
@@ -89,4 +96,4 @@ def setup() -> Runtime:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         gpu, gib = props.name, props.total_memory / 2 ** 30
-    return Runtime(colab, device, dtype, gpu, gib, default_checkpoints_dir())
+    return Runtime(colab, device, dtype, gpu, gib, default_checkpoints_dir(), tuple(checkpoint_search_dirs()))

@@ -8,6 +8,8 @@ built from core widgets (range sliders over a PNG spectrogram) offers the same `
 from __future__ import annotations
 
 import base64
+import functools
+import html
 import io
 from pathlib import Path
 
@@ -15,11 +17,13 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from acestep_engine import Extend, GenerationCancelled, Repaint
-from acestep_engine.errors import AceStepError
+from acestep_engine import Extend, Repaint
+from acestep_engine.errors import AceStepError, TaskError
 
-from .jobs import JobRunner, post
-from .views import SpectrogramView
+from .display import widget_bundle
+from .jobs import JobPanel
+from .state import WorkbenchState
+from .views import LazyView, SpectrogramView, heading, replace_children
 
 _JS = Path(__file__).with_name("static") / "region_canvas.js"
 
@@ -27,15 +31,15 @@ _JS = Path(__file__).with_name("static") / "region_canvas.js"
 def painter_png(take) -> tuple[bytes, float, float]:
     """A wide log-mel spectrogram and the horizontal span of its plot area (figure fractions)."""
     import librosa
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     mono = take.audio.mean(axis=0)
     mel = librosa.feature.melspectrogram(y=mono, sr=take.sample_rate, n_mels=64, hop_length=1024)
     db = librosa.power_to_db(mel, ref=np.max(mel) if mel.max() > 0 else 1.0)
-    fig, ax = plt.subplots(figsize=(10, 2.4))
+    fig = Figure(figsize=(10, 2.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=[0, take.duration, 0, db.shape[0]])
     ax.set_xlabel("time (s)")
     ax.set_yticks([])
@@ -43,7 +47,6 @@ def painter_png(take) -> tuple[bytes, float, float]:
     position = ax.get_position()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
     return buffer.getvalue(), float(position.x0), float(position.x1)
 
 
@@ -55,6 +58,7 @@ def _custom_widgets_available() -> bool:
     return _JS.is_file()
 
 
+@functools.lru_cache(maxsize=None)
 def _make_region_canvas_class():
     import anywidget
 
@@ -86,16 +90,24 @@ class SliderRegionCanvas(widgets.VBox):
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
         self.sliders = widgets.VBox()
         self.duration = 1.0
-        self.children = [self.image, widgets.Label("Drag the sliders to set each region (seconds)."), self.sliders]
+        self._moving = False
+        self.children = [self.image, widgets.HTML("Drag the sliders to set each region (seconds)."), self.sliders]
         self.observe(lambda change: self._rebuild(), names="regions")
 
     def set_take(self, take) -> None:
         png, _, _ = painter_png(take)
         self.duration = take.duration
         self.image.value = png
-        self._rebuild()
+        self._rebuild(force=True)
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, force: bool = False) -> None:
+        if self._moving:
+            return
+        current = list(self.sliders.children)
+        if len(current) == len(self.regions) and not force:  # same regions, new bounds: move in place
+            for slider, (start, end) in zip(current, self.regions):
+                slider.value = (max(0.0, start), min(self.duration, end))
+            return
         sliders = []
         for i, (start, end) in enumerate(self.regions):
             slider = widgets.FloatRangeSlider(value=(max(0.0, start), min(self.duration, end)), min=0.0,
@@ -103,63 +115,111 @@ class SliderRegionCanvas(widgets.VBox):
                                               layout=widgets.Layout(width="100%"))
             slider.observe(lambda change, i=i: self._slider_moved(i, change["new"]), names="value")
             sliders.append(slider)
-        self.sliders.children = sliders
+        replace_children(self.sliders, sliders)
 
     def _slider_moved(self, index: int, value) -> None:
+        if self._moving:
+            return
         regions = [list(r) for r in self.regions]
         regions[index] = [round(value[0], 2), round(value[1], 2)]
-        self.regions = regions
+        self._moving = True  # keep the slider being dragged
+        try:
+            self.regions = regions
+        finally:
+            self._moving = False
 
 
-class RepaintPainter:
+def check_regions(regions, duration: float) -> None:
+    """Painted regions must lie on the take: refuse one past its ends with the field and the range."""
+    for i, (start, end) in enumerate(regions, 1):
+        if not 0.0 <= start <= duration:
+            raise TaskError(f"region {i} start must be between 0 and {duration:.2f} s, the length of the take "
+                            f"(got {start:g}); use 'Extend left' to add time before it")
+        if not 0.0 <= end <= duration:
+            raise TaskError(f"region {i} end must be between 0 and {duration:.2f} s, the length of the take "
+                            f"(got {end:g}); use 'Extend right' to add time after it")
+
+
+def shaded_regions(task, source_duration: float) -> tuple[list, list]:
+    """Where the job changed the audio, in the source's and in the result's seconds: an extend
+    to the left shifts everything in the result by `left`."""
+    if isinstance(task, Extend):
+        left, right = float(task.left), float(task.right)
+        after = ([(0.0, left)] if left else []) + (
+            [(source_duration + left, source_duration + left + right)] if right else [])
+        return [], after
+    regions = task.region_list()
+    left = max([0.0] + [-start for start, _ in regions])
+    before = [(max(0.0, s), min(source_duration, e)) for s, e in regions if e > 0 and s < source_duration]
+    return before, [(s + left, e + left) for s, e in regions]
+
+
+class RepaintPainter(JobPanel, LazyView):
     """Regions painted on the canvas and the start/end boxes stay in sync both ways; Repaint makes
-    a new take linked to its parent and shows it against the source."""
+    a new take linked to its parent and shows it against the source. The painter works on the
+    current take of the shared state; its spectrogram is drawn when the tab is shown."""
 
-    def __init__(self, take, engine, store=None, use_custom_widget: bool | None = None):
-        self.engine, self.store = engine, store
-        self.runner = JobRunner()
-        self.job = None
+    def __init__(self, take=None, engine=None, store=None, use_custom_widget: bool | None = None,
+                 state: WorkbenchState | None = None):
+        if state is None:
+            state = WorkbenchState(engine=engine, store=store, current_take=take)
+        elif take is not None:
+            state.current_take = take
         self.result = None
+        self.take = None
         custom = _custom_widgets_available() if use_custom_widget is None else use_custom_widget
         self.canvas = _make_region_canvas_class()() if custom else SliderRegionCanvas()
+        self.heading = widgets.HTML()
         self.rows = widgets.VBox()
+        style = {"description_width": "initial"}
         self.add_button = widgets.Button(description="Add region", icon="plus")
         self.extend_left = widgets.BoundedFloatText(description="Extend left (s)", value=0.0, min=0.0, max=600.0,
-                                                    style={"description_width": "110px"})
+                                                    style=style, layout=widgets.Layout(width="190px"))
         self.extend_right = widgets.BoundedFloatText(description="Extend right (s)", value=0.0, min=0.0,
-                                                     max=600.0, style={"description_width": "110px"})
+                                                     max=600.0, style=style, layout=widgets.Layout(width="190px"))
         self.context = widgets.BoundedFloatText(description="Context (s)", value=0.0, min=0.0, max=600.0,
                                                 tooltip="how much of the song the model sees when extending; 0 = all",
-                                                style={"description_width": "110px"})
+                                                style=style, layout=widgets.Layout(width="170px"))
         self.mode = widgets.Dropdown(description="Mode", options=["balanced", "conservative", "aggressive"],
-                                     value="balanced")
+                                     value="balanced", style=style, layout=widgets.Layout(width="220px"))
         self.strength = widgets.FloatSlider(description="Strength", value=0.5, min=0.0, max=1.0, step=0.05,
-                                            tooltip="balanced mode: 0 keeps the surroundings, 1 regenerates freely")
-        self.seed = widgets.Text(description="Seed", placeholder="random")
+                                            tooltip="balanced mode: 0 keeps the surroundings, 1 regenerates freely",
+                                            style=style)
+        self.seed = widgets.Text(description="Seed", placeholder="random", style=style,
+                                 layout=widgets.Layout(width="180px"))
         self.repaint_button = widgets.Button(description="Repaint", button_style="primary", icon="paint-brush")
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
         self.next_button = widgets.Button(description="Continue from result", disabled=True,
-                                          tooltip="make the result the take to paint on")
-        self.progress = widgets.IntProgress(value=0, min=0, max=1000)
-        self.status = widgets.HTML()
-        self.comparison = widgets.VBox()
+                                          tooltip="make the result the current take, to paint on it",
+                                          layout=widgets.Layout(width="auto"))
+        self._init_jobs(state, [self.repaint_button])
+        self.comparison = SpectrogramView()
+        self.comparison.widget.layout.display = "none"
         self._syncing = False
 
         self.canvas.observe(lambda change: self._canvas_changed(), names="regions")
         self.add_button.on_click(lambda _: self.add_region())
         self.repaint_button.on_click(lambda _: self.repaint())
-        self.cancel_button.on_click(lambda _: self.job and self.job.cancel())
-        self.next_button.on_click(lambda _: self.set_take(self.result))
+        self.next_button.on_click(lambda _: self.result is not None and self.set_take(self.result))
         self.mode.observe(lambda change: setattr(self.strength, "disabled", change["new"] != "balanced"),
                           names="value")
-        self.widget = widgets.VBox([
+        self.controls = widgets.VBox([
             self.canvas, self.rows, self.add_button,
             widgets.HBox([self.extend_left, self.extend_right, self.context]),
             widgets.HBox([self.mode, self.strength, self.seed]),
             widgets.HBox([self.repaint_button, self.cancel_button, self.next_button, self.progress]),
-            self.status, self.comparison,
+            self.status, self.comparison.widget,
         ])
-        self.set_take(take)
+        self.widget = widgets.VBox([self.heading, self.controls])
+        state.observe(lambda change: self._take_changed(), names="current_take")
+        self._take_changed()
+
+    @property
+    def engine(self):
+        return self.state.engine
+
+    @property
+    def store(self):
+        return self.state.store
 
     # ------------------------------------------------------------------ regions, both ways
     @property
@@ -171,11 +231,28 @@ class RepaintPainter:
         self.canvas.regions = [[float(s), float(e)] for s, e in values]
 
     def set_take(self, take) -> None:
+        """Paint on `take`: it becomes the current take of every tab."""
+        self.state.current_take = take
+
+    def _take_changed(self) -> None:
+        take = self.state.current_take
+        self.heading.value = heading("Repaint", take)
+        self.controls.layout.display = "none" if take is None else None
+        if take is None or take is self.take:
+            return
         self.take = take
-        self.canvas.set_take(take)
+        self.canvas.duration = take.duration
         self.regions = []
-        self.comparison.children = ()
-        self.status.value = f"painting on <b>{take.title}</b> ({take.duration:.1f} s)"
+        self.result = None
+        self.next_button.disabled = True
+        self.comparison.show(None)
+        self.comparison.widget.layout.display = "none"
+        self.status.value = f"painting on <b>{html.escape(take.title)}</b> ({take.duration:.1f} s)"
+        self._invalidate()
+
+    def _draw(self) -> None:
+        if self.take is not None:
+            self.canvas.set_take(self.take)
 
     def add_region(self, start: float | None = None, end: float | None = None) -> None:
         duration = self.take.duration
@@ -186,19 +263,31 @@ class RepaintPainter:
     def _canvas_changed(self) -> None:
         if self._syncing:
             return
+        rows = list(self.rows.children)
+        if len(rows) == len(self.regions):  # moved, not added or removed: update the boxes in place
+            self._syncing = True
+            try:
+                for row, (start, end) in zip(rows, self.regions):
+                    row.children[0].value, row.children[1].value = start, end
+            finally:
+                self._syncing = False
+            return
         rows = []
         for i, (start, end) in enumerate(self.regions):
             start_box = widgets.FloatText(value=start, description=f"{i + 1}: start (s)",
-                                          layout=widgets.Layout(width="200px"))
-            end_box = widgets.FloatText(value=end, description="end (s)", layout=widgets.Layout(width="170px"))
+                                          style={"description_width": "initial"}, layout=widgets.Layout(width="200px"))
+            end_box = widgets.FloatText(value=end, description="end (s)", style={"description_width": "initial"},
+                                        layout=widgets.Layout(width="170px"))
             remove = widgets.Button(description="Remove", icon="times", layout=widgets.Layout(width="100px"))
             start_box.observe(lambda change, i=i: self._row_changed(i, 0, change["new"]), names="value")
             end_box.observe(lambda change, i=i: self._row_changed(i, 1, change["new"]), names="value")
             remove.on_click(lambda _, i=i: self.remove_region(i))
             rows.append(widgets.HBox([start_box, end_box, remove]))
-        self.rows.children = rows
+        replace_children(self.rows, rows)
 
     def _row_changed(self, index: int, edge: int, value: float) -> None:
+        if self._syncing:
+            return
         regions = [list(r) for r in self.regions]
         regions[index][edge] = float(value)
         self._syncing = True  # keep the row boxes the user is typing in
@@ -212,10 +301,13 @@ class RepaintPainter:
 
     # ------------------------------------------------------------------ repaint
     def build_task(self):
+        if self.take is None:
+            raise AceStepError("generate or select a take first: the painter works on the current take")
         left, right = self.extend_left.value, self.extend_right.value
         regions = self.regions
         if not regions and not (left or right):
             raise AceStepError("paint a region (or set Extend left/right) first")
+        check_regions(regions, self.take.duration)
         if not regions:
             return Extend(self.take, left=left, right=right, context=self.context.value or None, mode=self.mode.value,
                           strength=self.strength.value)
@@ -226,48 +318,36 @@ class RepaintPainter:
         return Repaint(self.take, regions=tuple(regions), mode=self.mode.value, strength=self.strength.value)
 
     def repaint(self):
-        if self.runner.busy:
-            self.status.value = "a repaint is already running: wait for it or press Cancel"
+        if self._refuse_if_busy():
             return self.job
         try:
             task = self.build_task()
             task.validate()
             seed = int(self.seed.value) if self.seed.value.strip() else None
         except (AceStepError, ValueError) as exc:
-            self.status.value = f"<span style='color:#b00020'>{exc}</span>"
+            self._set_status(str(exc), error=True)
             return None
-        self.repaint_button.disabled, self.cancel_button.disabled = True, False
-        source = self.take
+        source, engine = self.take, self.engine
+        before, after = shaded_regions(task, source.duration)  # what this job changes, not what is painted later
 
-        def report(p):
-            post(lambda: setattr(self.progress, "value", int(1000 * p.fraction)))
+        def work(cancel, progress):
+            return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
+                                   cancel=cancel)
 
-        def work(cancel):
-            return self.engine.generate(source.blueprint, task, seeds=seed, progress=report, cancel=cancel)
+        def save(takes, progress):
+            self.result = takes[0]
+            progress.stage("saving", 0.96, "saving the take")
+            self.state.save_takes(takes)
 
-        def done(job):
-            if job.error is None:  # model state first, on the worker: job.result() returns after this
-                self.result = job.value[0]
-                if self.store is not None:
-                    self.store.save(self.result)
+        def show(takes):
+            self.state.takes_added(takes, make_current=False)
+            self.next_button.disabled = False
+            self.comparison.widget.layout.display = None
+            self.comparison.show(source, self.result, regions=before, compare_regions=after)
+            return (f"repainted: <b>{html.escape(self.result.title)}</b> ({self.result.duration:.1f} s), "
+                    f"from {html.escape(source.title)}. A = before, B = after")
 
-            def update():
-                self.repaint_button.disabled, self.cancel_button.disabled = False, True
-                if isinstance(job.error, GenerationCancelled):
-                    self.status.value = "cancelled: nothing was saved"
-                elif job.error is not None:
-                    self.status.value = f"<span style='color:#b00020'>{type(job.error).__name__}: {job.error}</span>"
-                else:
-                    self.progress.value = 1000
-                    self.next_button.disabled = False
-                    self.comparison.children = (SpectrogramView(source, self.result, regions=self.regions).widget,)
-                    self.status.value = (f"repainted: <b>{self.result.title}</b> ({self.result.duration:.1f} s), "
-                                         f"from {source.title}. A = before, B = after.")
-
-            post(update)
-
-        self.job = self.runner.start("repaint", work, on_done=done)
-        return self.job
+        return self.run_job("repaint", work, save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

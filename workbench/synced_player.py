@@ -20,6 +20,7 @@ import traitlets
 
 from acestep_engine.audio_io import wav_bytes
 
+from .display import widget_bundle
 from .painter import painter_png
 
 _JS = Path(__file__).with_name("static") / "synced_player.js"
@@ -240,4 +241,4 @@ class SyncedPlayer:
         self.playing = False
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -2,98 +2,131 @@
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
-from acestep_engine import Complete, Extract, ExtractAll, GenerationCancelled, Lego
+from acestep_engine import Complete, Extract, ExtractAll, Lego
 from acestep_engine.blueprint import TRACK_NAMES
 from acestep_engine.errors import AceStepError
 
-from .jobs import JobRunner, post
-from .views import TakeCard
+from .display import widget_bundle
+from .jobs import JobPanel
+from .state import WorkbenchState
+from .views import AudioPlayer, CardList, TakeCard, heading
 
 BASE_VARIANT = "acestep-v15-base"
 
 
-class TracksPanel:
+class TracksPanel(JobPanel):
     """Extract one or several of the 12 tracks, lego one track (optionally in a region), or complete
-    a vocal with accompaniment tracks. On turbo/sft the controls are disabled with the reason and a
-    button that loads the base checkpoint (downloading it only if the engine allows downloads)."""
+    a vocal with accompaniment tracks, from the current take. On turbo/sft the controls are disabled
+    with the reason and a button that loads the base checkpoint (downloading it only if the engine
+    allows downloads); once loaded, the base model is part of the shared state (the header shows it)."""
 
-    def __init__(self, source, engine, store=None):
-        self.source, self.store = source, store
-        self.engine = engine
-        self.runner = JobRunner()
-        self.job = None
+    def __init__(self, source=None, engine=None, store=None, state: WorkbenchState | None = None):
+        if state is None:
+            state = WorkbenchState(engine=engine, store=store, current_take=source)
+        elif source is not None:
+            state.current_take = source
+        self.source = state.current_take
         self.takes: list = []
+        style = {"description_width": "initial"}
+        self.heading = widgets.HTML()
         self.operation = widgets.ToggleButtons(options=["extract", "lego", "complete"], value="extract")
         self.extract_tracks = widgets.SelectMultiple(options=TRACK_NAMES, value=("vocals",), rows=6,
-                                                     description="Tracks")
-        self.lego_track = widgets.Dropdown(options=TRACK_NAMES, value="drums", description="Add track")
-        self.lego_start = widgets.Text(description="From (s)", placeholder="start of song")
-        self.lego_end = widgets.Text(description="To (s)", placeholder="end of song")
+                                                     description="Tracks", style=style)
+        self.lego_track = widgets.Dropdown(options=TRACK_NAMES, value="drums", description="Add track", style=style,
+                                           layout=widgets.Layout(width="220px"))
+        self.lego_start = widgets.Text(description="From (s)", placeholder="start of song", style=style,
+                                       layout=widgets.Layout(width="200px"))
+        self.lego_end = widgets.Text(description="To (s)", placeholder="end of song", style=style,
+                                     layout=widgets.Layout(width="200px"))
         self.complete_tracks = widgets.SelectMultiple(options=TRACK_NAMES, value=("drums", "bass"), rows=6,
-                                                      description="With")
-        self.seed = widgets.Text(description="Seed", placeholder="random")
+                                                      description="With", style=style)
+        self.seed = widgets.Text(description="Seed", placeholder="random", style=style,
+                                 layout=widgets.Layout(width="180px"))
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
-        self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
-        self.load_base_button = widgets.Button(description=f"Load {BASE_VARIANT}", icon="download")
+        self.load_base_button = widgets.Button(description=f"Load {BASE_VARIANT}", icon="download",
+                                               layout=widgets.Layout(width="auto"))
+        self._init_jobs(state, [self.run_button, self.load_base_button])
         self.gate = widgets.HTML()
-        self.progress = widgets.IntProgress(value=0, min=0, max=1000)
-        self.status = widgets.HTML()
-        self.results = widgets.VBox()
+        self.player = AudioPlayer("Playing")
+        self.results = CardList(lambda take: TakeCard(take, player=self.player), limit=6)
         self.options = widgets.VBox()
+        self.lego_row = widgets.HBox([self.lego_track, self.lego_start, self.lego_end])
         self.operation.observe(lambda change: self._show_options(), names="value")
         self.run_button.on_click(lambda _: self.run())
-        self.cancel_button.on_click(lambda _: self.job and self.job.cancel())
         self.load_base_button.on_click(lambda _: self.load_base())
-        self.widget = widgets.VBox([self.gate, self.operation, self.options,
-                                    widgets.HBox([self.seed, self.run_button, self.cancel_button, self.progress]),
-                                    self.status, self.results])
+        self.controls = widgets.VBox([self.operation, self.options,
+                                      widgets.HBox([self.seed, self.run_button, self.cancel_button, self.progress]),
+                                      self.status, self.player.widget, self.results.widget])
+        self.widget = widgets.VBox([self.heading, self.gate, self.load_base_button, self.controls])
+        state.observe(lambda change: self._update_gate(), names=["engine", "engines"])
+        state.observe(lambda change: self._source_changed(), names="current_take")
         self._show_options()
         self._update_gate()
+        self._source_changed()
+
+    @property
+    def engine(self):
+        """The loaded engine that can run extract, lego and complete (else the main one)."""
+        return self.state.engine_for("extract") or self.state.engine
+
+    @property
+    def store(self):
+        return self.state.store
 
     def set_source(self, take) -> None:
-        self.source = take
-        self._update_gate()
+        self.state.current_take = take
+
+    def _source_changed(self) -> None:
+        self.source = self.state.current_take
+        self.heading.value = heading("Tracks", self.source)
+        self.controls.layout.display = "none" if self.source is None else None
 
     @property
     def capable(self) -> bool:
-        return self.engine.can("extract")
+        return self.state.engine_for("extract") is not None
+
+    def _button_enabled(self, button) -> bool:
+        return self.capable if button is self.run_button else not self.capable
 
     def _update_gate(self) -> None:
-        controls = [self.operation, self.extract_tracks, self.lego_track, self.lego_start, self.lego_end,
-                    self.complete_tracks, self.run_button]
-        for control in controls:
-            control.disabled = not self.capable
-        if self.capable:
-            self.gate.value = f"<small>running on {self.engine.variant.name}; source: <b>{self.source.title}</b></small>"
+        capable = self.capable
+        for control in (self.operation, self.extract_tracks, self.lego_track, self.lego_start, self.lego_end,
+                        self.complete_tracks):
+            control.disabled = not capable
+        self._sync_buttons()
+        if capable:
+            self.gate.value = f"<small>running on {html.escape(self.engine.variant.name)}</small>"
             self.load_base_button.layout.display = "none"
         else:
             self.gate.value = (f"<span style='color:#8a6d00'>Extract, lego and complete need the {BASE_VARIANT} "
-                               f"checkpoint; {self.engine.variant.name} cannot run them.</span>")
+                               f"checkpoint; {html.escape(self.state.engine.variant.name)} cannot run them.</span>")
             self.load_base_button.layout.display = None
-            self.widget.children = (self.gate, self.load_base_button) + tuple(
-                c for c in self.widget.children if c not in (self.gate, self.load_base_button))
 
     def load_base(self) -> None:
+        """Load the base model beside the engine (every tab and the header see it)."""
         try:
-            self.engine = self.engine.with_variant(BASE_VARIANT)
+            self.state.load_variant(BASE_VARIANT)
         except AceStepError as exc:
-            self.status.value = f"<span style='color:#b00020'>{exc}</span>"
+            self._set_status(str(exc), error=True)
             return
-        self.status.value = f"loaded {BASE_VARIANT}"
-        self._update_gate()
+        self._set_status(f"loaded {BASE_VARIANT}")
 
     def _show_options(self) -> None:
         op = self.operation.value
         if op == "extract":
             self.options.children = (self.extract_tracks,)
         elif op == "lego":
-            self.options.children = (widgets.HBox([self.lego_track, self.lego_start, self.lego_end]),)
+            self.options.children = (self.lego_row,)
         else:
             self.options.children = (self.complete_tracks,)
 
     def build_task(self):
+        if self.source is None:
+            raise AceStepError("generate or select a take first: tracks work on the current take")
         op = self.operation.value
         if op == "extract":
             tracks = tuple(self.extract_tracks.value)
@@ -113,8 +146,7 @@ class TracksPanel:
         return Complete(self.source, tracks)
 
     def run(self):
-        if self.runner.busy:
-            self.status.value = "already running: wait for it or press Cancel"
+        if self._refuse_if_busy():
             return self.job
         try:
             if not self.capable:
@@ -123,40 +155,26 @@ class TracksPanel:
             task.validate()
             seed = int(self.seed.value) if self.seed.value.strip() else None
         except (AceStepError, ValueError) as exc:
-            self.status.value = f"<span style='color:#b00020'>{exc}</span>"
+            self._set_status(str(exc), error=True)
             return None
         engine, source = self.engine, self.source
-        self.run_button.disabled, self.cancel_button.disabled = True, False
 
-        def report(p):
-            post(lambda: setattr(self.progress, "value", int(1000 * p.fraction)))
+        def work(cancel, progress):
+            return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
+                                   cancel=cancel)
 
-        def done(job):
-            if job.error is None:  # model state first, on the worker: job.result() returns after this
-                for take in job.value:
-                    if self.store is not None:
-                        self.store.save(take)
-                self.takes.extend(job.value)
+        def save(takes, progress):
+            progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
+            self.state.save_takes(takes)
+            self.takes.extend(takes)
 
-            def update():
-                self.run_button.disabled, self.cancel_button.disabled = False, True
-                if isinstance(job.error, GenerationCancelled):
-                    self.status.value = "cancelled: nothing was saved"
-                    return
-                if job.error is not None:
-                    self.status.value = f"<span style='color:#b00020'>{type(job.error).__name__}: {job.error}</span>"
-                    return
-                self.results.children = tuple(TakeCard(t).widget for t in job.value) + self.results.children
-                self.progress.value = 1000
-                names = ", ".join(t.task.get("track") or "+".join(t.task.get("tracks", [])) for t in job.value)
-                self.status.value = f"{len(job.value)} take(s) from {source.title}: {names}"
+        def show(takes):
+            self.state.takes_added(takes, make_current=False)
+            self.results.add(takes)
+            names = ", ".join(t.task.get("track") or "+".join(t.task.get("tracks", [])) for t in takes)
+            return f"{len(takes)} take(s) from {html.escape(source.title)}: {html.escape(names)}"
 
-            post(update)
-
-        self.job = self.runner.start(
-            "tracks", lambda cancel: engine.generate(source.blueprint, task, seeds=seed, progress=report,
-                                                     cancel=cancel), on_done=done)
-        return self.job
+        return self.run_job("tracks", work, save=save, show=show)
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)

@@ -1,7 +1,14 @@
-"""Looking at takes: log-mel spectrogram and waveform on one time axis, and the take card."""
+"""Looking at takes: spectrogram and waveform on one time axis, the one player of a view, take cards.
+
+Views cost what is on screen: a view is updated in place when its take changes, a replaced view
+is closed down its whole tree (`close_tree`), a list of cards keeps the newest few ("show more"
+for the rest), and a card has no player of its own inside a panel: its Play button hands the
+audio to the panel's one `AudioPlayer`.
+"""
 
 from __future__ import annotations
 
+import html
 import io
 
 import ipywidgets as widgets
@@ -9,46 +16,131 @@ import numpy as np
 
 from acestep_engine.audio_io import wav_bytes
 
+from .display import widget_bundle
+
+WIDE = {"description_width": "initial"}  # labels take the room they need: none is cut off
+
+
+# ---------------------------------------------------------------------- widget lifetime
+def _widget_registry() -> dict:
+    """The live-widget registry of ipywidgets 8 (`_instances`) or 7 (`Widget.widgets`)."""
+    from ipywidgets.widgets import widget as module
+
+    registry = getattr(module, "_instances", None)
+    return registry if registry is not None else widgets.Widget.widgets
+
+
+def live_widgets() -> list:
+    return list(_widget_registry().values())
+
+
+def live_audio_bytes() -> int:
+    """Audio bytes held by live Audio widgets (what the kernel keeps for players)."""
+    return sum(len(w.value or b"") for w in live_widgets() if isinstance(w, widgets.Audio))
+
+
+def close_tree(widget) -> None:
+    """Close `widget` and everything under it: children, and widget-valued traits such as its
+    layout and style (each is a live widget of its own in ipywidgets' registry)."""
+    seen = set()
+
+    def visit(w):
+        if id(w) in seen:
+            return
+        seen.add(id(w))
+        for name in w.keys:
+            value = getattr(w, name, None)
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            for item in items:
+                if isinstance(item, widgets.Widget):
+                    visit(item)
+        w.close()
+
+    if widget is not None:
+        visit(widget)
+
+
+def replace_children(box, children) -> None:
+    """Set `box.children` and close the children it no longer shows."""
+    keep = {id(c) for c in children}
+    old = [c for c in box.children if id(c) not in keep]
+    box.children = tuple(children)
+    for child in old:
+        close_tree(child)
+
+
+# ---------------------------------------------------------------------- pictures
+def envelope(mono: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum of the samples under each of `columns` pixel columns (a waveform drawn
+    from these shows noise and transients as they are, unlike every n-th sample)."""
+    columns = max(1, min(columns, len(mono)))
+    usable = len(mono) // columns * columns
+    blocks = mono[:usable].reshape(columns, -1)
+    return blocks.min(axis=1), blocks.max(axis=1)
+
 
 def spectrogram_png(take, compare=None, beat_grid: bool = True, width: float = 10.0, height: float = 3.6,
-                    regions=()) -> bytes:
-    """PNG of the log-mel spectrogram (top) and waveform (bottom) in seconds, optionally with a
-    beat grid from the blueprint's BPM, shaded `regions` [(start, end)] and a second take for A/B."""
+                    regions=(), compare_regions=None) -> bytes:
+    """PNG of the log-mel spectrogram (top) and waveform envelope (bottom) in seconds, optionally
+    with a beat grid from the blueprint's BPM, shaded `regions` [(start, end)] (for `compare`:
+    `compare_regions`, default the same) and a second take for A/B."""
     import librosa
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    takes = [take] + ([compare] if compare is not None else [])
-    fig, axes = plt.subplots(2 * len(takes), 1, figsize=(width, height * len(takes)), sharex=True,
-                             gridspec_kw={"height_ratios": [3, 1] * len(takes)})
-    for k, t in enumerate(takes):
+    takes = [(take, regions)] + ([(compare, regions if compare_regions is None else compare_regions)]
+                                 if compare is not None else [])
+    fig = Figure(figsize=(width, height * len(takes)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 * len(takes), 1, sharex=True, gridspec_kw={"height_ratios": [3, 1] * len(takes)})
+    for k, (t, shaded) in enumerate(takes):
         spec_ax, wave_ax = axes[2 * k], axes[2 * k + 1]
         mono = t.audio.mean(axis=0)
         mel = librosa.feature.melspectrogram(y=mono, sr=t.sample_rate, n_mels=80, hop_length=512)
         db = librosa.power_to_db(mel, ref=np.max(mel) if mel.max() > 0 else 1.0)
-        spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma",
-                       extent=[0, t.duration, 0, db.shape[0]])
+        spec_ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=[0, t.duration, 0, db.shape[0]])
         spec_ax.set_ylabel("mel band")
         spec_ax.set_title(f"{t.title} - seed {t.seed}, {t.duration:.1f} s", fontsize=9)
-        step = max(1, len(mono) // 4000)
-        times = np.arange(0, len(mono), step) / t.sample_rate
-        wave_ax.plot(times, mono[::step], linewidth=0.5, color="#1f77b4")
+        low, high = envelope(mono, int(width * 80))
+        times = np.linspace(0, t.duration, len(low))
+        wave_ax.fill_between(times, low, high, linewidth=0.3, color="#1f77b4")
         wave_ax.set_ylim(-1, 1)
         wave_ax.set_ylabel("amp")
         bpm = getattr(t.blueprint, "bpm", None)
         if beat_grid and bpm:
             for beat in np.arange(0, t.duration, 60.0 / bpm):
                 wave_ax.axvline(beat, color="0.7", linewidth=0.4)
-        for start, end in regions:
+        for start, end in shaded:
             for ax in (spec_ax, wave_ax):
                 ax.axvspan(start, end, color="#2ca02c", alpha=0.25)
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
+    return buffer.getvalue()
+
+
+def thumbnail_png(take, width: int = 320, height: int = 72) -> bytes:
+    """A small spectrogram for a take card, drawn with numpy and Pillow (no figure: a batch of
+    cards must cost little next to the model). Log-power STFT, magma colours, `width` x `height` px."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    mono = take.audio.mean(axis=0).astype(np.float32)
+    n_fft = 512
+    hop = max(n_fft // 4, len(mono) // width)
+    frames = max(1, (len(mono) - n_fft) // hop + 1)
+    index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+    padded = np.pad(mono, (0, max(0, index.max() + 1 - len(mono))))
+    power = np.abs(np.fft.rfft(padded[index] * np.hanning(n_fft), axis=1)) ** 2  # [frames, bins]
+    # log-spaced frequency rows, so the picture resembles a mel spectrogram
+    rows = np.unique(np.geomspace(1, power.shape[1] - 1, height * 2).astype(int))
+    db = 10 * np.log10(power[:, rows].T + 1e-10)
+    db = np.clip((db - (db.max() - 80.0)) / 80.0, 0.0, 1.0)[::-1]
+    rgb = (colormaps["magma"](db)[..., :3] * 255).astype(np.uint8)
+    image = Image.fromarray(rgb).resize((width, height), Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=1)
     return buffer.getvalue()
 
 
@@ -56,52 +148,293 @@ def audio_player(take) -> widgets.Audio:
     return widgets.Audio(value=wav_bytes(take.audio, take.sample_rate), format="wav", autoplay=False, loop=False)
 
 
-class SpectrogramView:
-    """A take's spectrogram and waveform; `compare` shows a second take below for A/B listening."""
+# ---------------------------------------------------------------------- the one player of a view
+class AudioPlayer:
+    """One player per view: `play(take)` hands a take's audio to it, replacing what it held."""
 
-    def __init__(self, take, compare=None, beat_grid: bool = True, regions=()):
+    def __init__(self, label: str = "Playing"):
+        self.take = None
+        self.prefix = label
+        self.label = widgets.HTML()
+        self.audio = widgets.Audio(value=b"", format="wav", autoplay=False, loop=False)
+        self.widget = widgets.HBox([self.label, self.audio], layout=widgets.Layout(align_items="center"))
+        self.clear()
+
+    def play(self, take) -> None:
+        self.take = take
+        self.audio.value = wav_bytes(take.audio, take.sample_rate)
+        self.label.value = f"{self.prefix}: <b>{html.escape(take.title)}</b>&nbsp;"
+        self.widget.layout.display = None
+
+    def clear(self) -> None:
+        self.take = None
+        self.audio.value = b""
+        self.widget.layout.display = "none"
+
+    def _repr_mimebundle_(self, **kwargs):
+        return widget_bundle(self.widget, **kwargs)
+
+
+class SpectrogramView:
+    """A take's spectrogram and waveform; `compare` shows a second take below for A/B listening.
+    `show(take, compare, regions)` redraws in place (the same image and players)."""
+
+    def __init__(self, take=None, compare=None, beat_grid: bool = True, regions=(), compare_regions=None,
+                 players: bool = True):
         self.take, self.compare = take, compare
-        self.beat_grid = widgets.Checkbox(value=beat_grid, description="beat grid (from BPM)")
+        self.with_players = players  # False where another player (the Look tab's synced one) plays the take
+        self.regions, self.compare_regions = list(regions), compare_regions
+        self.beat_grid = widgets.Checkbox(value=beat_grid, description="beat grid (from BPM)", indent=False,
+                                          layout=widgets.Layout(width="auto"))
         self.image = widgets.Image(format="png")
-        self.players = widgets.HBox()
-        self.regions = list(regions)
+        self.player_a, self.player_b = AudioPlayer("A"), AudioPlayer("B")
+        self.players = widgets.HBox([self.player_a.widget, self.player_b.widget])
         self.beat_grid.observe(lambda change: self.refresh(), names="value")
-        self.widget = widgets.VBox([self.beat_grid, self.image, self.players])
+        self.widget = widgets.VBox([self.beat_grid, self.image] + ([self.players] if players else []))
+        if take is not None:
+            self.refresh()
+
+    def show(self, take, compare=None, regions=(), compare_regions=None) -> None:
+        self.take, self.compare = take, compare
+        self.regions, self.compare_regions = list(regions), compare_regions
         self.refresh()
 
     def refresh(self) -> None:
-        self.image.value = spectrogram_png(self.take, self.compare, self.beat_grid.value, regions=self.regions)
-        players = [widgets.VBox([widgets.Label(f"A: {self.take.title}"), audio_player(self.take)])]
+        if self.take is None:
+            self.image.value = b""
+            self.player_a.clear()
+            self.player_b.clear()
+            return
+        self.image.value = spectrogram_png(self.take, self.compare, self.beat_grid.value, regions=self.regions,
+                                           compare_regions=self.compare_regions)
+        if not self.with_players:
+            return
+        self.player_a.play(self.take)
         if self.compare is not None:
-            players.append(widgets.VBox([widgets.Label(f"B: {self.compare.title}"), audio_player(self.compare)]))
-        self.players.children = players
+            self.player_b.play(self.compare)
+        else:
+            self.player_b.clear()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
+
+
+# ---------------------------------------------------------------------- cards
+def take_summary(take) -> str:
+    bp = take.blueprint
+    return (f"<b>{html.escape(take.title)}</b><br>seed {take.seed} &middot; {take.duration:.1f} s &middot; "
+            f"{bp.bpm or 'auto'} BPM &middot; {html.escape(bp.keyscale or 'auto key')} &middot; "
+            f"{html.escape(str(take.task.get('name')))}")
 
 
 class TakeCard:
-    """Player, small spectrogram, seed, duration, BPM and key; Recall and Use-as-source buttons."""
+    """Small spectrogram, seed, duration, BPM and key, with Recall and Use-as-source buttons (each
+    shown only when it has something to do). Inside a panel, pass the panel's `player`: the card's
+    Play button hands its audio to it; alone (in a notebook), the card has a player of its own."""
 
-    def __init__(self, take, on_recall=None, on_use_as_source=None):
+    def __init__(self, take, on_recall=None, on_use_as_source=None, player: AudioPlayer | None = None,
+                 extra=()):
         self.take = take
-        bp = take.blueprint
-        info = (f"<b>{take.title}</b><br>seed {take.seed} &middot; {take.duration:.1f} s &middot; "
-                f"{bp.bpm or 'auto'} BPM &middot; {bp.keyscale or 'auto key'} &middot; {take.task.get('name')}")
-        self.info = widgets.HTML(info)
-        self.player = audio_player(take)
-        self.image = widgets.Image(value=spectrogram_png(take, width=5, height=2.0), format="png",
-                                   layout=widgets.Layout(width="360px"))
+        self.info = widgets.HTML(take_summary(take))
+        self.badge = widgets.HTML()
+        self.show_notes(take.notes)
+        self.image = widgets.Image(value=thumbnail_png(take), format="png", layout=widgets.Layout(width="320px"))
         self.recall_button = widgets.Button(description="Recall", tooltip="put this take's blueprint in the editor",
-                                            disabled=on_recall is None)
-        self.source_button = widgets.Button(description="Use as source", disabled=on_use_as_source is None)
+                                            layout=widgets.Layout(width="auto"))
+        self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"))
+        buttons = list(extra)
+        if player is not None:
+            self.play_button = widgets.Button(description="Play", icon="play", layout=widgets.Layout(width="auto"))
+            self.play_button.on_click(lambda _: player.play(take))
+            buttons.append(self.play_button)
+            self.player = None
+        else:
+            self.play_button = None
+            self.player = audio_player(take)
         if on_recall is not None:
             self.recall_button.on_click(lambda _: on_recall(take))
+            buttons.append(self.recall_button)
         if on_use_as_source is not None:
             self.source_button.on_click(lambda _: on_use_as_source(take))
-        self.widget = widgets.HBox([self.image, widgets.VBox([self.info, self.player,
-                                                              widgets.HBox([self.recall_button, self.source_button])])],
+            buttons.append(self.source_button)
+        side = [self.info, self.badge] + ([self.player] if self.player is not None else []) + [widgets.HBox(buttons)]
+        self.widget = widgets.HBox([self.image, widgets.VBox(side)],
                                    layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="2px 0"))
 
+    def show_notes(self, notes) -> None:
+        """The adherence badge and scores from the take's sidecar notes (hidden until it was measured or scored)."""
+        from .listen import badge_html
+
+        notes = notes or {}
+        shown = any(k in notes for k in ("adherence", "quality_score", "lyric_timestamps"))
+        self.badge.value = badge_html({"notes": notes}, planner_loaded=False) if shown else ""
+        self.badge.layout.display = None if shown else "none"
+
+    def close(self) -> None:
+        close_tree(self.widget)
+        for button in (self.recall_button, self.source_button):  # not shown, still live
+            close_tree(button)
+
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, **kwargs)
+
+
+class CardList:
+    """The newest `limit` take cards, newest first; "show more" reveals `limit` more at a time.
+    Cards that fall off the end are closed. `make_card(take) -> TakeCard`."""
+
+    def __init__(self, make_card, limit: int = 6):
+        self.make_card, self.limit, self.shown = make_card, limit, limit
+        self.takes: list = []
+        self.cards: dict[str, TakeCard] = {}
+        self.box = widgets.VBox()
+        self.more_button = widgets.Button(description="show more", layout=widgets.Layout(width="auto"))
+        self.more_button.on_click(lambda _: self.show_more())
+        self.widget = widgets.VBox([self.box, self.more_button])
+        self._draw()
+
+    def add(self, takes) -> None:
+        """Put `takes` (in their order) on top."""
+        self.takes = list(takes) + self.takes
+        self.shown = self.limit
+        self._draw()
+
+    def show_more(self) -> None:
+        self.shown += self.limit
+        self._draw()
+
+    def clear(self) -> None:
+        self.takes = []
+        self._draw()
+
+    def _draw(self) -> None:
+        visible = self.takes[: self.shown]
+        wanted = {t.id for t in visible}
+        for take_id in [i for i in self.cards if i not in wanted]:
+            self.cards.pop(take_id).close()
+        cards = []
+        for take in visible:
+            if take.id not in self.cards:
+                self.cards[take.id] = self.make_card(take)
+            cards.append(self.cards[take.id].widget)
+        self.box.children = tuple(cards)
+        hidden = len(self.takes) - len(visible)
+        self.more_button.description = f"show {min(hidden, self.limit)} more of {hidden}"
+        self.more_button.layout.display = None if hidden else "none"
+
+    def refresh_notes(self, store) -> None:
+        """Redraw the shown cards' badges from their sidecars (after Measure, Score or LRC)."""
+        for take_id, card in self.cards.items():
+            if take_id in store:
+                card.show_notes(store.record(take_id).get("notes"))
+
+    @property
+    def children(self):
+        return self.box.children
+
+
+# ---------------------------------------------------------------------- drawing only what is shown
+class LazyView:
+    """Mixin: `_invalidate()` redraws now if the view is on screen, else when it is shown next
+    (`set_visible(True)`). Standalone views are always visible; the Workbench hides the tabs that
+    are not selected, so a batch of takes redraws only the tab in front."""
+
+    visible = True
+    _stale = False
+
+    def _draw(self) -> None:  # pragma: no cover - every subclass draws
+        raise NotImplementedError
+
+    def _invalidate(self) -> None:
+        if self.visible:
+            self._stale = False
+            self._draw()
+        else:
+            self._stale = True
+
+    def set_visible(self, visible: bool) -> None:
+        self.visible = visible
+        if visible and self._stale:
+            self._stale = False
+            self._draw()
+
+
+def heading(label: str, take) -> str:
+    """The line at the top of a tab that follows the current take."""
+    if take is None:
+        return f"<b>{label}</b> &middot; <i>generate or select a take first: this tab works on the current take</i>"
+    return (f"<b>{label}</b> &middot; take <code>{html.escape(take.id)}</code>"
+            + (f" ({html.escape(take.name)})" if take.name else "")
+            + f" &middot; seed {take.seed} &middot; {take.duration:.1f} s")
+
+
+class LookView(LazyView):
+    """The Look tab: the current take's spectrogram and waveform, drawn when shown; below, the synced
+    player and the take's batch with adherence badges, scores and Measure / Score / LRC (`listen`)."""
+
+    def __init__(self, state):
+        from .listen import ListenPanel
+
+        self.state = state
+        self.heading = widgets.HTML()
+        self.view = SpectrogramView(players=False)
+        self.listen = ListenPanel(state=state, follow_current=True)
+        self.widget = widgets.VBox([self.heading, self.view.widget, self.listen.widget])
+        state.observe(lambda change: self._take_changed(), names="current_take")
+        self._take_changed()
+
+    def set_visible(self, visible: bool) -> None:
+        super().set_visible(visible)
+        self.listen.set_visible(visible)
+
+    def _take_changed(self) -> None:
+        self.heading.value = heading("Look", self.state.current_take)
+        self._invalidate()
+
+    def _draw(self) -> None:
+        take = self.state.current_take
+        if take is None:
+            self.view.widget.layout.display = "none"
+            self.view.show(None)
+            return
+        self.view.widget.layout.display = None
+        self.view.show(take)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return widget_bundle(self.widget, **kwargs)
+
+
+class HeaderView:
+    """The line above the tabs: models loaded (with LoRAs and the planner), the store, the running job."""
+
+    def __init__(self, state):
+        self.state = state
+        self.banner = widgets.HTML()
+        self.models = widgets.HTML()
+        self.activity = widgets.HTML()
+        self.widget = widgets.VBox([self.banner, self.models, self.activity])
+        state.observe(lambda change: self._models_changed(), names=["engine", "engines", "planner", "loras", "store"])
+        state.observe(lambda change: self._job_changed(), names="job")
+        self._models_changed()
+        self._job_changed()
+
+    def _models_changed(self) -> None:
+        state = self.state
+        demo = state.engine is not None and state.engine.is_demo
+        self.banner.value = ("<div style='background:#fff3cd;padding:4px 8px'>Demo checkpoint: tiny random weights. "
+                             "It makes noise, not music; <i>Get the real weights</i> below fetches the real ACE-Step "
+                             "1.5 weights for songs.</div>" if demo else "")
+        others = [name for name in state.engines if state.engine is None or name != state.engine.variant.name]
+        loras = ", ".join(f"{html.escape(a['name'])} &times; {a['scale']:g}" for a in state.loras)
+        parts = [f"<b>{html.escape(repr(state.engine))}</b>"]
+        if others:
+            parts.append("also loaded: " + ", ".join(html.escape(o) for o in others))
+        parts.append(f"LoRA: {loras}" if loras else "no LoRA")
+        parts.append(f"planner: {html.escape(state.planner.name)}" if state.planner is not None else "no planner")
+        if state.store is not None:
+            parts.append(f"takes in <code>{html.escape(str(state.store.folder))}</code>")
+        self.models.value = " &middot; ".join(parts)
+
+    def _job_changed(self) -> None:
+        job = self.state.job
+        self.activity.value = f"<small>running: {html.escape(job.name)}</small>" if job is not None else ""

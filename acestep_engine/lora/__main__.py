@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import device_argument
+
 
 def _engine(args):
     from accelerate import PartialState
@@ -30,7 +32,10 @@ def _print_progress(p) -> None:
 
 def _prepare(args) -> int:
     from . import prepare_dataset
+    from .dataset import check_max_seconds, find_songs
 
+    find_songs(args.folder)  # a missing or empty folder, or a bad --max-seconds, fails before the models load
+    check_max_seconds(args.max_seconds)
     dataset = prepare_dataset(_engine(args), args.folder, args.cache, max_seconds=args.max_seconds,
                               progress=_print_progress)
     print(dataset)
@@ -38,15 +43,17 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
-    from . import LoRAConfig, TrainingConfig, train
+    from . import LoRAConfig, LoRADataset, TrainingConfig, train
 
-    lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, target_modules=args.targets)
+    # Settings and the dataset are checked before the models load (minutes on real weights).
+    lora = LoRAConfig(rank=args.rank, alpha=args.alpha, dropout=args.dropout, target_modules=args.targets).validate()
     training = TrainingConfig(lr=args.lr, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                               grad_accum=args.grad_accum, warmup=args.warmup, save_every=args.save_every,
                               objective=args.objective, cfg_dropout=args.cfg_dropout, seed=args.seed,
                               mixed_precision=args.mixed_precision,
-                              gradient_checkpointing=args.gradient_checkpointing)
-    result = train(_engine(args), args.data, args.out, lora, training, progress=_print_progress,
+                              gradient_checkpointing=args.gradient_checkpointing).validate()
+    dataset = LoRADataset.load(args.data)
+    result = train(_engine(args), dataset, args.out, lora, training, progress=_print_progress,
                    resume=not args.restart)
     print(result.adapter_path)
     return 0
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
     def model_args(p):
         p.add_argument("--checkpoints", default=None, help="checkpoints folder (default $ACESTEP_CHECKPOINTS_DIR)")
         p.add_argument("--dit", default="acestep-v15-turbo")
-        p.add_argument("--device", default="auto")
+        p.add_argument("--device", type=device_argument, default="auto", help="auto, cpu, mps, cuda or cuda:N")
         p.add_argument("--demo", action="store_true", help="use the tiny demo checkpoint (random weights)")
 
     prep = sub.add_parser("prepare", help="encode a folder of songs once (VAE latents and conditions)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LoRAError
+from ..json_files import read_json
 from ..keymap import diffusers_to_official, official_to_diffusers
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -102,6 +103,9 @@ def _number(field: str, value, lo, hi, integer=False, lo_open=False, hi_open=Fal
     return int(value) if integer else float(value)
 
 
+check_number = _number  # shared with lora.training
+
+
 @dataclass
 class LoRAConfig:
     """Shape of a LoRA adapter on the DiT.
@@ -149,10 +153,15 @@ class LoRAConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "LoRAConfig":
         names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, dict):
+            raise LoRAError(f"a LoRA configuration must be a mapping of {', '.join(names)} (got {type(data).__name__})")
         unknown = [k for k in data if k not in names]
         if unknown:
             raise LoRAError(f"{unknown[0]} is not a LoRAConfig field (fields: {', '.join(names)})")
-        return cls(**{**data, "target_modules": tuple(data.get("target_modules", DEFAULT_TARGETS))})
+        targets = data.get("target_modules", DEFAULT_TARGETS)
+        if not isinstance(targets, (str, list, tuple)):
+            raise LoRAError(f"target_modules must be a list of module names (got {targets!r:.60})")
+        return cls(**{**data, "target_modules": targets if isinstance(targets, str) else tuple(targets)})
 
 
 def matching_modules(transformer, target_modules) -> dict[str, list[str]]:
@@ -331,6 +340,26 @@ class AdapterFiles:
     fingerprint: str
 
 
+def _check_adapter_config(raw: dict, path: Path) -> None:
+    """The fields of adapter_config.json that we read ourselves, checked for their JSON types."""
+    if str(raw.get("peft_type", "LORA")).upper() != "LORA":
+        raise LoRAError(f"{path}: peft_type must be LORA (got {raw.get('peft_type')!r:.60})")
+    r = raw.get("r", 8)
+    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= 4096:
+        raise LoRAError(f"{path}: r must be a whole number between 1 and 4096 (got {r!r:.60})")
+    alpha = raw.get("lora_alpha", r)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise LoRAError(f"{path}: lora_alpha must be a finite number (got {alpha!r:.60})")
+    for key in ("alpha_pattern", "rank_pattern"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value.values())):
+            raise LoRAError(f"{path}: {key} must map module names to numbers (got {value!r:.60})")
+    dropout = raw.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise LoRAError(f"{path}: lora_dropout must be a number in [0, 1) (got {dropout!r:.60})")
+
+
 def read_adapter(folder) -> AdapterFiles:
     """Read a peft LoRA folder (ours or upstream's); module names are translated to diffusers'."""
     from peft import LoraConfig
@@ -347,20 +376,24 @@ def read_adapter(folder) -> AdapterFiles:
         if not (folder / needed).is_file():
             raise LoRAError(f"{folder} lacks {needed}: a LoRA adapter folder holds {ADAPTER_CONFIG} "
                             f"and {ADAPTER_WEIGHTS}")
-    try:
-        raw = json.loads((folder / ADAPTER_CONFIG).read_text())
-    except json.JSONDecodeError as exc:
-        raise LoRAError(f"{folder / ADAPTER_CONFIG} is not valid JSON ({exc})") from None
-    if str(raw.get("peft_type", "LORA")).upper() != "LORA":
-        raise LoRAError(f"{folder / ADAPTER_CONFIG}: peft_type must be LORA (got {raw.get('peft_type')!r})")
+    raw = read_json(folder / ADAPTER_CONFIG, LoRAError)
+    _check_adapter_config(raw, folder / ADAPTER_CONFIG)
     try:
         with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as f:
             info = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
             official = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RecursionError) as exc:
         raise LoRAError(f"{folder / ADAPTER_WEIGHTS} is not a readable safetensors file ({exc})") from None
+    if not isinstance(info, dict):
+        info = {}
     state = {}
     for key, tensor in official.items():
+        if not tensor.is_floating_point():
+            raise LoRAError(f"{folder / ADAPTER_WEIGHTS}: {key} must hold floating-point weights (got {tensor.dtype})")
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise LoRAError(f"{folder / ADAPTER_WEIGHTS}: {key} holds {bad} NaN or infinite values; the adapter is "
+                            "damaged (a training run that diverged?) and would turn every take into noise")
         try:
             state[diffusers_key(key)] = tensor
         except KeyError:

@@ -29,6 +29,7 @@ import torch
 
 from ..blueprint import DURATION_RANGE, Blueprint
 from ..errors import BlueprintError, GenerationCancelled, LoRAError
+from ..json_files import read_json
 from .adapters import METADATA_KEY
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aif", ".aiff")
@@ -93,10 +94,7 @@ def read_sidecar(audio) -> Blueprint | None:
     values: dict = {}
     json_path = audio.with_suffix(".json")
     if json_path in files:
-        try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LoRAError(f"{json_path} is not valid JSON ({exc})") from None
+        data = read_json(json_path, LoRAError, expect=None)
         if not isinstance(data, dict):
             raise LoRAError(f"{json_path} must hold an object such as {{\"caption\": ..., \"lyrics\": ...}}")
         for key, value in data.items():
@@ -110,10 +108,17 @@ def read_sidecar(audio) -> Blueprint | None:
             values[SIDECAR_FIELDS[key]] = value
     caption_path, lyrics_path = audio.with_suffix(".txt"), audio.with_name(audio.stem + ".lyrics.txt")
     if caption_path in files and "caption" not in values:
-        values["caption"] = caption_path.read_text(encoding="utf-8").strip()
+        values["caption"] = _read_text(caption_path)
     if lyrics_path in files and "lyrics" not in values:
-        values["lyrics"] = lyrics_path.read_text(encoding="utf-8").strip()
+        values["lyrics"] = _read_text(lyrics_path)
     return Blueprint(**values)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise LoRAError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
 def _understand(planner, audio: Path, engine) -> Blueprint:
@@ -173,11 +178,11 @@ class LoRADataset(torch.utils.data.Dataset):
         path = cache_dir / MANIFEST
         if not path.is_file():
             raise LoRAError(f"{cache_dir} holds no prepared dataset ({MANIFEST} is missing): run prepare_dataset first")
+        data = read_json(path, LoRAError)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             songs = [PreparedSong(**s) for s in data["songs"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise LoRAError(f"{path} is not a dataset manifest ({exc})") from None
+        except (KeyError, TypeError) as exc:
+            raise LoRAError(f"{path} is not a dataset manifest ({type(exc).__name__}: {exc})") from None
         if data.get("format") != FORMAT_VERSION:
             raise LoRAError(f"{path} has format {data.get('format')!r}; this version reads {FORMAT_VERSION}: "
                             "prepare again")
@@ -188,9 +193,14 @@ class LoRADataset(torch.utils.data.Dataset):
         return len(self.songs)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(self.cache_dir / self.songs[index].file))
+        path = self.cache_dir / self.songs[index].file
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise LoRAError(f"{path} is unreadable ({exc}): prepare the dataset again") from None
 
     @property
     def fingerprint(self) -> str:
@@ -296,7 +306,7 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
     from ..conditioning import encode_conditions
 
     folder = Path(folder)
-    max_seconds = _max_seconds(max_seconds)
+    max_seconds = check_max_seconds(max_seconds)
     songs_on_disk = find_songs(folder)
     cache_dir = Path(cache_dir) if cache_dir is not None else folder / ".lora-cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -351,6 +361,9 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
             raise LoRAError(f"{where}: {exc}") from None
         caption_prompt, lyric_prompt = blueprint.caption_prompt(), blueprint.lyric_prompt()
         latents = engine.encode_audio(audio)[:frames]
+        if not bool(torch.isfinite(latents).all()):
+            raise LoRAError(f"{audio_path}: the VAE turned this song into NaN or infinite latents; it cannot be "
+                            "trained on (try float32, or check the file)")
         conditions = encode_conditions(engine.models, [caption_prompt], [lyric_prompt])
         context = torch.cat([engine.silence(frames), torch.ones_like(latents)], dim=-1)
         song = PreparedSong(song_id, f"{song_id}-{key[:8]}.safetensors", audio_path.name, round(seconds, 3),
@@ -369,7 +382,7 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
     return LoRADataset(cache_dir, prepared, info)
 
 
-def _max_seconds(value) -> float:
+def check_max_seconds(value) -> float:
     lo, hi = MAX_SECONDS_RANGE
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not lo <= value <= hi:

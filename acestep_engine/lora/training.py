@@ -39,8 +39,10 @@ from pathlib import Path
 import torch
 
 from ..errors import LoRAError
+from ..json_files import read_json
 from ..schedules import turbo_schedule
-from .adapters import (ADAPTER_WEIGHTS, TRAINING_ADAPTER, LoRAConfig, _number, activate, adapter_state,
+from .adapters import check_number as _number
+from .adapters import (ADAPTER_WEIGHTS, TRAINING_ADAPTER, LoRAConfig, activate, adapter_state,
                        assign_state, check_targets, inject, read_adapter, remove, save_adapter)
 from .dataset import LoRADataset, LoRAProgress, collate
 
@@ -274,10 +276,35 @@ def _save_checkpoint(folder: Path, transformer, lora: LoRAConfig, base_model: st
     return folder
 
 
+_STATE_FIELDS = {"step": int, "epoch": int, "batch_in_epoch": int, "micro": int, "losses": list, "lrs": list,
+                 "lora": dict, "parameters": list, "param_groups": list, "objective": str}
+
+
+def read_trainer_state(folder) -> dict:
+    """A checkpoint's trainer_state.json, with the fields resuming needs checked for their JSON types."""
+    path = Path(folder) / "trainer_state.json"
+    state = read_json(path, LoRAError)
+    for key, kind in _STATE_FIELDS.items():
+        value = state.get(key)
+        if key not in state:
+            raise LoRAError(f"{path} lacks {key!r}: it is not a checkpoint this version wrote (pass resume=False)")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise LoRAError(f"{path}: {key} must be {kind.__name__} (got {type(value).__name__} {value!r:.60})")
+    if not all(isinstance(g, dict) for g in state["param_groups"]):
+        raise LoRAError(f"{path}: param_groups must be a list of objects")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in state["losses"] + state["lrs"]):
+        raise LoRAError(f"{path}: losses and lrs must be lists of numbers")
+    try:
+        LoRAConfig.from_dict(state["lora"]).validate()
+    except (LoRAError, TypeError) as exc:
+        raise LoRAError(f"{path}: lora is not a LoRA configuration ({exc})") from None
+    return state
+
+
 def _load_checkpoint(folder: Path, transformer, names: list[str], optimizer) -> dict:
     from safetensors.torch import load_file
 
-    state = json.loads((folder / "trainer_state.json").read_text())
+    state = read_trainer_state(folder)
     if state.get("parameters") != names:
         raise LoRAError(f"{folder} holds optimizer state for other parameters: pass resume=False to start over")
     assign_state(transformer, TRAINING_ADAPTER, read_adapter(folder).state, folder / ADAPTER_WEIGHTS)
@@ -405,7 +432,7 @@ def train(engine, dataset, output_dir, lora: LoRAConfig | None = None, training:
         run = dict(step=0, epoch=0, batch_in_epoch=0, micro=0, losses=[], lrs=[])
         resumed_from = None
         if checkpoint is not None:
-            saved = json.loads((checkpoint / "trainer_state.json").read_text())
+            saved = read_trainer_state(checkpoint)
             _check_resumable(checkpoint, saved, lora, dataset, engine, objective)
             saved = _load_checkpoint(checkpoint, transformer, names, optimizer)
             run = {k: saved[k] for k in run}
@@ -470,6 +497,11 @@ def train(engine, dataset, output_dir, lora: LoRAConfig | None = None, training:
                     run["step"] += 1
                     value = float(accelerator.reduce(torch.stack(pending).mean(), reduction="mean"))
                     pending = []
+                    if not math.isfinite(value):
+                        raise LoRAError(
+                            f"the training loss became {value} at step {run['step']} of {steps}: training diverged "
+                            f"(lr {lr:.2e}; the songs were checked finite when prepared). Lower lr, raise warmup or "
+                            f"use mixed_precision='no'; the last good checkpoint is kept in {output_dir / CHECKPOINTS}")
                     run["losses"].append(value)
                     run["lrs"].append(lr)
                     if run["batch_in_epoch"] >= per_epoch:

@@ -1,0 +1,209 @@
+"""The workbench as a whole, driven from Python: one shared state, one job runner, views that cost
+what is on screen. Runs on ipywidgets 7.x (Colab) and 8.x alike."""
+
+import threading
+import time
+
+import ipywidgets as widgets
+import numpy as np
+import pytest
+
+from acestep_engine import Blueprint, TakeStore
+from workbench import BlueprintEditor, Workbench, WorkbenchState, close_tree
+from workbench.jobs import JobProgress
+from workbench.views import envelope, live_audio_bytes, live_widgets, thumbnail_png
+
+BP = Blueprint(caption="lo-fi piano", bpm=84, keyscale="F minor", duration=10.0, language="en")
+TABS = {"Look": 2, "Repaint": 3, "Cover": 4, "Tracks": 5, "Takes": 6}
+
+
+def headings(bench) -> dict:
+    return {"Look": bench.look.heading.value, "Repaint": bench.painter.heading.value,
+            "Cover": bench.cover_lab.heading.value, "Tracks": bench.tracks.heading.value,
+            "Takes": bench.browser.heading.value}
+
+
+@pytest.fixture
+def bench(turbo, tmp_path):
+    bench = Workbench(turbo, TakeStore(tmp_path / "takes"), blueprint=BP)
+    yield bench
+    close_tree(bench.widget)
+
+
+def generate(bench, seeds="", batch=1):
+    panel = bench.generate_panel
+    panel.seeds.value, panel.batch_size.value = seeds, batch
+    panel.generate_button.click()
+    return panel.job.result(timeout=120)
+
+
+def test_every_tab_follows_the_newest_take_and_memory_stays_flat(bench):
+    generate(bench, "100")  # warm-up: the first take creates each view's widgets once
+    for name, index in TABS.items():
+        bench.tabs.selected_index = index
+    bench.tabs.selected_index = 1
+    widgets_before = len(live_widgets())
+    one_take = None
+    for i in range(12):
+        take, = generate(bench, str(i + 1))
+        assert bench.current_take.id == take.id and bench.current_take.seed == i + 1
+        assert all(take.id in text for text in headings(bench).values()), headings(bench)
+        assert bench.browser.selected == take.id
+        name = list(TABS)[i % len(TABS)]  # look at one tab after each take, as a person would
+        bench.tabs.selected_index = TABS[name]
+        if name == "Look":
+            assert bench.look.view.take is take
+        if name == "Repaint":
+            assert bench.painter.take is take and bench.painter.canvas.duration == pytest.approx(take.duration)
+        if name == "Cover":
+            assert bench.cover_lab.source is take and bench.cover_lab.lineage == [take]
+        if name == "Tracks":
+            assert bench.tracks.source is take
+        bench.tabs.selected_index = 1
+        one_take = one_take or len(bench.generate_panel.player.audio.value)
+    added = (len(live_widgets()) - widgets_before) / 12
+    assert added <= 20, f"{added:.1f} live widgets added per take"
+    assert live_audio_bytes() <= 8 * one_take, f"{live_audio_bytes() / one_take:.1f} takes' worth of audio held"
+    assert len(bench.generate_panel.results.children) == 6  # the newest six; "show more" for the rest
+    bench.generate_panel.results.show_more()
+    assert len(bench.generate_panel.results.children) == 12
+
+
+def test_refreshing_takes_never_brings_an_old_take_back(bench):
+    first, = generate(bench, "1")
+    bench.tabs.selected_index = 6  # the Takes tab shows the first take
+    assert bench.browser.selected == first.id and bench.browser.player.take.id == first.id
+    second, = generate(bench, "2")
+    assert bench.current_take.seed == 2 and bench.browser.selected == second.id
+    bench.browser.refresh_button.click()
+    assert bench.current_take is second
+    bench.browser.select(first.id)  # picking a take in the list makes it current everywhere
+    assert bench.current_take.id == first.id and first.id in bench.painter.heading.value
+
+
+def test_takes_made_in_any_tab_appear_in_takes_at_once(bench, base):
+    source, = generate(bench, "5")
+    painter = bench.painter
+    painter.regions = [(2.0, 4.0)]
+    painter.repaint_button.click()
+    repainted, = painter.job.result(timeout=120)
+    assert repainted.id in [v for _, v in bench.browser.takes.options]
+    assert bench.current_take is source  # the painter keeps showing before/after until Continue
+    bench.cover_lab.generate_button.click()
+    cover, = bench.cover_lab.job.result(timeout=120)
+    assert cover.id in [v for _, v in bench.browser.takes.options]
+    bench.state.engines = {**bench.state.engines, base.variant.name: base}  # as Load acestep-v15-base does
+    assert bench.tracks.capable and "acestep-v15-base" in bench.header.models.value
+    bench.tracks.run_button.click()
+    vocals, = bench.tracks.job.result(timeout=300)
+    assert vocals.id in [v for _, v in bench.browser.takes.options] and vocals.parent_id == source.id
+    painter.next_button.click()  # Continue from result: every tab follows
+    assert bench.current_take is repainted and repainted.id in bench.look.heading.value
+
+
+def test_plan_then_cancelled_plan_leave_the_plan_buttons_enabled(bench):
+    editor = bench.editor
+    editor.load_planner_button.click()
+    assert bench.planner is not None and not bench.generate_panel.think.disabled
+    assert not bench.cover_lab.editor.fill_button.disabled  # the Cover tab's planner section follows
+    plan_buttons = [editor.inspire_button, editor.fill_button, editor.format_button]
+    editor.fill_button.click()
+    editor.plan_job.result(timeout=120)
+    assert not any(b.disabled for b in plan_buttons) and editor.plan_cancel_button.disabled
+    editor.format_button.click()
+    assert all(b.disabled for b in plan_buttons) and not editor.plan_cancel_button.disabled
+    assert bench.generate_panel.generate_button.disabled  # one job at a time, for the whole workbench
+    editor.plan_cancel_button.click()  # well within half a second
+    editor.plan_job.wait(60)
+    assert "cancelled" in editor.plan_status.value
+    assert not any(b.disabled for b in plan_buttons) and editor.plan_cancel_button.disabled
+    assert not bench.generate_panel.generate_button.disabled and bench.state.job is None
+
+
+def test_think_first_progress_only_moves_forward_and_counts_planning(bench, planner):
+    bench.set_planner(planner)
+    panel = bench.generate_panel
+    panel.think.value = True
+    seen, messages = [], []
+    panel.progress.observe(lambda change: seen.append(change["new"]), names="value")
+    panel.status.observe(lambda change: messages.append(change["new"]), names="value")
+    generate(bench, "7", batch=2)
+    assert seen == sorted(seen) and seen[-1] == 1000 and seen[-2] < 1000
+    words = " ".join(messages)
+    for stage in ("planning", "denoising", "decoding", "saving", "drawing"):
+        assert stage in words, stage
+    assert not any("done" in m for m in messages[:-1])
+    assert "planning" in panel.status.value and "2 take(s) in" in panel.status.value
+
+
+def test_after_a_run_the_seeds_move_on(bench):
+    panel = bench.generate_panel
+    first = generate(bench, "42", batch=2)
+    assert panel.seeds.value == "44"
+    again = generate(bench, panel.seeds.value)
+    assert {t.seed for t in first}.isdisjoint({t.seed for t in again})
+    panel.after_run.value = "same"
+    generate(bench, "9")
+    assert panel.seeds.value == "9"
+
+
+def test_a_failed_or_slow_redraw_never_locks_buttons(turbo, tmp_path):
+    state = WorkbenchState(engine=turbo, store=TakeStore(tmp_path))
+    editor = BlueprintEditor(BP, state=state)
+    from workbench import GeneratePanel
+
+    panel = GeneratePanel(turbo, editor, state=state)
+    panel.results.add = lambda takes: 1 / 0  # a view that breaks while drawing
+    panel.generate_button.click()
+    panel.job.wait(120)
+    assert "ZeroDivisionError" in panel.status.value
+    assert not panel.generate_button.disabled and panel.cancel_button.disabled and state.job is None
+
+
+def test_one_job_at_a_time_across_tabs(bench):
+    generate(bench, "1")
+    gate = threading.Event()
+    engine = bench.engine
+    original = engine.generate
+    engine.generate = lambda *a, **k: (gate.wait(30), original(*a, **k))[1]
+    try:
+        job = bench.generate_panel.generate()
+        bench.painter.regions = [(1.0, 2.0)]
+        assert bench.painter.repaint_button.disabled and bench.painter.cancel_button.disabled
+        assert bench.painter.repaint() is None and "already running" in bench.painter.status.value
+        assert "running: generation" in bench.header.activity.value
+    finally:
+        gate.set()
+        job.result(timeout=120)
+        del engine.generate
+    assert not bench.painter.repaint_button.disabled and bench.header.activity.value == ""
+
+
+def test_close_tree_closes_children_layouts_and_styles():
+    inner = widgets.Button(description="x")
+    box = widgets.VBox([widgets.HBox([inner, widgets.HTML("y")])])
+    before = len(live_widgets())
+    close_tree(box)
+    assert len(live_widgets()) <= before - 6 and inner.comm is None
+
+
+def test_waveform_envelope_shows_noise_and_thumbnails_are_cheap(turbo):
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-0.5, 0.5, 48000 * 10).astype(np.float32)
+    low, high = envelope(noise, 800)
+    assert len(low) == 800 and (high - low).min() > 0.5  # every column spans the noise, none is flat
+    take, = turbo.generate(BP, seeds=3)
+    start = time.perf_counter()
+    png = thumbnail_png(take)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and time.perf_counter() - start < 1.0
+
+
+def test_job_progress_names_stages_and_only_moves_forward():
+    changes = []
+    progress = JobProgress(lambda fraction, message: changes.append((fraction, message)))
+    progress.stage("planning", 0.4)
+    progress.stage("model", 0.2, "denoising")  # a late report cannot move the bar back
+    progress.stage("saving", 0.9)
+    progress.finish()
+    assert [f for f, _ in changes] == [0.4, 0.4, 0.9]
+    assert set(progress.seconds) >= {"planning", "model", "saving"}
