@@ -130,7 +130,8 @@ def decode_item(facts, plan, latents: torch.Tensor, settings, cancel, announce, 
     """One item: tiled VAE decode (`chunk` latent frames per window), the plan's finish (splice,
     crop), then loudness."""
     announce()
-    audio = vae_codec.decode(facts.models.vae, latents, chunk=chunk, cancel=cancel)
+    options = {} if chunk == "auto" else {"chunk": chunk}
+    audio = vae_codec.decode(facts.models.vae, latents, cancel=cancel, **options)
     if not np.isfinite(audio).all():
         raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
     return finish_audio(plan.finish(audio), settings.normalize, settings.normalization_db)

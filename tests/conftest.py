@@ -28,7 +28,7 @@ def tiny16_dir(tmp_path_factory):
     return root
 
 
-# The shared engines and planner run in fp32 whatever dtype "auto" picks on the machine (bf16 on CPUs
+# The shared engines run in fp32 whatever dtype "auto" picks on the machine (bf16 on CPUs
 # with native bf16): many tests compare against fp32 references at tight tolerances. The "auto"
 # default is exercised by every engine a test loads without a dtype, and by the notebooks.
 @pytest.fixture(scope="session")
@@ -52,5 +52,4 @@ def planner(tiny_dir, turbo):
     from acestep_engine.testing import LM_FOLDER, write_lm
 
     write_lm(tiny_dir / LM_FOLDER)
-    return Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", dtype="fp32",
-                                   engine=turbo)
+    return Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", engine=turbo)
