@@ -354,13 +354,14 @@ UPSTREAM_MAX_NEW_TOKENS = 4096  # upstream's answer length limit where nothing e
 
 def cot_shape(table: TokenTable, fixed: dict | None = None, genres: bool = False, max_duration: float = 600,
               after: str = "stop", codes: int = 0, vocabulary: Vocabulary | None = None,
-              text_chars: int | None = MAX_LYRICS_CHARS) -> Shape:
+              text_chars: int | None = MAX_LYRICS_CHARS, skip: tuple = ()) -> Shape:
     """The chain-of-thought shape: fields in upstream order, `fixed` values injected as written.
 
     `fixed` maps field names (bpm, caption, duration, keyscale, language, timesignature) to the
     user's values; each becomes a forced line. `genres` adds the genres line (forced, as upstream
     does in inspire, format and understand), its value one entry of `vocabulary` when given.
-    `text_chars` caps the text after `</think>` when `after="text"` (None: no cap).
+    `text_chars` caps the text after `</think>` when `after="text"` (None: no cap). `skip` names
+    fields left out altogether (upstream's `skip_language` when format is given a language).
     """
     fixed = dict(fixed or {})
 
@@ -389,6 +390,7 @@ def cot_shape(table: TokenTable, fixed: dict | None = None, genres: bool = False
         choice("timesignature", [f"timesignature: {n}\n" for n in TIME_SIGNATURES]),
         Segment("</think>", Trie.of([[table.end_think_id]])),
     ]
+    segments = [segment for segment in segments if segment.name not in skip]
     unbounded = after == "text" and text_chars is None
     return Shape(segments, after=after, codes=codes, text_chars=text_chars,
                  max_tokens=UPSTREAM_MAX_NEW_TOKENS if unbounded else None)

@@ -123,20 +123,20 @@ def cot_values(blueprint: Blueprint) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def user_set_all_metas(blueprint: Blueprint) -> bool:
-    """True when the user (not a planner) set bpm, keyscale, time signature and duration: upstream's
-    `has_all_metas`, the case in which it skips phase 1. Duration always has a value in a Blueprint."""
-    bp = blueprint.validate()
-    values = cot_values(bp)
-    return all(k in values for k in USER_METAS) and not set(bp.planned) & set(COT_FIELDS)
+def has_all_metas(blueprint: Blueprint) -> bool:
+    """True when bpm, keyscale, time signature and duration are set (upstream's `has_all_metas`,
+    the case in which it skips phase 1). Duration always has a value in a Blueprint."""
+    values = cot_values(blueprint)
+    return all(k in values for k in USER_METAS)
 
 
 def codes_cot_values(blueprint: Blueprint) -> dict:
-    """The chain of thought of the code phase: after phase 1 (or for a partly open blueprint) every
-    set field; when the user set all four of USER_METAS, only those four (upstream skips phase 1
-    and writes the user's metadata alone, without caption or language)."""
+    """The chain of thought of the code phase for a blueprint given as it is: when bpm, keyscale,
+    time signature and duration are set, only those four (upstream skips phase 1 and writes that
+    metadata alone, without caption or language); otherwise every set field (open ones left out).
+    After a phase 1, `Planner.plan` uses the whole planned chain of thought instead, as upstream."""
     values = cot_values(blueprint)
-    if user_set_all_metas(blueprint):
+    if has_all_metas(blueprint):
         return {k: values[k] for k in USER_METAS}
     return values
 

@@ -50,7 +50,7 @@ import torch
 from . import lm_prompts as prompts
 from .blueprint import DURATION_RANGE, MAX_CAPTION_CHARS, MAX_LYRICS_CHARS, Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints
-from .constraints import (DEFAULT_CODEBOOK_SIZE, MAX_LYRICS_CHARS as MAX_TEXT_CHARS, UPSTREAM_MAX_NEW_TOKENS,
+from .constraints import (DEFAULT_CODEBOOK_SIZE, MAX_LYRICS_CHARS as MAX_TEXT_CHARS,
                           PlannerConstraint, Shape, TokenTable, Vocabulary, codes_shape, cot_shape)
 from .errors import CheckpointError, GenerationCancelled, TaskError
 from .progress import Progress
@@ -342,13 +342,17 @@ class Planner:
                max_text_chars: int | None = MAX_TEXT_CHARS, **sampling) -> Blueprint:
         """Rewrite caption and lyrics into the LM's preferred form; the user's metadata is kept
         (open metadata fields are planned too). Empty rewritten lyrics fall back to the user's.
-        A blank caption is sent as upstream's "NO USER INPUT", blank lyrics as "[Instrumental]"."""
+        A blank caption is sent as upstream's "NO USER INPUT", blank lyrics as "[Instrumental]"; a
+        language the user set is left out of the LM's reasoning, as upstream does."""
         bp = _checked(blueprint)
         values = prompts.cot_values(bp)
         fixed = {k: v for k, v in values.items() if k != "caption"}
         after = "stop" if bp.instrumental else "text"
         caption = bp.caption if bp.caption.strip() else prompts.NO_USER_INPUT
-        shape = self._cot_shape(fixed, genres=True, after=after, text_chars=_text_chars(max_text_chars))
+        # A language the user set is not written at all (upstream's skip_language), the rest injected.
+        skip = ("language",) if "language" in fixed else ()
+        shape = self._cot_shape({k: v for k, v in fixed.items() if k not in skip}, genres=True, after=after,
+                                text_chars=_text_chars(max_text_chars), skip=skip)
         text = self._run([self._render(prompts.format_messages(caption, bp.effective_lyrics), True)],
                          [shape], seed, progress, cancel, "think", sampling, top_p=None)[0]
         planned = self._parse(text, bp, fixed)
@@ -399,9 +403,9 @@ class Planner:
         """Exactly `int(duration * 5)` audio codes `<|audio_code_N|>...` for `blueprint`, with LM
         guidance (default 2.0: conditional and unconditional prompts decoded as one batch).
 
-        The thinking block in the prompt holds the blueprint's set fields (open ones are left out:
-        `complete` first to plan them); when the user set bpm, key, time signature and duration
-        and no planner wrote any field, only those four, as upstream. Render with
+        The thinking block in the prompt holds bpm, duration, key and time signature when all four
+        are set (as upstream, which then skips phase 1), otherwise every set field (open ones are
+        left out: `complete` first, or `plan`, to fill them). Render with
         `engine.generate(blueprint, Text2Music(audio_codes=codes))`.
         """
         return self.codes_batch(blueprint, 1, seeds=seed, progress=progress, cancel=cancel, **sampling)[0]
@@ -419,18 +423,22 @@ class Planner:
         bp = _checked(blueprint)
         _flag("keep_caption", keep_caption)
         SamplingOptions.of(sampling)
-        if prompts.user_set_all_metas(bp):
-            planned = bp
-        else:
+        if prompts.has_all_metas(bp):
+            planned, cot = bp, None  # the four fields alone (codes_cot_values)
+        else:  # phase 1; its whole chain of thought goes into phase 2's prompt
             planned = self.complete(bp, seed=seed, progress=progress, cancel=cancel, keep_caption=keep_caption,
                                     **{k: v for k, v in sampling.items() if k not in ("guidance", "negative_prompt")})
-        codes = self._codes_batch(planned, 1, seed, progress, cancel, sampling, prompt_caption=bp.caption)[0]
+            cot = prompts.cot_values(planned)
+        codes = self._codes_batch(planned, 1, seed, progress, cancel, sampling, prompt_caption=bp.caption,
+                                  cot_values=cot)[0]
         return planned, codes
 
     # ------------------------------------------------------------------ internals
-    def _codes_batch(self, blueprint, batch_size, seeds, progress, cancel, sampling, prompt_caption=None):
+    def _codes_batch(self, blueprint, batch_size, seeds, progress, cancel, sampling, prompt_caption=None,
+                     cot_values=None):
         """The code phase. `prompt_caption`: the caption of the user prompt when it differs from the
-        blueprint's (upstream keeps the user's caption there when the LM rewrote it in phase 1)."""
+        blueprint's (upstream keeps the user's caption there when the LM rewrote it in phase 1);
+        `cot_values`: the thinking block's fields (default `codes_cot_values`)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or not 1 <= batch_size <= 8:
             raise TaskError(f"batch_size must be a whole number from 1 to 8 (got {batch_size!r})")
         bp = _checked(blueprint)
@@ -438,7 +446,7 @@ class Planner:
         caption = bp.caption if prompt_caption is None else prompt_caption
         lyrics = prompts.lm_lyrics(bp)
         count = code_count(bp.duration)
-        cot = prompts.cot_text(prompts.codes_cot_values(bp))
+        cot = prompts.cot_text(prompts.codes_cot_values(bp) if cot_values is None else cot_values)
         cond = prompts.with_newline(self._render(prompts.codes_messages(caption, lyrics, cot), False))
         negative = options.negative_prompt if options.negative_prompt not in (None, prompts.NO_USER_INPUT) else None
         uncond = prompts.with_newline(self._render(prompts.codes_messages(
@@ -449,9 +457,10 @@ class Planner:
         return ["".join(f"<|audio_code_{self.table.code_value[t]}|>" for t in ids if t in self.table.code_value)
                 for ids in written]
 
-    def _cot_shape(self, fixed, genres: bool = False, after: str = "stop", text_chars=MAX_TEXT_CHARS) -> Shape:
+    def _cot_shape(self, fixed, genres: bool = False, after: str = "stop", text_chars=MAX_TEXT_CHARS,
+                   skip=()) -> Shape:
         return cot_shape(self.table, fixed, genres=genres, after=after, text_chars=text_chars,
-                         vocabulary=self.genres_vocab if genres else None)
+                         vocabulary=self.genres_vocab if genres else None, skip=skip)
 
     def _render(self, messages, add_generation_prompt: bool) -> str:
         return prompts.render(self.tokenizer, messages, add_generation_prompt)

@@ -1,8 +1,8 @@
 """Audio that a task starts from or is guided by: sources, reference audio and 5 Hz audio codes.
 
 A source may be a `Take`, a path to any audio file soundfile or librosa can read, or an
-`(array, sample_rate)` tuple; it is resampled to the models' rate in stereo. Functions here take the loaded models' facts
-(`acestep_engine.facts.ModelFacts`; an `Engine` has the same attributes and works too).
+`(array, sample_rate)` tuple; it is resampled to the models' rate in stereo. Functions here take
+the loaded models' facts (`acestep_engine.facts.ModelFacts`; an `Engine` has the same attributes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .audio_io import AudioFileError, load_source_audio, resample, to_stereo
+from .audio_io import AudioFileError, check_audio_array, load_source_audio, resample, to_stereo
 from .errors import TaskError
 
 MAX_SOURCE_SECONDS = 600.0
@@ -38,15 +38,16 @@ def source_audio(facts, source, what: str = "source") -> tuple[np.ndarray, str |
     """Resolve a Take, path or (array, rate) into float32 `[2, n]` at `facts.sample_rate`."""
     from .takes import Take
 
-    if isinstance(source, Take):
-        audio = resample(to_stereo(source.audio), source.sample_rate, facts.sample_rate)
-        take_id = source.id
-    else:
-        try:
+    try:
+        if isinstance(source, Take):
+            audio = check_audio_array(source.audio, f"the audio of take {source.id}")  # NaN/Inf refused here
+            audio = resample(to_stereo(audio), source.sample_rate, facts.sample_rate)
+            take_id = source.id
+        else:
             audio = load_source_audio(source, facts.sample_rate)
-        except AudioFileError as exc:
-            raise TaskError(f"{what}: {exc}") from None
-        take_id = None
+            take_id = None
+    except AudioFileError as exc:
+        raise TaskError(f"{what}: {exc}") from None
     seconds = audio.shape[-1] / facts.sample_rate
     if seconds > MAX_SOURCE_SECONDS:
         raise TaskError(f"{what} must be at most {MAX_SOURCE_SECONDS:g} seconds long (got {seconds:.1f} s)")

@@ -87,11 +87,19 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def test_no_import_cycles():
+# Known cycles, to be removed (none now).
+KNOWN_CYCLES: list[list[str]] = []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycles(package):
     # Package __init__ files count too: a module importing its own package root would close a loop.
     graph = {m: _imports(m, p) for m, p in MODULES.items()}
     assert graph["acestep_engine.engine"] and "acestep_engine.engine" not in graph["acestep_engine.tasks.base"]
-    assert _cycles(graph) == []
+    found = [c for c in _cycles(graph) if c[0].split(".")[0] == package]
+    known = [c for c in KNOWN_CYCLES if c[0].split(".")[0] == package]
+    assert [c for c in found if c not in known] == [], "a new import cycle"
+    assert [c for c in known if c not in found] == [], "a known cycle is gone: remove it from KNOWN_CYCLES"
 
 
 def test_the_check_finds_a_cycle():

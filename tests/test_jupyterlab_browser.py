@@ -189,9 +189,25 @@ LABELS_CUT_OFF = """() => {
 }"""
 
 
+def _open_weights_section(page):
+    page.locator(".widget-accordion").get_by_text("Get the real weights", exact=True).first.click()
+
+
+def test_get_the_real_weights_offline_says_how_to_copy_them(page):
+    _open_weights_section(page)
+    note = page.get_by_text("No network").first
+    note.wait_for(state="visible", timeout=30_000)
+    paragraph = note.locator("xpath=..").inner_text()
+    assert "HF_HUB_OFFLINE=1" in paragraph and "hf download ACE-Step/Ace-Step1.5" in paragraph
+    download = [b for b in page.locator("button", has_text="Download").all() if b.is_visible()]
+    assert download and all(not b.is_enabled() for b in download)
+
+
 def test_no_label_is_wider_than_its_box_at_1400_px(page):
     assert page.viewport_size["width"] == WIDTH
     cut = {}
+    if not page.get_by_text("No network").first.is_visible():  # the weights section open too
+        _open_weights_section(page)
     for title in TABS:
         _tab(page, title)
         for line in page.evaluate(LABELS_CUT_OFF):

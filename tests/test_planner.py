@@ -155,11 +155,14 @@ def test_complete_is_reproducible_per_seed_and_batches(planner):
     assert batch[1].bpm == 77
 
 
-def test_format_keeps_the_users_metadata(planner):
+def test_format_keeps_the_users_metadata(planner, monkeypatch):
     user = Blueprint(caption="pop song", lyrics="la la la", bpm=128, keyscale="A minor", timesignature=4,
                      duration=60, language="en")
+    runs = spy_runs(planner, monkeypatch)
     out = planner.format(user, seed=2)
     assert (out.bpm, out.keyscale, out.timesignature, out.duration, out.language) == (128, "A minor", 4, 60.0, "en")
+    keys = [line.split(":")[0] for line in cot_lines(runs[-1]["out"][0]) if not line.startswith(" ")]
+    assert keys == ["bpm", "caption", "duration", "genres", "keyscale", "timesignature"]  # upstream's skip_language
     assert out.lyrics and out.validate() == out
     assert set(out.planned) == {"caption", "lyrics"}
 
@@ -509,6 +512,10 @@ def test_all_four_user_metas_skip_phase_one_and_fill_the_thinking_block(planner,
     assert [run["shapes"][0].start_codes for run in runs] == [False, True]
     assert cot_lines(runs[1]["texts"][0]) == prompts.cot_yaml(prompts.cot_values(planned)).strip("\n").split("\n")
     assert "caption: city pop" in cot_lines(runs[1]["texts"][0]) and "language: en" in cot_lines(runs[1]["texts"][0])
+    # the planned blueprint given to codes() has all four set: as upstream given those fields, four only
+    planner.codes(planned, seed=0, guidance=1.0)
+    assert cot_lines(runs[-1]["texts"][0]) == [f"bpm: {planned.bpm}", "duration: 30", f"keyscale: {planned.keyscale}",
+                                               f"timesignature: {planned.timesignature}"]
 
 
 def test_blank_lyrics_are_sent_blank_and_instrumental_as_the_tag(planner, monkeypatch):

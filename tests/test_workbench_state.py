@@ -27,7 +27,7 @@ def headings(bench) -> dict:
 def bench(turbo, tmp_path):
     bench = Workbench(turbo, TakeStore(tmp_path / "takes"), blueprint=BP)
     yield bench
-    close_tree(bench.widget)
+    bench.close()
 
 
 def generate(bench, seeds="", batch=1):
@@ -64,9 +64,10 @@ def test_every_tab_follows_the_newest_take_and_memory_stays_flat(bench):
     added = (len(live_widgets()) - widgets_before) / 12
     assert added <= 20, f"{added:.1f} live widgets added per take"
     assert live_audio_bytes() <= 8 * one_take, f"{live_audio_bytes() / one_take:.1f} takes' worth of audio held"
-    assert len(bench.generate_panel.results.children) == 6  # the newest six; "show more" for the rest
-    bench.generate_panel.results.show_more()
-    assert len(bench.generate_panel.results.children) == 12
+    results = bench.generate_panel.results
+    assert len(results.children) == 6 and len(results.takes) == 6  # older takes are let go, not held
+    results.show_more()  # ... and come back from the store when asked for
+    assert len(results.children) == 12 and [t.seed for t in results.takes] == list(range(12, 0, -1))
 
 
 def test_refreshing_takes_never_brings_an_old_take_back(bench):

@@ -14,11 +14,12 @@ from .cover_lab import CoverLab
 from .display import widget_bundle
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
+from .listen import ListenPanel
 from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
 from .tracks import TracksPanel
-from .views import HeaderView, LookView
+from .views import HeaderView, LookView, close_tree
 from .weights import WeightsPanel
 
 DEFAULT_BLUEPRINT = Blueprint(
@@ -42,7 +43,7 @@ class Workbench:
         self.header = HeaderView(state)
         self.editor = BlueprintEditor(state=state, shared=True)
         self.generate_panel = GeneratePanel(engine, self.editor, state=state, on_recall=self.recall)
-        self.look = LookView(state)
+        self.look = LookView(state, listen=ListenPanel(state=state, follow_current=True))
         self.painter = RepaintPainter(state=state)
         self.cover_lab = CoverLab(state=state)
         self.tracks = TracksPanel(state=state)
@@ -120,6 +121,11 @@ class Workbench:
         self.generate_panel.set_source(take)
         self.generate_panel.task.value = "cover"
         self.tabs.selected_index = 1
+
+    def close(self) -> None:
+        """Close every widget of the workbench (run before making a new one in the same kernel:
+        widgets live until closed, whether shown or not)."""
+        close_tree(self.widget)
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)

@@ -65,7 +65,7 @@ class GeneratePanel(JobPanel):
         self.editor = editor
         self.on_take, self.on_recall = on_take, on_recall
         self.source = None  # the take a cover starts from (set by "Use as source")
-        self.takes: list = []
+        self.takes: list = []  # the last run's takes (earlier ones are in the store, not in memory)
         preset = engine.preset
         turbo = engine.variant.turbo
         bounds = GenerationSettings.bounds(engine.variant)  # the one place that knows the ranges
@@ -103,7 +103,7 @@ class GeneratePanel(JobPanel):
         self._init_jobs(state, [self.generate_button], progress_width="320px")
         self.status.value = "ready"
         self.player = AudioPlayer("Playing")
-        self.results = CardList(self._card, limit=RESULTS_SHOWN)
+        self.results = CardList(self._card, limit=RESULTS_SHOWN, load=self._load_take)
         self.source_label = widgets.HTML()
         self.generate_button.on_click(lambda _: self.generate())
         self.task.observe(lambda change: self._update_task_controls(), names="value")
@@ -177,6 +177,9 @@ class GeneratePanel(JobPanel):
             return Cover(self.source, strength=self.cover_strength.value)
         return Text2Music()
 
+    def _load_take(self, take_id: str):
+        return self.store.load(take_id)
+
     def _card(self, take) -> TakeCard:
         return TakeCard(take, on_recall=self.on_recall or self.recall, on_use_as_source=self.set_source,
                         player=self.player)
@@ -221,7 +224,7 @@ class GeneratePanel(JobPanel):
         def save(takes, progress):
             progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
             self.state.save_takes(takes)
-            self.takes.extend(takes)
+            self.takes = list(takes)
 
         def show(takes):
             self.state.takes_added(takes)  # every tab follows the newest take

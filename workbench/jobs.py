@@ -267,7 +267,7 @@ class JobPanel:
         progress = JobProgress(changed)
 
         def on_done(job):
-            if job.error is None and save is not None and not job.cancel_event.is_set():
+            if job.error is None and save is not None:  # finished work is kept, even if Cancel came late
                 save(job.value, progress)
 
         def on_ended(job):
@@ -295,6 +295,7 @@ class JobPanel:
 
         self.progress.value = 0
         self.status.value = "starting..."
+
         def announce(job):
             self.job = job
             self.state.job = job

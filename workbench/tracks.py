@@ -30,7 +30,7 @@ class TracksPanel(JobPanel):
         elif source is not None:
             state.current_take = source
         self.source = state.current_take
-        self.takes: list = []
+        self.takes: list = []  # the last run's takes
         style = {"description_width": "initial"}
         self.heading = widgets.HTML()
         self.operation = widgets.ToggleButtons(options=["extract", "lego", "complete"], value="extract")
@@ -52,7 +52,8 @@ class TracksPanel(JobPanel):
         self._init_jobs(state, [self.run_button, self.load_base_button])
         self.gate = widgets.HTML()
         self.player = AudioPlayer("Playing")
-        self.results = CardList(lambda take: TakeCard(take, player=self.player), limit=6)
+        self.results = CardList(lambda take: TakeCard(take, player=self.player), limit=6,
+                                load=lambda take_id: self.store.load(take_id))
         self.options = widgets.VBox()
         self.lego_row = widgets.HBox([self.lego_track, self.lego_start, self.lego_end])
         self.operation.observe(lambda change: self._show_options(), names="value")
@@ -166,7 +167,7 @@ class TracksPanel(JobPanel):
         def save(takes, progress):
             progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
             self.state.save_takes(takes)
-            self.takes.extend(takes)
+            self.takes = list(takes)
 
         def show(takes):
             self.state.takes_added(takes, make_current=False)

@@ -16,6 +16,8 @@ import numpy as np
 
 from acestep_engine.audio_io import wav_bytes
 
+from .badges import badge_html
+
 from .display import widget_bundle
 
 WIDE = {"description_width": "initial"}  # labels take the room they need: none is cut off
@@ -35,8 +37,16 @@ def live_widgets() -> list:
 
 
 def live_audio_bytes() -> int:
-    """Audio bytes held by live Audio widgets (what the kernel keeps for players)."""
-    return sum(len(w.value or b"") for w in live_widgets() if isinstance(w, widgets.Audio))
+    """Audio bytes held by live widgets (what the kernel keeps for players): the value of every
+    `Audio` widget and every synced bytes trait named like audio (custom players)."""
+    total = 0
+    for w in live_widgets():
+        for name in w.keys:
+            if isinstance(w, widgets.Audio) and name == "value" or "audio" in name:
+                value = getattr(w, name, None)
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    total += len(value)
+    return total
 
 
 def close_tree(widget) -> None:
@@ -263,8 +273,6 @@ class TakeCard:
 
     def show_notes(self, notes) -> None:
         """The adherence badge and scores from the take's sidecar notes (hidden until it was measured or scored)."""
-        from .listen import badge_html
-
         notes = notes or {}
         shown = any(k in notes for k in ("adherence", "quality_score", "lyric_timestamps"))
         self.badge.value = badge_html({"notes": notes}, planner_loaded=False) if shown else ""
@@ -281,11 +289,13 @@ class TakeCard:
 
 class CardList:
     """The newest `limit` take cards, newest first; "show more" reveals `limit` more at a time.
-    Cards that fall off the end are closed. `make_card(take) -> TakeCard`."""
+    Cards that fall off the end are closed, and their takes are let go: only the ids are kept,
+    and `load(take_id)` (the store's) brings a take back when it is shown again. Without `load`
+    the list keeps just the cards it shows. `make_card(take) -> TakeCard`."""
 
-    def __init__(self, make_card, limit: int = 6):
-        self.make_card, self.limit, self.shown = make_card, limit, limit
-        self.takes: list = []
+    def __init__(self, make_card, limit: int = 6, load=None):
+        self.make_card, self.limit, self.shown, self.load = make_card, limit, limit, load
+        self.entries: list = []  # a Take while shown, its id while hidden
         self.cards: dict[str, TakeCard] = {}
         self.box = widgets.VBox()
         self.more_button = widgets.Button(description="show more", layout=widgets.Layout(width="auto"))
@@ -295,7 +305,7 @@ class CardList:
 
     def add(self, takes) -> None:
         """Put `takes` (in their order) on top."""
-        self.takes = list(takes) + self.takes
+        self.entries = list(takes) + self.entries
         self.shown = self.limit
         self._draw()
 
@@ -304,11 +314,25 @@ class CardList:
         self._draw()
 
     def clear(self) -> None:
-        self.takes = []
+        self.entries = []
         self._draw()
 
+    @property
+    def takes(self) -> list:
+        """The takes whose cards are shown, newest first."""
+        return [e for e in self.entries[: self.shown] if not isinstance(e, str)]
+
     def _draw(self) -> None:
-        visible = self.takes[: self.shown]
+        visible = []
+        for entry in self.entries[: self.shown]:
+            if isinstance(entry, str):
+                try:
+                    entry = self.load(entry)
+                except Exception:  # deleted meanwhile: its card is gone too
+                    continue
+            visible.append(entry)
+        hidden = [e if isinstance(e, str) else e.id for e in self.entries[self.shown:]] if self.load else []
+        self.entries = visible + hidden
         wanted = {t.id for t in visible}
         for take_id in [i for i in self.cards if i not in wanted]:
             self.cards.pop(take_id).close()
@@ -318,8 +342,7 @@ class CardList:
                 self.cards[take.id] = self.make_card(take)
             cards.append(self.cards[take.id].widget)
         self.box.children = tuple(cards)
-        hidden = len(self.takes) - len(visible)
-        self.more_button.description = f"show {min(hidden, self.limit)} more of {hidden}"
+        self.more_button.description = f"show {min(len(hidden), self.limit)} more of {len(hidden)}"
         self.more_button.layout.display = None if hidden else "none"
 
     def refresh_notes(self, store) -> None:
@@ -369,23 +392,22 @@ def heading(label: str, take) -> str:
 
 
 class LookView(LazyView):
-    """The Look tab: the current take's spectrogram and waveform, drawn when shown; below, the synced
-    player and the take's batch with adherence badges, scores and Measure / Score / LRC (`listen`)."""
+    """The Look tab: the current take's spectrogram and waveform, drawn when shown; below, when given,
+    `listen`: the synced player and the take's batch with badges, scores and Measure / Score / LRC."""
 
-    def __init__(self, state):
-        from .listen import ListenPanel
-
+    def __init__(self, state, listen=None):
         self.state = state
         self.heading = widgets.HTML()
-        self.view = SpectrogramView(players=False)
-        self.listen = ListenPanel(state=state, follow_current=True)
-        self.widget = widgets.VBox([self.heading, self.view.widget, self.listen.widget])
+        self.listen = listen  # a ListenPanel following the current take (the Workbench gives one)
+        self.view = SpectrogramView(players=listen is None)
+        self.widget = widgets.VBox([self.heading, self.view.widget] + ([listen.widget] if listen is not None else []))
         state.observe(lambda change: self._take_changed(), names="current_take")
         self._take_changed()
 
     def set_visible(self, visible: bool) -> None:
         super().set_visible(visible)
-        self.listen.set_visible(visible)
+        if self.listen is not None:
+            self.listen.set_visible(visible)
 
     def _take_changed(self) -> None:
         self.heading.value = heading("Look", self.state.current_take)

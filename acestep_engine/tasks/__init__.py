@@ -19,10 +19,13 @@ from .repaint import REPAINT_MODES, Extend, Repaint, RepaintPlan, repaint_settin
 from .text2music import Text2Music
 from .tracks import Complete, Extract, ExtractAll, Lego
 
+TaskPlan = Plan  # the name before tasks owned their steering
+
 TASKS = {cls.name: cls for cls in (Text2Music, Cover, Repaint, Extend, Extract, ExtractAll, Lego, Complete)}
 
 __all__ = ["TASKS", "Complete", "Cover", "CoverPlan", "Extend", "Extract", "ExtractAll", "Lego", "Plan",
-           "REPAINT_MODES", "Repaint", "RepaintPlan", "Task", "Text2Music", "repaint_settings", "task_from_dict"]
+           "REPAINT_MODES", "Repaint", "RepaintPlan", "Task", "TaskPlan", "Text2Music", "repaint_settings",
+           "task_from_dict"]
 
 
 def task_from_dict(data: dict, resolve_take=None):
