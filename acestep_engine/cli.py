@@ -57,9 +57,9 @@ def _generate(args) -> int:
     blueprint = blueprint.validate()  # fail before spending time on loading models
     store = TakeStore(args.out, audio_format=args.format)
     if args.demo:
-        engine = Engine.demo(device=args.device)
+        engine = Engine.demo(device=args.device, dtype=args.dtype)
     else:
-        engine = Engine.from_pretrained(args.checkpoints, dit=args.dit, device=args.device,
+        engine = Engine.from_pretrained(args.checkpoints, dit=args.dit, device=args.device, dtype=args.dtype,
                                         allow_download=args.download)
     print(engine, file=sys.stderr)
     seeds = None if args.seed is None else args.seed
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--demo", action="store_true", help="use the embedded demo checkpoint (random weights)")
     gen.add_argument("--download", action="store_true", help="download missing checkpoint files")
     gen.add_argument("--device", type=device_argument, default="auto", help="auto, cpu, mps, cuda or cuda:N")
+    gen.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                     help="auto: bf16 where the GPU or CPU has it, else fp32")
     gen.add_argument("--batch", type=_whole(1, 8), default=1, help="takes per run, 1-8")
     gen.add_argument("--seed", type=_whole(0, 2**63 - 1), default=None)
     gen.add_argument("--steps", type=_whole(1, 200), default=None, help="denoising steps, 1-200")

@@ -24,7 +24,8 @@ from .blueprint import Blueprint
 from .checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
 from .errors import GenerationError, TaskError
 from .facts import ModelFacts
-from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device
+from .hardware import dtype_name
+from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device_and_dtype
 from .quiet import quiet_loading
 from .settings import (GenerationSettings, check_batch_size, check_cancel, check_progress,
                        check_setting_names, resolve_seeds)
@@ -50,10 +51,13 @@ class Engine:
     """An ACE-Step 1.5 DiT with its VAE and text encoder, ready to generate takes."""
 
     def __init__(self, models: LoadedModels, device: torch.device, dtype: torch.dtype,
-                 allow_download: bool = False):
+                 allow_download: bool = False, dtype_choice: str = "requested"):
         self.models = models
         self.device = device
         self.dtype = dtype
+        self.dtype_choice = dtype_choice  # "requested", or "auto: <why this dtype on this device>"
+        self.memory_budget = None  # None: the device's free memory (see plan_memory)
+        self.last_memory_plan = None
         self.allow_download = allow_download
         self.is_demo = bool(models.config.get("acestep_workbench_random_weights", False))
         self._lock = threading.Lock()  # one generation at a time: the sampler patches modules while it runs
@@ -64,15 +68,23 @@ class Engine:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, checkpoints_dir: str | Path | None = None, dit: str = "acestep-v15-turbo",
-                        device="auto", dtype=None, allow_download: bool = False) -> "Engine":
+                        device="auto", dtype="auto", allow_download: bool = False,
+                        memory_budget=None) -> "Engine":
         """Load `dit` (a folder under `checkpoints_dir`) with `vae/` and `Qwen3-Embedding-0.6B/`.
 
         `checkpoints_dir` defaults to `$ACESTEP_CHECKPOINTS_DIR` or `./checkpoints`. It may also be a
         diffusers-format repository. Missing files are downloaded only with `allow_download=True`;
         otherwise the error lists them with the command that fetches them. `device="auto"` picks
-        CUDA, then MPS, then CPU; `dtype=None` picks bf16/fp16 on CUDA and fp32 elsewhere.
+        CUDA, then MPS, then CPU; `dtype="auto"` (or None) picks bf16 on CUDA GPUs that have it
+        (fp16 on older ones) and on CPUs that multiply bf16 natively (AVX512-BF16 or AMX), fp32 on
+        other CPUs and MPS; `dtype="fp32"` forces full precision. `engine.dtype_choice` says why.
+        `memory_budget` (bytes, GiB as a float, or "8GB"; default: the device's free memory) bounds
+        every generation's estimated peak: see `plan_memory`.
         """
-        device, dtype = resolve_device(device, dtype)
+        from .memory import parse_budget
+
+        budget = parse_budget(memory_budget)
+        device, dtype, dtype_choice = resolve_device_and_dtype(device, dtype)
         root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
         with quiet_loading():
             if is_diffusers_layout(root):
@@ -80,13 +92,14 @@ class Engine:
             else:
                 ensure_checkpoints(root, dit=dit, allow_download=allow_download)
                 models = load_official(root, dit, device, dtype)
-        engine = cls(models, device, dtype, allow_download=allow_download)
+        engine = cls(models, device, dtype, allow_download=allow_download, dtype_choice=dtype_choice)
+        engine.memory_budget = budget
         if engine.is_demo:
             logging.getLogger(__name__).warning(DEMO_NOTICE)
         return engine
 
     @classmethod
-    def demo(cls, device="auto", dtype=None, variant: str = "turbo") -> "Engine":
+    def demo(cls, device="auto", dtype="auto", variant: str = "turbo") -> "Engine":
         """The embedded demo checkpoint (written on first use, in the official layout)."""
         from .tiny_checkpoints import DIT_FOLDERS, write_tiny_checkpoints
 
@@ -122,7 +135,8 @@ class Engine:
                                 audio_tokenizer=modules["audio_tokenizer"], detokenizer=modules["detokenizer"],
                                 silence_latent=silence, config=cfg, variant=resolve_variant(dit, cfg),
                                 fingerprint=fingerprint, paths=dict(self.models.paths, dit=str(root / dit)))
-            self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download)
+            self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download, self.dtype_choice)
+            self._variants[dit].memory_budget = self.memory_budget
         return self._variants[dit]
 
     # ------------------------------------------------------------------ facts from the configs
@@ -183,14 +197,15 @@ class Engine:
         return self.facts.silence(frames)
 
     def describe(self) -> dict:
-        return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": str(self.dtype).replace("torch.", ""),
-                "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
+        return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": dtype_name(self.dtype),
+                "dtype_choice": self.dtype_choice, "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
                 "loras": self.loras()}
 
     def __repr__(self) -> str:
         demo = ", demo (random weights)" if self.is_demo else ""
         return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
-                f"{self.device}, {str(self.dtype).replace('torch.', '')}{demo})")
+                f"{self.device}, {dtype_name(self.dtype)}{' (auto)' if self.dtype_choice.startswith('auto') else ''}"
+                f"{demo})")
 
     # ------------------------------------------------------------------ LoRA adapters
     # Changes wait for a running generation (the lock), so a take never mixes two adapter states.
@@ -306,12 +321,45 @@ class Engine:
         settings = engine.settings(settings, **overrides)
         if engine._holder is not None:
             raise GenerationError(f"{engine._holder} is using this engine's DiT: wait for it or stop it first")
+        memory = engine._memory_runner(blueprint, batch_size, settings.guidance > 1.0)  # refuses before any work
         takes = []
         with engine._lock:
             for part in task.parts():  # ExtractAll: one Extract per track; every other task: itself
                 takes += pipeline.run(engine.facts, part, blueprint, settings, seeds, report, cancel,
-                                      engine.describe())
+                                      engine.describe(), memory=memory)
         return takes
+
+    # ------------------------------------------------------------------ memory tiers
+    def plan_memory(self, blueprint: Blueprint, batch_size: int = 1, memory_budget=None, planner=None,
+                    device=None, guided: bool | None = None):
+        """The memory plan (`acestep_engine.memory.MemoryPlan`) for generating `batch_size` takes of
+        `blueprint`: the first tier whose estimated peak fits `memory_budget` (bytes, GiB as a float,
+        or "8GB"; default `engine.memory_budget`, else the device's free memory plus what this engine
+        holds). `planner` adds its LM; `device` plans for another device (e.g. "cuda" from a CPU
+        engine). Raises `InsufficientMemoryError` with the estimate, the budget and what would fit."""
+        from .memory import choose_plan, default_budget, parse_budget
+        from .settings import MAX_BATCH
+
+        if not isinstance(blueprint, Blueprint):
+            raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
+        batch_size = check_batch_size(batch_size)
+        device = self.device if device is None else torch.device(device)
+        budget = parse_budget(memory_budget if memory_budget is not None else self.memory_budget)
+        if budget is None:
+            budget = default_budget(device, self.models) if device == self.device else default_budget(device)
+        guided = self.preset.guidance > 1.0 if guided is None else bool(guided)
+        frames = self.frames_for(blueprint.validate().duration)
+        return choose_plan(self.models, device, frames, batch_size, guided, budget, lm=planner,
+                           frame_rate=self.frame_rate, max_batch=MAX_BATCH)
+
+    def _memory_runner(self, blueprint, batch_size, guided):
+        from .memory import PlanRunner
+
+        plan = self.plan_memory(blueprint, batch_size, guided=guided)
+        self.last_memory_plan = plan
+        runner = PlanRunner(self.models, self.device, plan)
+        runner.settle()
+        return runner
 
 
 def _check_task(task):

@@ -39,3 +39,11 @@ class TakeStoreError(AceStepError):
 
 class LoRAError(AceStepError, ValueError):
     """A LoRA setting, adapter file or training data is unusable; the message names the field or file."""
+
+
+class DeviceError(AceStepError, ValueError):
+    """A device, dtype or memory setting is unusable; the message names the argument and what is allowed."""
+
+
+class InsufficientMemoryError(DeviceError, MemoryError):
+    """A request cannot fit the memory budget; the message gives the estimate, the budget and what would fit."""

@@ -64,4 +64,4 @@ class ModelFacts:
     def encode_audio(self, audio: np.ndarray) -> torch.Tensor:
         """Float32 audio `[2, samples]` at `sample_rate` -> latents `[samples // hop, C]` (tiled VAE, mean)."""
         tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        return vae_codec.encode(self.models.vae, tensor).to(self.dtype)
+        return vae_codec.encode(self.models.vae, tensor).to(self.device, self.dtype)

@@ -236,6 +236,7 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file ({exc})") from exc
     parts, unknown = split_state_dict(state)
+    del state  # from here each tensor is freed once converted: peak memory is one copy plus one tensor
     if unknown:
         raise CheckpointError(f"{weights_path} has tensors that belong to no ACE-Step module: "
                               + ", ".join(sorted(unknown)[:10]))
@@ -243,8 +244,10 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
         if name in ("audio_tokenizer", "detokenizer") and not parts[name]:
             modules[name] = None  # a checkpoint without tokenizer weights cannot cover; text2music still runs
             continue
-        _check_and_assign(name, modules[name], {k: v.to(dtype) for k, v in parts[name].items()}, weights_path)
-    del state, parts
+        converted = {k: parts[name].pop(k).to(dtype) for k in list(parts[name])}
+        _check_and_assign(name, modules[name], converted, weights_path)
+        del converted
+    del parts
     latent = int(modules["transformer"].config.audio_acoustic_hidden_dim)
     silence = load_silence_latent(dit_dir / "silence_latent.pt", latent)
     encoder = modules["condition_encoder"]
@@ -252,6 +255,9 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     for name, module in modules.items():
         if module is not None:
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    from .fast_paths import prepare_transformer
+
+    prepare_transformer(modules["transformer"])
     return cfg, modules, silence.to(device=device, dtype=dtype), weights_fingerprint(weights_path)
 
 
@@ -264,7 +270,9 @@ def load_vae(vae_dir: Path, device, dtype):
         vae = AutoencoderOobleck.from_pretrained(vae_dir, use_safetensors=True, torch_dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"the VAE in {vae_dir} could not be loaded: {exc}") from exc
-    return vae.to(device).eval().requires_grad_(False)
+    from .fast_paths import prepare_vae
+
+    return prepare_vae(vae.to(device).eval().requires_grad_(False))
 
 
 def load_text_encoder(text_dir: Path, device, dtype):
@@ -312,7 +320,9 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
             modules[name] = classes[name].from_pretrained(repo_dir / folder, **kwargs).to(device).eval()
         else:
             modules[name] = None
-    vae = AutoencoderOobleck.from_pretrained(repo_dir / "vae", **kwargs).to(device).eval()
+    from .fast_paths import prepare_vae
+
+    vae = prepare_vae(AutoencoderOobleck.from_pretrained(repo_dir / "vae", **kwargs).to(device).eval())
     text_encoder = Qwen3Model.from_pretrained(repo_dir / "text_encoder", dtype=dtype, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(repo_dir / "tokenizer")
     cfg = dict(modules["transformer"].config)
@@ -327,6 +337,9 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
     )
     for module in (models.transformer, models.condition_encoder, models.vae, models.text_encoder):
         module.requires_grad_(False)
+    from .fast_paths import prepare_transformer
+
+    prepare_transformer(models.transformer)
     _check_consistency(models)
     return models
 
@@ -353,25 +366,32 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA GPUs that have it (compute capability >= 8), fp16 on older ones, fp32 elsewhere.
+    """What dtype "auto" means on `device` (see `hardware.auto_dtype_choice`): bf16 on CUDA GPUs that
+    have it and on CPUs with native bf16, fp16 on older GPUs, fp32 elsewhere (MPS included)."""
+    from .hardware import auto_dtype
 
-    MPS gets fp32: upstream users report NaNs from fp16 on Apple GPUs.
-    """
-    if device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        return torch.bfloat16 if major >= 8 else torch.float16
-    return torch.float32
+    return auto_dtype(device)
 
 
-def resolve_device(device="auto", dtype=None) -> tuple[torch.device, torch.dtype]:
-    device = default_device() if device in (None, "auto") else torch.device(device)
-    if isinstance(dtype, str):
-        names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-                 "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
-        if dtype not in names:
-            raise ValueError(f"dtype must be one of {', '.join(names)} (got {dtype!r})")
-        dtype = names[dtype]
-    return device, dtype or default_dtype(device)
+def resolve_device(device="auto", dtype="auto") -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) from the user's arguments; "auto"/None for either picks for this machine."""
+    return resolve_device_and_dtype(device, dtype)[:2]
+
+
+def resolve_device_and_dtype(device="auto", dtype="auto") -> tuple[torch.device, torch.dtype, str]:
+    """(device, dtype, how the dtype was chosen: "requested" or "auto: <reason>")."""
+    from .errors import DeviceError
+    from .hardware import resolve_dtype
+
+    if device in (None, "auto"):
+        device = default_device()
+    else:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise DeviceError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (got {device!r})") from None
+    dtype, how = resolve_dtype(device, dtype)
+    return device, dtype, how
 
 
 def hf_offline() -> bool:

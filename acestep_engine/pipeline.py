@@ -24,26 +24,34 @@ from .sources import reference_latents
 from .takes import Take, new_take_id
 
 
-def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, model_record: dict) -> list[Take]:
+def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, model_record: dict,
+        memory=None) -> list[Take]:
     """Takes of one checked task. `facts`: `ModelFacts`; `settings`: `GenerationSettings`;
-    `report(Progress)`; `cancel`: an Event or None; `model_record`: what `take.model` says."""
+    `report(Progress)`; `cancel`: an Event or None; `model_record`: what `take.model` says;
+    `memory`: a `memory.PlanRunner` that moves models around each stage as its plan says (or None)."""
+    from .memory import PlanRunner
+
+    memory = memory or PlanRunner(facts.models, facts.device, None)
     started = time.perf_counter()
     batch = len(seeds)
     report(Progress("encode", 0, settings.steps, 0, batch, "encoding conditions"))
-    plan = task.plan(facts, blueprint)
-    conditions_for = condition_encoder(facts, plan.blueprint, getattr(task, "reference", None))
-    noise = make_noise(facts, seeds, plan.frames)
-    x, settings = plan.start(noise, settings)
-    inputs = plan.step_inputs(conditions_for, batch, settings)
+    with memory.stage("encode"):
+        plan = task.plan(facts, blueprint)
+        conditions_for = condition_encoder(facts, plan.blueprint, getattr(task, "reference", None))
+        noise = make_noise(facts, seeds, plan.frames)
+        x, settings = plan.start(noise, settings)
+        inputs = plan.step_inputs(conditions_for, batch, settings)
     encoded = time.perf_counter()
 
-    latents = denoise_latents(facts, plan, x, noise, inputs, settings, seeds, report, cancel)
+    with memory.stage("denoise"):
+        latents = denoise_latents(facts, plan, x, noise, inputs, settings, seeds, report, cancel)
     denoised = time.perf_counter()
 
     if plan.keeps_loudness:
         settings = settings.keeping_loudness()
     audios = [decode_item(facts, plan, latents[i], settings, cancel, lambda: report(
-        Progress("decode", settings.steps, settings.steps, i, batch, f"decoding {i + 1}/{batch}")))
+        Progress("decode", settings.steps, settings.steps, i, batch, f"decoding {i + 1}/{batch}")),
+        chunk=memory.decode_chunk)
         for i in range(batch)]
     finished = time.perf_counter()
     report(Progress("done", settings.steps, settings.steps, batch, batch, "done"))
@@ -118,10 +126,12 @@ def denoise_latents(facts, plan, x, noise, inputs, settings, seeds, report, canc
 
 # --------------------------------------------------------------------------- decode and finish
 
-def decode_item(facts, plan, latents: torch.Tensor, settings, cancel, announce) -> np.ndarray:
-    """One item: tiled VAE decode, the plan's finish (splice, crop), then loudness."""
+def decode_item(facts, plan, latents: torch.Tensor, settings, cancel, announce, chunk="auto") -> np.ndarray:
+    """One item: tiled VAE decode (`chunk` latent frames per window), the plan's finish (splice,
+    crop), then loudness."""
     announce()
-    audio = vae_codec.decode(facts.models.vae, latents, cancel=cancel)
+    options = {} if chunk == "auto" else {"chunk": chunk}
+    audio = vae_codec.decode(facts.models.vae, latents, cancel=cancel, **options)
     if not np.isfinite(audio).all():
         raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
     return finish_audio(plan.finish(audio), settings.normalize, settings.normalization_db)

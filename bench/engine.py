@@ -1,20 +1,25 @@
 """Engine benchmark on the CPU with real-size configs and random weights (not a test).
 
-    .venv/bin/python bench/engine.py [--seconds 30] [--steps 2] [--skip-vae]
+    flock /tmp/acestep-heavy.lock .venv/bin/python bench/engine.py [--seconds 30] [--steps 2]
+        [--dtype auto|fp32|bf16] [--skip-vae] [--skip-dit] [--vae-long]
 
-(a) Seconds per DiT step for `--seconds` of audio through the engine's sampler, against calling
-    diffusers' AceStepTransformer1DModel directly with the same tensors in the same run (target:
-    engine overhead <= 5 %), and the achieved GFLOP/s against a plain fp32 matmul roofline.
-(b) VAE decode of 10 s and 60 s with the official VAE config: seconds per audio second and peak
-    memory, tiled against untiled (targets: tiled peak at 60 s within 1.2x of 10 s beyond the
-    output buffer; tiled time within 1.1x of untiled). Each VAE case runs in a fresh process so
-    that the peak resident memory belongs to that case alone.
+The matmul rate of the chosen dtype (2048 x 2048 x 6144) is measured first, in the same run.
+(a) Seconds per DiT step for `--seconds` of audio through the engine's sampler with the fast paths
+    (`acestep_engine.fast_paths`), against diffusers' AceStepTransformer1DModel run stock on the same
+    tensors, interleaved; GFLOP per step (`dit_flops`), achieved GFLOP/s and its share of the
+    measured matmul rate (target >= 60 % in bf16).
+(b) VAE decode with the official Oobleck config: seconds per audio second and peak memory, the fast
+    paths against stock, tiled against untiled, 10 s and 60 s (and 600 s with `--vae-long`); the
+    decoder's GFLOP per audio second from torch's FLOP counter (targets: <= 0.35 s per audio second
+    in bf16; peak at 600 s within 1.2x of 60 s). Each VAE case runs in a fresh process so that the
+    peak resident memory belongs to that case alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -38,8 +43,8 @@ OFFICIAL_VAE = dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10
                     decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=48000)
 
 
-def matmul_roofline(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, 3 * n)
+def matmul_roofline(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, 3 * n, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -61,67 +66,74 @@ def dit_flops(cfg: dict, frames: int, cond_len: int) -> float:
     return 2 * total
 
 
-def bench_dit(seconds: float, steps: int, repeats: int = 3) -> dict:
+def bench_dit(seconds: float, steps: int, repeats: int = 3, dtype=torch.float32) -> dict:
+    from acestep_engine import fast_paths
     from acestep_engine.conditioning import Conditions
     from acestep_engine.loader import build_modules
     from acestep_engine.sampling import SamplerSettings, denoise
 
-    torch.manual_seed(0)
-    transformer = build_modules(OFFICIAL_2B)["transformer"].eval().requires_grad_(False)
+    def build(fast: bool):
+        torch.manual_seed(0)
+        model = build_modules(OFFICIAL_2B)["transformer"].eval().requires_grad_(False).to(dtype)
+        return fast_paths.prepare_transformer(model, enabled=True) if fast else model
+
+    stock, fast = build(False), build(True)
     frames, cond_len = int(seconds * 25), 400
     g = torch.Generator().manual_seed(0)
-    noise = torch.randn(1, frames, 64, generator=g)
-    context = torch.randn(1, frames, 128, generator=g)
-    states = torch.randn(1, cond_len, 2048, generator=g)
+    noise = torch.randn(1, frames, 64, generator=g).to(dtype)
+    context = torch.randn(1, frames, 128, generator=g).to(dtype)
+    states = torch.randn(1, cond_len, 2048, generator=g).to(dtype)
     conditions = Conditions(states, torch.ones(1, cond_len), states)
     settings = SamplerSettings([1.0 - i / steps for i in range(steps)] + [0.0])
     with torch.no_grad():
-        transformer(noise, torch.ones(1), torch.ones(1), states, context)  # warm-up
+        one = torch.ones(1, dtype=dtype)
+        stock(noise, one, one, states, context)  # warm-up
+        fast(noise, one, one, states, context)
 
-        def direct():
-            x = noise
-            times = torch.tensor(settings.schedule)
-            for i in range(steps):
-                t = times[i].expand(1)
-                v = transformer(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=states,
-                                context_latents=context, return_dict=False)[0]
-                x = x - v * (times[i] - times[i + 1])
-            return x
-
-        def engine():
-            return denoise(transformer, noise, lambda i: (context, conditions), settings)
+        def run(model):
+            return denoise(model, noise, lambda i: (context, conditions), settings)
 
         # Interleave the two paths and take medians: on a shared CPU, neighbouring runs drift by several %.
-        results = {"diffusers": [], "engine": []}
-        out = None
+        results = {"stock": [], "fast": []}
+        outs = {}
         for _ in range(repeats):
-            for name, fn in (("diffusers", direct), ("engine", engine)):
+            for name, model in (("stock", stock), ("fast", fast)):
                 start = time.perf_counter()
-                out = fn()
+                outs[name] = run(model)
                 results[name].append((time.perf_counter() - start) / steps)
-        assert torch.allclose(direct(), out, atol=1e-4)
-    t_direct = statistics.median(results["diffusers"])
-    t_engine = statistics.median(results["engine"])
+    a, b = outs["stock"].float().flatten(), outs["fast"].float().flatten()
+    cosine = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+    t_stock = statistics.median(results["stock"])
+    t_fast = statistics.median(results["fast"])
     flops = dit_flops(OFFICIAL_2B, frames, cond_len)
-    return {"seconds_audio": seconds, "frames": frames, "s_per_step_diffusers": t_direct, "s_per_step_engine": t_engine,
-            "engine_overhead": t_engine / t_direct - 1, "gflops_per_step": flops / 1e9,
-            "achieved_gflops": flops / t_engine / 1e9}
+    return {"seconds_audio": seconds, "frames": frames, "s_per_step_stock": t_stock, "s_per_step_fast": t_fast,
+            "speedup": t_stock / t_fast, "gflops_per_step": flops / 1e9, "achieved_gflops": flops / t_fast / 1e9,
+            "cosine_fast_vs_stock": cosine}
 
 
-def vae_case(seconds: float, tiled: bool) -> dict:
-    """Runs in a child process: decode `seconds` of random latents, report time and peak RSS."""
-    from diffusers import AutoencoderOobleck
-
-    from acestep_engine import vae_codec
-
-    torch.manual_seed(0)
-    vae = AutoencoderOobleck(**OFFICIAL_VAE).eval().requires_grad_(False)
-    latents = torch.randn(int(seconds * 25), 64) * 0.5
-    vae_codec.decode(vae, latents[:64], chunk=None)  # warm-up
+def vae_case(seconds: float, mode: str, dtype_name: str) -> dict:
+    """Runs in a child process: decode `seconds` of random latents, report time and peak RSS.
+    `mode`: "fast-tiled" (what the engine runs), "fast-untiled", "stock-tiled" (no fast paths)."""
     import threading
 
     import numpy as np
+    from diffusers import AutoencoderOobleck
 
+    from acestep_engine import fast_paths, vae_codec
+
+    dtype = getattr(torch, dtype_name)
+    torch.manual_seed(0)
+    vae = AutoencoderOobleck(**OFFICIAL_VAE).eval().requires_grad_(False).to(dtype)
+    fast_paths.prepare_vae(vae, enabled=mode.startswith("fast"))
+    latents = torch.randn(int(seconds * 25), 64) * 0.5
+    vae_codec.decode(vae, latents[:64], chunk=None)  # warm-up
+    flops = None
+    if seconds <= 10 and mode == "fast-tiled":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            vae_codec.decode(vae, latents[:25], chunk=None)
+        flops = counter.get_total_flops()  # one second of audio
     out = np.zeros((2, latents.shape[0] * 1920), dtype=np.float32)  # touched: part of the baseline
     baseline = _rss()
     peak = [baseline]
@@ -135,13 +147,14 @@ def vae_case(seconds: float, tiled: bool) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     start = time.perf_counter()
-    vae_codec.decode(vae, latents, chunk=vae_codec.DECODE_CHUNK if tiled else None, out=out)
+    vae_codec.decode(vae, latents, chunk="auto" if mode.endswith("-tiled") else None, out=out)
     elapsed = time.perf_counter() - start
     done.set()
     sampler.join()
     peak = max(peak[0], _rss())
-    return {"seconds_audio": seconds, "tiled": tiled, "s_per_audio_s": elapsed / seconds,
-            "peak_extra_mb": max(0, peak - baseline) / 2 ** 20, "output_mb": out.nbytes / 2 ** 20}
+    return {"seconds_audio": seconds, "mode": mode, "s_per_audio_s": elapsed / seconds,
+            "peak_extra_mb": max(0, peak - baseline) / 2 ** 20, "output_mb": out.nbytes / 2 ** 20,
+            "gflop_per_audio_s": flops / 1e9 if flops else None}
 
 
 def _rss() -> int:
@@ -149,13 +162,15 @@ def _rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def bench_vae() -> list[dict]:
+def bench_vae(dtype_name: str, long: bool) -> list[dict]:
     rows = []
-    for seconds in (10, 60):
-        for tiled in (True, False):
-            cmd = [sys.executable, __file__, "--vae-case", str(seconds), "1" if tiled else "0"]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            rows.append(json.loads(out.strip().splitlines()[-1]))
+    cases = [(10, "fast-tiled"), (10, "stock-tiled"), (60, "fast-tiled"), (60, "stock-tiled"), (60, "fast-untiled")]
+    if long:
+        cases.append((600, "fast-tiled"))
+    for seconds, mode in cases:
+        cmd = [sys.executable, __file__, "--vae-case", str(seconds), mode, dtype_name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows
 
 
@@ -164,41 +179,55 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--skip-vae", action="store_true")
     parser.add_argument("--skip-dit", action="store_true")
-    parser.add_argument("--vae-case", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--vae-long", action="store_true", help="also decode 600 s (peak memory against 60 s)")
+    parser.add_argument("--vae-case", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("ACESTEP_BENCH_THREADS", "2")))
     if args.vae_case:
-        print(json.dumps(vae_case(float(args.vae_case[0]), args.vae_case[1] == "1")))
+        print(json.dumps(vae_case(float(args.vae_case[0]), args.vae_case[1], args.vae_case[2])))
         return
-    torch.set_num_threads(torch.get_num_threads())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU")
-    roofline = matmul_roofline()
-    print(f"plain fp32 matmul roofline: {roofline:.1f} GFLOP/s")
+    from acestep_engine.hardware import resolve_dtype
+
+    dtype, how = resolve_dtype("cpu", args.dtype)
+    name = str(dtype).replace("torch.", "")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {name} ({how}), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    roofline = matmul_roofline(dtype=dtype)
+    fp32 = matmul_roofline() if dtype != torch.float32 else roofline
+    print(f"matmul 2048x2048x6144: {roofline:.1f} GFLOP/s in {name}, {fp32:.1f} GFLOP/s in fp32")
     if not args.skip_dit:
-        r = bench_dit(args.seconds, args.steps, args.repeats)
-        print("\n(a) DiT step, 2B turbo config, {:.0f} s of audio ({} frames)".format(r["seconds_audio"], r["frames"]))
-        print("| path | s/step | GFLOP/s | of roofline |")
+        r = bench_dit(args.seconds, args.steps, args.repeats, dtype)
+        print("\n(a) DiT step, 2B turbo config, {:.0f} s of audio ({} frames), {:.0f} GFLOP per step".format(
+            r["seconds_audio"], r["frames"], r["gflops_per_step"]))
+        print(f"| path | s/step | GFLOP/s | share of {name} matmul rate |")
         print("|---|---|---|---|")
-        print(f"| diffusers direct | {r['s_per_step_diffusers']:.2f} | {r['gflops_per_step'] / r['s_per_step_diffusers']:.1f} "
-              f"| {r['gflops_per_step'] / r['s_per_step_diffusers'] / roofline:.0%} |")
-        print(f"| engine sampler | {r['s_per_step_engine']:.2f} | {r['achieved_gflops']:.1f} "
-              f"| {r['achieved_gflops'] / roofline:.0%} |")
-        print(f"engine overhead: {r['engine_overhead']:+.1%} (target <= 5 %)")
+        for label, key in (("diffusers stock", "s_per_step_stock"), ("engine (fast paths)", "s_per_step_fast")):
+            rate = r["gflops_per_step"] / r[key]
+            print(f"| {label} | {r[key]:.2f} | {rate:.1f} | {rate / roofline:.0%} |")
+        print(f"speed-up {r['speedup']:.2f}x; cosine(fast, stock) = {r['cosine_fast_vs_stock']:.6f}")
     if not args.skip_vae:
-        rows = bench_vae()
-        print("\n(b) VAE decode, official Oobleck config")
-        print("| audio | mode | s per audio s | peak extra MB (beyond output) | output MB |")
-        print("|---|---|---|---|---|")
+        rows = bench_vae(name, args.vae_long)
+        flops = next(r["gflop_per_audio_s"] for r in rows if r["gflop_per_audio_s"])
+        print(f"\n(b) VAE decode, official Oobleck config, {name}, {flops:.0f} GFLOP per audio second "
+              f"(floor {flops / roofline:.3f} s at the {name} matmul rate)")
+        print("| audio | mode | s per audio s | share of matmul rate | peak extra MB (beyond output) | output MB |")
+        print("|---|---|---|---|---|---|")
         for row in rows:
-            extra = max(0.0, row["peak_extra_mb"])
-            print(f"| {row['seconds_audio']:.0f} s | {'tiled' if row['tiled'] else 'untiled'} | "
-                  f"{row['s_per_audio_s']:.3f} | {extra:.0f} | {row['output_mb']:.0f} |")
-        by = {(r["seconds_audio"], r["tiled"]): r for r in rows}
-        mem_ratio = by[(60, True)]["peak_extra_mb"] / max(by[(10, True)]["peak_extra_mb"], 1e-9)
-        time_ratio = by[(60, True)]["s_per_audio_s"] / by[(60, False)]["s_per_audio_s"]
-        print(f"tiled peak 60 s / 10 s: {mem_ratio:.2f}x (target <= 1.2x); "
-              f"tiled / untiled time at 60 s: {time_ratio:.2f}x (target <= 1.1x)")
+            share = flops / row["s_per_audio_s"] / roofline
+            print(f"| {row['seconds_audio']:.0f} s | {row['mode']} | {row['s_per_audio_s']:.3f} | {share:.0%} | "
+                  f"{row['peak_extra_mb']:.0f} | {row['output_mb']:.0f} |")
+        by = {(r["seconds_audio"], r["mode"]): r for r in rows}
+        print(f"fast / stock time at 60 s: "
+              f"{by[(60, 'fast-tiled')]['s_per_audio_s'] / by[(60, 'stock-tiled')]['s_per_audio_s']:.2f}x; "
+              f"tiled / untiled at 60 s: "
+              f"{by[(60, 'fast-tiled')]['s_per_audio_s'] / by[(60, 'fast-untiled')]['s_per_audio_s']:.2f}x")
+        if (600, "fast-tiled") in by:
+            ratio = by[(600, "fast-tiled")]["peak_extra_mb"] / max(by[(60, "fast-tiled")]["peak_extra_mb"], 1e-9)
+            print(f"tiled peak 600 s / 60 s: {ratio:.2f}x (target <= 1.2x)")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

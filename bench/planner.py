@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    if not 10 <= args.seconds <= 600:
+        parser.error(f"--seconds must be from 10 to 600, a blueprint's duration range (got {args.seconds})")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -87,10 +87,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-# Known and to be removed: workbench.views imports workbench.listen inside functions (badges, the
-# Look tab), which closes views -> listen -> synced_player -> painter -> views. Shrink this list,
-# never grow it.
-KNOWN_CYCLES = [["workbench.listen", "workbench.painter", "workbench.synced_player", "workbench.views"]]
+# Known cycles, to be removed (none now).
+KNOWN_CYCLES: list[list[str]] = []
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -121,6 +121,9 @@ def test_loaded_modules_reproduce_diffusers_modules_with_the_same_weights(tmp_pa
     T, C, H, D = 30, cfg["audio_acoustic_hidden_dim"], cfg["hidden_size"], cfg["text_hidden_dim"]
     x, ctx = torch.randn(2, T, C, generator=g), torch.randn(2, T, 2 * C, generator=g)
     enc, t = torch.randn(2, 7, H, generator=g), torch.tensor([0.7, 0.3])
+    from acestep_engine.fast_paths import prepare_transformer
+
+    prepare_transformer(reference["transformer"])  # the loader applies the same fast paths: compare like with like
     for module in reference.values():
         module.eval()
     with torch.no_grad():

@@ -52,6 +52,7 @@ def test_reuse_gives_identical_velocities(turbo):
     g = torch.Generator().manual_seed(0)
     x, ctx = torch.randn(1, 40, 16, generator=g), torch.randn(1, 40, 32, generator=g)
     enc, t = torch.randn(1, 9, 32, generator=g), torch.tensor([0.6])
+    x, ctx, enc, t = (v.to(turbo.dtype) for v in (x, ctx, enc, t))
     model = turbo.models.transformer
     plain = model(x, t, t, enc, ctx, return_dict=False)[0]
     with reuse_condition_projections(model):

@@ -14,6 +14,7 @@ from .cover_lab import CoverLab
 from .display import widget_bundle
 from .editor import BlueprintEditor
 from .generate import GeneratePanel
+from .listen import ListenPanel
 from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
@@ -42,7 +43,7 @@ class Workbench:
         self.header = HeaderView(state)
         self.editor = BlueprintEditor(state=state, shared=True)
         self.generate_panel = GeneratePanel(engine, self.editor, state=state, on_recall=self.recall)
-        self.look = LookView(state)
+        self.look = LookView(state, listen=ListenPanel(state=state, follow_current=True))
         self.painter = RepaintPainter(state=state)
         self.cover_lab = CoverLab(state=state)
         self.tracks = TracksPanel(state=state)

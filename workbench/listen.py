@@ -16,6 +16,7 @@ import ipywidgets as widgets
 from acestep_engine import GenerationCancelled
 
 from .display import widget_bundle
+from .badges import badge_html
 from .jobs import TIME, JobPanel, post
 from .state import WorkbenchState
 from .synced_player import SyncedPlayer
@@ -23,50 +24,6 @@ from .views import LazyView, replace_children
 
 SORTS = [("newest first", "newest"), ("score (best first)", "score"), ("adherence (best first)", "adherence"),
          ("loudness (loudest first)", "loudness"), ("oldest first", "oldest")]
-_GOOD, _NEAR, _BAD, _NONE = "#1b7f3b", "#b26a00", "#b00020", "#777"
-
-
-def _mark(verdict: str) -> tuple[str, str]:
-    return {"match": ("✓", _GOOD), "exact": ("✓", _GOOD), "relative": ("≈ relative", _NEAR),
-            "double-time": ("×2", _NEAR), "half-time": ("×½", _NEAR), "off": ("✗", _BAD), "wrong": ("✗", _BAD),
-            "not asked": ("", _NONE), "unmeasured": ("?", _NONE)}.get(verdict, ("", _NONE))
-
-
-def badge_html(record: dict, planner_loaded: bool = True) -> str:
-    """The adherence badge of a take's sidecar record: asked vs measured BPM and key, loudness, the
-    quality score (or a hint to press Score) and the lyric alignment score."""
-    notes = record.get("notes") or {}
-    a = notes.get("adherence")
-    parts = []
-    if a is None:
-        parts.append(f"<span style='color:{_NONE}'>not measured</span>")
-    else:
-        mark, color = _mark(a["bpm_verdict"])
-        measured = f"{a['bpm_measured']:.1f}" if a.get("bpm_measured") else "none"
-        asked = a["bpm_asked"] if a.get("bpm_asked") else "auto"
-        parts.append(f"<span style='color:{color}' title='BPM: asked vs measured ({a['bpm_verdict']})'>"
-                     f"{asked} → {measured} BPM {mark}</span>")
-        mark, color = _mark(a["key_verdict"])
-        parts.append(f"<span style='color:{color}' title='key: asked vs measured ({a['key_verdict']})'>"
-                     f"{html.escape(a.get('key_asked') or 'auto')} → {html.escape(a.get('key_measured') or 'none')} "
-                     f"{mark}</span>")
-        loud = f"{a['loudness_lufs']:.1f} LUFS" if a.get("loudness_lufs") is not None else "silent"
-        peak = f", {a['true_peak_db']:+.1f} dBTP" if a.get("true_peak_db") is not None else ""
-        parts.append(f"<span style='color:{_BAD if a.get('clipping') else '#333'}'>{loud}{peak}"
-                     f"{' clipping' if a.get('clipping') else ''}</span>")
-    score = notes.get("quality_score")
-    if score is not None:
-        parts.append(f"<b title='upstream quality score: caption 0.5, lyrics 0.3, metadata 0.2'>"
-                     f"score {score['score']:.3f}</b>")
-    elif planner_loaded:
-        parts.append(f"<span style='color:{_NONE}'>no score yet</span>")
-    stamps = notes.get("lyric_timestamps")
-    if stamps is not None:
-        parts.append(f"<span title='lyric alignment: coverage² × monotonicity² × confidence'>"
-                     f"lyrics aligned {stamps['score']:.2f}</span>")
-    return " &middot; ".join(parts)
-
-
 def _sort_key(mode: str):
     def score(r):
         s = (r.get("notes") or {}).get("quality_score")

@@ -16,6 +16,8 @@ import numpy as np
 
 from acestep_engine.audio_io import wav_bytes
 
+from .badges import badge_html
+
 from .display import widget_bundle
 
 WIDE = {"description_width": "initial"}  # labels take the room they need: none is cut off
@@ -271,8 +273,6 @@ class TakeCard:
 
     def show_notes(self, notes) -> None:
         """The adherence badge and scores from the take's sidecar notes (hidden until it was measured or scored)."""
-        from .listen import badge_html
-
         notes = notes or {}
         shown = any(k in notes for k in ("adherence", "quality_score", "lyric_timestamps"))
         self.badge.value = badge_html({"notes": notes}, planner_loaded=False) if shown else ""
@@ -392,23 +392,22 @@ def heading(label: str, take) -> str:
 
 
 class LookView(LazyView):
-    """The Look tab: the current take's spectrogram and waveform, drawn when shown; below, the synced
-    player and the take's batch with adherence badges, scores and Measure / Score / LRC (`listen`)."""
+    """The Look tab: the current take's spectrogram and waveform, drawn when shown; below, when given,
+    `listen`: the synced player and the take's batch with badges, scores and Measure / Score / LRC."""
 
-    def __init__(self, state):
-        from .listen import ListenPanel
-
+    def __init__(self, state, listen=None):
         self.state = state
         self.heading = widgets.HTML()
-        self.view = SpectrogramView(players=False)
-        self.listen = ListenPanel(state=state, follow_current=True)
-        self.widget = widgets.VBox([self.heading, self.view.widget, self.listen.widget])
+        self.listen = listen  # a ListenPanel following the current take (the Workbench gives one)
+        self.view = SpectrogramView(players=listen is None)
+        self.widget = widgets.VBox([self.heading, self.view.widget] + ([listen.widget] if listen is not None else []))
         state.observe(lambda change: self._take_changed(), names="current_take")
         self._take_changed()
 
     def set_visible(self, visible: bool) -> None:
         super().set_visible(visible)
-        self.listen.set_visible(visible)
+        if self.listen is not None:
+            self.listen.set_visible(visible)
 
     def _take_changed(self) -> None:
         self.heading.value = heading("Look", self.state.current_take)

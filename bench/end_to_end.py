@@ -1,0 +1,183 @@
+"""End-to-end generation at real size on the CPU (not a test): a turbo text2music through `Engine.generate`.
+
+    flock /tmp/acestep-heavy.lock .venv/bin/python bench/end_to_end.py [--seconds 30] [--dtypes auto,fp32]
+
+Writes a real-size checkpoint set with random weights once (official layout, bf16 on disk like the
+hub's: 2B turbo DiT, Oobleck VAE, Qwen3-Embedding-0.6B widths with our byte-level tokenizer) under
+`--cache` (default /tmp/acestep-bench-real, about 6 GB), then for each dtype runs, in a fresh process,
+`Engine.from_pretrained` and one generation of `--seconds` (8 steps, seed 1), and reports:
+load time, encode, DiT seconds per step, VAE seconds per audio second, total, the peak resident memory
+of the whole process (`ru_maxrss`, loading included) and of the generation alone (sampled), and the
+cosine similarity of every dtype's latents against fp32's on the same seed.
+
+Targets (issue 14): 30 s in <= 35 s with dtype auto; cosine >= 0.999 against fp32; peak RSS <= 6 GB in
+bf16; a 600 s generation runs to the end without swapping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.engine import OFFICIAL_2B, OFFICIAL_VAE  # noqa: E402
+
+TEXT_ENCODER = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                    num_key_value_heads=8, head_dim=128, vocab_size=151669, max_position_embeddings=32768,
+                    rope_theta=1000000.0, tie_word_embeddings=True)
+
+
+def _random_like(key: str, shape, generator) -> torch.Tensor:
+    if len(shape) == 1:
+        fill = 1.0 if "norm" in key or key.endswith("weight") else 0.0
+        return torch.full(shape, fill, dtype=torch.bfloat16)
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    tensor = torch.empty(shape, dtype=torch.float32).normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+    return tensor.to(torch.bfloat16)
+
+
+def write_real_size(root: Path) -> Path:
+    """The official layout at real size with random weights (skipped when already there)."""
+    from diffusers import AutoencoderOobleck
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3Model
+
+    from acestep_engine.keymap import COMPONENTS, DERIVED_KEYS, diffusers_to_official
+    from acestep_engine.loader import build_modules
+    from acestep_engine.testing import build_tokenizer, official_config, silence_latent_for
+
+    marker = root / "acestep_workbench_checkpoints.json"
+    if marker.is_file():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    vae = AutoencoderOobleck(**OFFICIAL_VAE).eval()
+    vae.save_pretrained(root / "vae", safe_serialization=True)
+    text_dir = root / "Qwen3-Embedding-0.6B"
+    build_tokenizer(text_dir)
+    with torch.device("meta"):
+        text = Qwen3Model(Qwen3Config(**TEXT_ENCODER, bos_token_id=256, eos_token_id=256, pad_token_id=256))
+    text_state = {k: _random_like(k, tuple(v.shape), g) for k, v in text.state_dict().items()}
+    text.config.torch_dtype = "bfloat16"
+    text.config.save_pretrained(text_dir)
+    save_file(text_state, str(text_dir / "model.safetensors"), metadata={"format": "pt"})
+    del text_state
+    config = dict(official_config("tiny", "turbo"), **OFFICIAL_2B, torch_dtype="bfloat16")
+    config["layer_types"] = ["sliding_attention" if (i + 1) % 2 else "full_attention"
+                             for i in range(config["num_hidden_layers"])]
+    config["num_audio_decoder_hidden_layers"] = config["num_hidden_layers"]
+    dit_dir = root / "acestep-v15-turbo"
+    dit_dir.mkdir(exist_ok=True)
+    (dit_dir / "config.json").write_text(json.dumps(config, indent=2))
+    modules = build_modules(config, empty=True)
+    state = {}
+    for name in COMPONENTS:
+        for key, tensor in modules[name].state_dict().items():
+            if key not in DERIVED_KEYS.get(name, ()):
+                state[diffusers_to_official(name, key)] = _random_like(key, tuple(tensor.shape), g)
+    save_file(state, str(dit_dir / "model.safetensors"), metadata={"format": "pt"})
+    del state
+    torch.save(silence_latent_for(vae, 15000), dit_dir / "silence_latent.pt")
+    marker.write_text(json.dumps({"preset": "real-size", "random_weights": True, "variants": ["turbo"]}))
+    return root
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def run_case(root: Path, dtype: str, seconds: float, out: Path, compile_dit: bool = False) -> dict:
+    """In a child process: load, generate once, report (latents saved to `out`)."""
+    from acestep_engine import Blueprint, Engine
+
+    started = time.perf_counter()
+    kwargs = {"compile": True} if compile_dit else {}
+    engine = Engine.from_pretrained(root, device="cpu", dtype=dtype, **kwargs)
+    loaded = time.perf_counter() - started
+    peak, done = [_rss()], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    bp = Blueprint(caption="upbeat synth pop, bright lead, punchy drums", lyrics="[verse]\nneon lights\n",
+                   duration=seconds, bpm=120)
+    take, = engine.generate(bp, seeds=1, steps=8)
+    done.set()
+    sampler.join()
+    np.save(out, take.latents)
+    t = take.timings
+    return {"dtype": str(engine.dtype).replace("torch.", ""), "dtype_choice": engine.dtype_choice,
+            "seconds": seconds, "load_s": loaded, "encode_s": t["encode_s"], "dit_s_per_step": t["denoise_s"] / 8,
+            "vae_s_per_audio_s": t["decode_s"] / seconds, "total_s": t["total_s"],
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+            "peak_rss_generate_gb": peak[0] / 1e9, "memory_tier": engine.last_memory_plan.tier}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--dtypes", default="auto,fp32")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/acestep-bench-real"))
+    parser.add_argument("--compile", action="store_true", help="also Engine.from_pretrained(compile=True)")
+    parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("ACESTEP_BENCH_THREADS", "2")))
+    if args.case:
+        dtype, out, compile_flag = args.case
+        print(json.dumps(run_case(args.cache, dtype, args.seconds, Path(out), compile_flag == "1")))
+        return
+    started = time.perf_counter()
+    write_real_size(args.cache)
+    print(f"real-size checkpoints in {args.cache} ({time.perf_counter() - started:.0f} s)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    rows, latents = [], {}
+    cases = [(d, False) for d in args.dtypes.split(",")] + ([("auto", True)] if args.compile else [])
+    for dtype, compile_dit in cases:
+        out = args.cache / f"latents-{dtype}-{int(compile_dit)}.npy"
+        cmd = [sys.executable, __file__, "--seconds", str(args.seconds), "--cache", str(args.cache),
+               "--case", dtype, str(out), "1" if compile_dit else "0"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(result.stderr[-3000:])
+            raise SystemExit(f"case {dtype} failed")
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        row["compile"] = compile_dit
+        rows.append(row)
+        latents[(dtype, compile_dit)] = np.load(out).astype(np.float64).ravel()
+    reference = latents.get(("fp32", False))
+    print(f"\n{args.seconds:.0f} s turbo text2music, 8 steps, end to end (Engine.generate), CPU")
+    print("| dtype | load s | encode s | DiT s/step | VAE s per audio s | total s | peak RSS GB (all / generate) "
+          "| cosine vs fp32 | memory tier |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (dtype, compile_dit), row in zip(cases, rows):
+        vec = latents[(dtype, compile_dit)]
+        cosine = float(vec @ reference / (np.linalg.norm(vec) * np.linalg.norm(reference))) \
+            if reference is not None else float("nan")
+        name = row["dtype"] + (" (auto)" if row["dtype_choice"].startswith("auto") else "") \
+            + (" compiled" if row["compile"] else "")
+        print(f"| {name} | {row['load_s']:.1f} | {row['encode_s']:.2f} | {row['dit_s_per_step']:.2f} | "
+              f"{row['vae_s_per_audio_s']:.3f} | {row['total_s']:.1f} | {row['peak_rss_gb']:.2f} / "
+              f"{row['peak_rss_generate_gb']:.2f} | {cosine:.6f} | {row['memory_tier']} |")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
