@@ -514,10 +514,10 @@ def test_command_line_trains_on_a_prepared_cache(tiny_dir, dataset, tmp_path, ca
 
     code = main(["train", str(dataset.cache_dir), "--out", str(tmp_path / "cli"), "--rank", "2", "--alpha", "4",
                  "--steps", "2", "--warmup", "0", "--save-every", "0", "--checkpoints", str(tiny_dir),
-                 "--device", "cpu"])
+                 "--device", "cpu", "--dtype", "fp32"])  # the dataset fixture was prepared in fp32
     assert code == 0 and (tmp_path / "cli" / "adapter" / ADAPTER_WEIGHTS).is_file()
     assert main(["train", str(dataset.cache_dir), "--out", str(tmp_path / "cli"), "--rank", "0",
-                 "--checkpoints", str(tiny_dir), "--device", "cpu"]) == 2
+                 "--checkpoints", str(tiny_dir), "--device", "cpu", "--dtype", "fp32"]) == 2
     assert "rank must be between 1 and 1024" in capsys.readouterr().err
 
 
@@ -532,7 +532,7 @@ def test_accelerate_launch_trains_data_parallel(tiny_dir, dataset, tmp_path):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "acestep_engine.lora", "train", str(dataset.cache_dir), "--out", str(out), "--rank", "2",
                "--alpha", "4", "--steps", "2", "--warmup", "0", "--save-every", "1", "--checkpoints", str(tiny_dir),
-               "--device", "cpu"]
+               "--device", "cpu", "--dtype", "fp32"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -22,8 +22,8 @@ def _engine(args):
 
     device = PartialState().device if args.device == "auto" else args.device
     if args.demo:
-        return Engine.demo(device=device)
-    return Engine.from_pretrained(args.checkpoints, dit=args.dit, device=device)
+        return Engine.demo(device=device, dtype=args.dtype)
+    return Engine.from_pretrained(args.checkpoints, dit=args.dit, device=device, dtype=args.dtype)
 
 
 def _print_progress(p) -> None:
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
         p.add_argument("--checkpoints", default=None, help="checkpoints folder (default $ACESTEP_CHECKPOINTS_DIR)")
         p.add_argument("--dit", default="acestep-v15-turbo")
         p.add_argument("--device", type=device_argument, default="auto", help="auto, cpu, mps, cuda or cuda:N")
+        p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                       help="model dtype; a dataset trains only with the dtype it was prepared with")
         p.add_argument("--demo", action="store_true", help="use the tiny demo checkpoint (random weights)")
 
     prep = sub.add_parser("prepare", help="encode a folder of songs once (VAE latents and conditions)")
