@@ -18,6 +18,7 @@ from .listen import ListenPanel
 from .lora_panel import LoRAPanel
 from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
+from .state_view import StateView
 from .tracks import TracksPanel
 from .views import HeaderView, LookView, close_tree
 from .weights import WeightsPanel
@@ -31,7 +32,7 @@ DEFAULT_BLUEPRINT = Blueprint(
 TITLES = ["Blueprint", "Generate", "Look", "Repaint", "Cover", "Tracks", "Takes", "LoRA"]
 
 
-class Workbench:
+class Workbench(StateView):
     """Blueprint, Generate, Look, Repaint, Cover, Tracks, Takes and LoRA tabs over one
     `WorkbenchState`. The editing tabs work on `state.current_take` (the newest take, or the one
     picked in Takes); a tab that is not shown redraws when it is shown. `planner` (a 5 Hz LM
@@ -77,18 +78,6 @@ class Workbench:
         return cls(engine, TakeStore(folder), planner=Planner.demo(device=device, engine=engine) if planner else None)
 
     # ------------------------------------------------------------------ the shared state, by name
-    @property
-    def engine(self):
-        return self.state.engine
-
-    @property
-    def store(self):
-        return self.state.store
-
-    @property
-    def planner(self):
-        return self.state.planner
-
     @property
     def current_take(self):
         return self.state.current_take

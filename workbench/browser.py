@@ -17,6 +17,7 @@ from acestep_engine.errors import AceStepError
 from .display import widget_bundle
 from .state import WorkbenchState
 from .jobs import error_html
+from .state_view import StateView
 from .views import AudioPlayer, LazyView, SpectrogramView, heading
 
 NONE = ""  # "compare with nothing" (a Dropdown shows None as a blank box in ipywidgets 8)
@@ -41,7 +42,7 @@ def _matches(record: dict, search: str, task: str) -> bool:
     return True
 
 
-class TakeBrowser(LazyView):
+class TakeBrowser(LazyView, StateView):
     def __init__(self, store, on_recall=None, on_use_as_source=None, state: WorkbenchState | None = None):
         self.state = state if state is not None else WorkbenchState(store=store)
         if self.state.store is None:
@@ -99,10 +100,6 @@ class TakeBrowser(LazyView):
         ])
         self.refresh()
         self._current_changed()
-
-    @property
-    def store(self):
-        return self.state.store
 
     @property
     def selected(self) -> str | None:

@@ -60,14 +60,6 @@ class CoverLab(JobPanel, LazyView):
         state.observe(lambda change: self._source_changed(), names="current_take")
         self._source_changed()
 
-    @property
-    def engine(self):
-        return self.state.engine
-
-    @property
-    def store(self):
-        return self.state.store
-
     def set_source(self, take) -> None:
         """Cover `take` next (it becomes the current take of every tab)."""
         self.state.current_take = take

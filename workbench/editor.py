@@ -198,10 +198,6 @@ class BlueprintEditor(JobPanel):
         return blueprint
 
     # ------------------------------------------------------------------ planner
-    @property
-    def planner(self):
-        return self.state.planner
-
     def _button_enabled(self, button) -> bool:
         return self.planner is not None
 

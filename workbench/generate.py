@@ -123,18 +123,6 @@ class GeneratePanel(JobPanel):
             self.status, self.player.widget, self.results.widget,
         ])
 
-    @property
-    def engine(self):
-        return self.state.engine
-
-    @property
-    def store(self):
-        return self.state.store
-
-    @property
-    def planner(self):
-        return self.state.planner
-
     # ------------------------------------------------------------------ controls
     def set_source(self, take) -> None:
         self.source = take

@@ -28,6 +28,8 @@ import ipywidgets as widgets
 
 from acestep_engine.errors import GenerationCancelled
 
+from .state_view import StateView
+
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 TIME = "{time}"  # where a finished job's status line puts "in 3.4 s (model 3.1 s, saving 0.2 s, ...)"
 
@@ -201,7 +203,7 @@ def error_html(text: str) -> str:
     return f"<span style='color:#b00020'>{html.escape(str(text))}</span>"
 
 
-class JobPanel:
+class JobPanel(StateView):
     """Base of the panels that run work. Subclasses call `_init_jobs(state, start_buttons)` and
     start work with `run_job`; they may override `_button_enabled(button)` for reasons of their own
     (no planner, wrong model). Buttons follow `state.job`: every start button of every panel is

@@ -86,18 +86,6 @@ class ListenPanel(JobPanel, LazyView):
             state.observe(lambda change: self._invalidate(), names="current_take")
         self._invalidate()
 
-    @property
-    def store(self):
-        return self.state.store
-
-    @property
-    def engine(self):
-        return self.state.engine
-
-    @property
-    def planner(self):
-        return self.state.planner
-
     # ------------------------------------------------------------------ listing
     def _wanted(self) -> list[str] | None:
         if self.take_ids is not None:

@@ -166,18 +166,6 @@ class LoRAPanel(JobPanel):
         self.widget = widgets.VBox([data_box, config_box, apply_box])
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def engine(self):
-        return self.state.engine
-
-    @property
-    def store(self):
-        return self.state.store
-
-    @property
-    def planner(self):
-        return self.state.planner
-
     def set_planner(self, planner) -> None:
         self.state.set_planner(planner)
         self._planner_changed()

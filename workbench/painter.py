@@ -213,14 +213,6 @@ class RepaintPainter(JobPanel, LazyView):
         state.observe(lambda change: self._take_changed(), names="current_take")
         self._take_changed()
 
-    @property
-    def engine(self):
-        return self.state.engine
-
-    @property
-    def store(self):
-        return self.state.store
-
     # ------------------------------------------------------------------ regions, both ways
     @property
     def regions(self) -> list[tuple[float, float]]:

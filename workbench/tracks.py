@@ -74,10 +74,6 @@ class TracksPanel(JobPanel):
         """The loaded engine that can run extract, lego and complete (else the main one)."""
         return self.state.engine_for("extract") or self.state.engine
 
-    @property
-    def store(self):
-        return self.state.store
-
     def set_source(self, take) -> None:
         self.state.current_take = take
 
