@@ -130,7 +130,13 @@ class WeightsPanel(JobPanel):
             update = self._went_offline if exc.offline else (lambda: None)
         except Exception:
             update = lambda: None  # noqa: E731
-        post(lambda: (update(), self.sizes_checked.set()))
+
+        def finish():
+            update()
+            if self._sizes_for == key or self.offline:  # an answer for an earlier choice does not count
+                self.sizes_checked.set()
+
+        post(finish)
 
     def _hub_answered(self, key, sizes: dict[str, int]) -> None:
         self.exact_sizes[key[0]] = {**self.exact_sizes.get(key[0], {}), **sizes}
