@@ -54,9 +54,24 @@ AUDIO_EXTENSIONS = ("flac", "wav")
 LATENTS_SUFFIX = ".latents.safetensors"
 
 
+_issued_lock = threading.Lock()
+_issued: tuple[str, set] = ("", set())  # this process's ids of the current millisecond
+
+
 def new_take_id() -> str:
-    """Unique and roughly time-sortable: `YYYYMMDD-HHMMSS-mmm-xxxxxx` (UTC, milliseconds, random)."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3] + "-" + secrets.token_hex(3)
+    """Unique and roughly time-sortable: `YYYYMMDD-HHMMSS-mmm-xxxxxxxx` (UTC, milliseconds, 32 random
+    bits). Never repeated within a process (a batch saves many takes in one millisecond); across
+    processes a repeat needs the same millisecond and the same 32 bits."""
+    global _issued
+    with _issued_lock:
+        while True:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+            if _issued[0] != stamp:
+                _issued = (stamp, set())
+            suffix = secrets.token_hex(4)
+            if suffix not in _issued[1]:
+                _issued[1].add(suffix)
+                return f"{stamp}-{suffix}"
 
 
 def check_take_id(take_id, what: str = "take id") -> str:
