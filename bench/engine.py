@@ -7,7 +7,9 @@ The matmul rate of the chosen dtype (2048 x 2048 x 6144) is measured first, in t
 (a) Seconds per DiT step for `--seconds` of audio through the engine's sampler with the fast paths
     (`acestep_engine.fast_paths`), against diffusers' AceStepTransformer1DModel run stock on the same
     tensors, interleaved; GFLOP per step (`dit_flops`), achieved GFLOP/s and its share of the
-    measured matmul rate (target >= 60 % in bf16).
+    measured matmul rate (target >= 60 % in bf16). Also the engine's sampler (`sampling.denoise`)
+    against a bare diffusers-style Euler loop that calls the same prepared module directly, in
+    the same run: the engine's overhead over bare diffusers (target <= 5 %).
 (b) VAE decode with the official Oobleck config: seconds per audio second and peak memory, the fast
     paths against stock, tiled against untiled, 10 s and 60 s (and 600 s with `--vae-long`); the
     decoder's GFLOP per audio second from torch's FLOP counter (targets: <= 0.35 s per audio second
@@ -90,25 +92,39 @@ def bench_dit(seconds: float, steps: int, repeats: int = 3, dtype=torch.float32)
         stock(noise, one, one, states, context)  # warm-up
         fast(noise, one, one, states, context)
 
-        def run(model):
+        def engine(model):
             return denoise(model, noise, lambda i: (context, conditions), settings)
 
-        # Interleave the two paths and take medians: on a shared CPU, neighbouring runs drift by several %.
-        results = {"stock": [], "fast": []}
+        def bare(model):  # what a user of diffusers writes: the module called step by step, Euler update
+            x = noise
+            times = torch.tensor(settings.schedule, dtype=dtype)
+            for i in range(steps):
+                t = times[i].expand(1)
+                v = model(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=states,
+                          context_latents=context, return_dict=False)[0]
+                x = x - v * (times[i] - times[i + 1])
+            return x
+
+        # Interleave the paths and take medians: on a shared CPU, neighbouring runs drift by several %.
+        paths = {"stock": lambda: engine(stock), "fast": lambda: engine(fast), "bare": lambda: bare(fast)}
+        results = {name: [] for name in paths}
         outs = {}
         for _ in range(repeats):
-            for name, model in (("stock", stock), ("fast", fast)):
+            for name, fn in paths.items():
                 start = time.perf_counter()
-                outs[name] = run(model)
+                outs[name] = fn()
                 results[name].append((time.perf_counter() - start) / steps)
-    a, b = outs["stock"].float().flatten(), outs["fast"].float().flatten()
-    cosine = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-    t_stock = statistics.median(results["stock"])
-    t_fast = statistics.median(results["fast"])
+
+    def cosine(a, b):
+        return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))
+
+    t_stock, t_fast, t_bare = (statistics.median(results[name]) for name in ("stock", "fast", "bare"))
     flops = dit_flops(OFFICIAL_2B, frames, cond_len)
     return {"seconds_audio": seconds, "frames": frames, "s_per_step_stock": t_stock, "s_per_step_fast": t_fast,
+            "s_per_step_bare": t_bare, "engine_overhead": t_fast / t_bare - 1,
             "speedup": t_stock / t_fast, "gflops_per_step": flops / 1e9, "achieved_gflops": flops / t_fast / 1e9,
-            "cosine_fast_vs_stock": cosine}
+            "cosine_fast_vs_stock": cosine(outs["stock"], outs["fast"]),
+            "cosine_engine_vs_bare": cosine(outs["fast"], outs["bare"])}
 
 
 def vae_case(seconds: float, mode: str, dtype_name: str) -> dict:
@@ -204,10 +220,15 @@ def main() -> None:
             r["seconds_audio"], r["frames"], r["gflops_per_step"]))
         print(f"| path | s/step | GFLOP/s | share of {name} matmul rate |")
         print("|---|---|---|---|")
-        for label, key in (("diffusers stock", "s_per_step_stock"), ("engine (fast paths)", "s_per_step_fast")):
+        for label, key in (("engine sampler, diffusers stock module", "s_per_step_stock"),
+                           ("bare diffusers Euler loop, prepared module", "s_per_step_bare"),
+                           ("engine sampler, prepared module (what Engine runs)", "s_per_step_fast")):
             rate = r["gflops_per_step"] / r[key]
             print(f"| {label} | {r[key]:.2f} | {rate:.1f} | {rate / roofline:.0%} |")
-        print(f"speed-up {r['speedup']:.2f}x; cosine(fast, stock) = {r['cosine_fast_vs_stock']:.6f}")
+        print(f"fast paths: speed-up {r['speedup']:.2f}x; cosine(fast, stock) = {r['cosine_fast_vs_stock']:.6f}")
+        overhead = r["engine_overhead"]
+        print(f"engine sampler over bare loop on the same module: {overhead:+.1%} (target <= +5 %): "
+              f"{'OK' if overhead <= 0.05 else 'MISSED'}; cosine(engine, bare) = {r['cosine_engine_vs_bare']:.6f}")
     if not args.skip_vae:
         rows = bench_vae(name, args.vae_long)
         flops = next(r["gflop_per_audio_s"] for r in rows if r["gflop_per_audio_s"])
