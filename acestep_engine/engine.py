@@ -64,12 +64,14 @@ class Engine:
         self._variants: dict[str, "Engine"] = {}
         self._adapters = None  # LoRA adapters on the DiT (created on first use)
         self._holder = None  # who holds the DiT through exclusive(), e.g. a LoRA training run
+        self._compile_option = False
+        self.planner = None  # the Planner attached to this engine (Planner.attach): memory plans count its LM
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, checkpoints_dir: str | Path | None = None, dit: str = "acestep-v15-turbo",
                         device="auto", dtype="auto", allow_download: bool = False,
-                        memory_budget=None) -> "Engine":
+                        memory_budget=None, compile=False) -> "Engine":
         """Load `dit` (a folder under `checkpoints_dir`) with `vae/` and `Qwen3-Embedding-0.6B/`.
 
         `checkpoints_dir` defaults to `$ACESTEP_CHECKPOINTS_DIR` or `./checkpoints`. It may also be a
@@ -79,11 +81,15 @@ class Engine:
         (fp16 on older ones) and on CPUs that multiply bf16 natively (AVX512-BF16 or AMX), fp32 on
         other CPUs and MPS; `dtype="fp32"` forces full precision. `engine.dtype_choice` says why.
         `memory_budget` (bytes, GiB as a float, or "8GB"; default: the device's free memory) bounds
-        every generation's estimated peak: see `plan_memory`.
+        every generation's estimated peak: see `plan_memory`. `compile=True` compiles the DiT's
+        blocks with torch.compile (inductor; or a backend name or callable) on first use: see
+        `acestep_engine.compiling` and `engine.compilation`.
         """
+        from .compiling import check_compile_option
         from .memory import parse_budget
 
         budget = parse_budget(memory_budget)
+        check_compile_option(compile)
         device, dtype, dtype_choice = resolve_device_and_dtype(device, dtype)
         root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
         with quiet_loading():
@@ -94,6 +100,7 @@ class Engine:
                 models = load_official(root, dit, device, dtype)
         engine = cls(models, device, dtype, allow_download=allow_download, dtype_choice=dtype_choice)
         engine.memory_budget = budget
+        engine.compile_dit(compile)
         if engine.is_demo:
             logging.getLogger(__name__).warning(DEMO_NOTICE)
         return engine
@@ -135,9 +142,30 @@ class Engine:
                                 audio_tokenizer=modules["audio_tokenizer"], detokenizer=modules["detokenizer"],
                                 silence_latent=silence, config=cfg, variant=resolve_variant(dit, cfg),
                                 fingerprint=fingerprint, paths=dict(self.models.paths, dit=str(root / dit)))
+            from .loader import make_parkable
+            from .variants import TEXT_ENCODER_DIR
+
+            make_parkable(models, root / TEXT_ENCODER_DIR, self.dtype)
             self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download, self.dtype_choice)
             self._variants[dit].memory_budget = self.memory_budget
+            self._variants[dit].compile_dit(self._compile_option)
         return self._variants[dit]
+
+    def compile_dit(self, compile=True) -> None:
+        """Compile the DiT's blocks with torch.compile (see `acestep_engine.compiling`); the graphs
+        are built by the next generation and reused by every later one. False does nothing."""
+        from .compiling import compile_transformer
+
+        if compile is False or compile is None or self.compilation is not None:
+            return
+        with self._lock:
+            compile_transformer(self.models.transformer, compile)
+            self._compile_option = compile
+
+    @property
+    def compilation(self):
+        """`DitCompilation` (backend, graphs compiled, seconds spent compiling, error) or None."""
+        return getattr(self.models.transformer, "acestep_compilation", None)
 
     # ------------------------------------------------------------------ facts from the configs
     @property
@@ -199,13 +227,14 @@ class Engine:
     def describe(self) -> dict:
         return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": dtype_name(self.dtype),
                 "dtype_choice": self.dtype_choice, "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
-                "loras": self.loras()}
+                "loras": self.loras(),
+                **({"compile": self.compilation.backend} if self.compilation and self.compilation.active else {})}
 
     def __repr__(self) -> str:
         demo = ", demo (random weights)" if self.is_demo else ""
         return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
                 f"{self.device}, {dtype_name(self.dtype)}{' (auto)' if self.dtype_choice.startswith('auto') else ''}"
-                f"{demo})")
+                f"{', compiled' if self.compilation and self.compilation.active else ''}{demo})")
 
     # ------------------------------------------------------------------ LoRA adapters
     # Changes wait for a running generation (the lock), so a take never mixes two adapter states.
@@ -267,8 +296,10 @@ class Engine:
     @contextlib.contextmanager
     def exclusive(self, reason: str = "another job"):
         """Hold this engine's DiT alone for the block: waits for a running generation to finish,
-        then refuses new ones (`GenerationError` naming `reason`) until the block ends."""
-        with self._lock:
+        then refuses new ones (`GenerationError` naming `reason`) until the block ends. A compiled
+        DiT runs eagerly inside the block: training and forward hooks need the plain modules."""
+        eager = torch.compiler.set_stance("force_eager") if self.compilation else contextlib.nullcontext()
+        with self._lock, eager:
             self._holder = reason
             try:
                 yield self
@@ -355,9 +386,10 @@ class Engine:
     def _memory_runner(self, blueprint, batch_size, guided):
         from .memory import PlanRunner
 
-        plan = self.plan_memory(blueprint, batch_size, guided=guided)
+        planner = self.planner if self.planner is not None and self.planner.offload is not True else None
+        plan = self.plan_memory(blueprint, batch_size, guided=guided, planner=planner)
         self.last_memory_plan = plan
-        runner = PlanRunner(self.models, self.device, plan)
+        runner = PlanRunner(self.models, self.device, plan, planner=planner)
         runner.settle()
         return runner
 

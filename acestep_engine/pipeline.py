@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import vae_codec
+from .compiling import compiled_call
 from .conditioning import caption_tokens, encode_conditions
 from .errors import GenerationError
 from .progress import Progress
@@ -44,7 +45,8 @@ def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, mode
     encoded = time.perf_counter()
 
     with memory.stage("denoise"):
-        latents = denoise_latents(facts, plan, x, noise, inputs, settings, seeds, report, cancel)
+        latents, compile_s = compiled_call(facts.models.transformer, lambda: denoise_latents(
+            facts, plan, x, noise, inputs, settings, seeds, report, cancel))
     denoised = time.perf_counter()
 
     if plan.keeps_loudness:
@@ -58,6 +60,8 @@ def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, mode
 
     timings = {"encode_s": encoded - started, "denoise_s": denoised - encoded,
                "decode_s": finished - denoised, "total_s": finished - started}
+    if compile_s:
+        timings["compile_s"] = compile_s  # inside denoise_s: the first generation compiles the DiT
     return [Take(id=new_take_id(), audio=audios[i], sample_rate=facts.sample_rate, seed=seeds[i],
                  blueprint=plan.blueprint, task=task.to_dict(), model=model_record, sampling=settings.record(),
                  timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
