@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from . import parking
 from .config_checks import check_diffusers_repo, check_dit_folder, check_shared_folders
 from .errors import CheckpointError
 from .keymap import COMPONENTS, DERIVED_KEYS, split_state_dict
@@ -301,6 +302,7 @@ def load_official(checkpoints_dir: Path, dit: str, device, dtype) -> LoadedModel
         paths=dict(checkpoints=str(checkpoints_dir), dit=str(dit_dir)),
     )
     _check_consistency(models)
+    make_parkable(models, checkpoints_dir / TEXT_ENCODER_DIR, dtype)
     return models
 
 
@@ -341,7 +343,51 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
 
     prepare_transformer(models.transformer)
     _check_consistency(models)
+    parts = dict(condition_encoder="condition_encoder", audio_tokenizer="audio_tokenizer",
+                 detokenizer="audio_token_detokenizer", text_encoder="text_encoder")
+    for name, folder in parts.items():
+        module = getattr(models, name)
+        if module is not None:
+            files = sorted((repo_dir / folder).glob("*.safetensors"))
+            if files:
+                parking.attach(module, parking.same_keys(module, files, prefix="model."), dtype)
+    models.paths["transformer_files"] = [str(p) for p in sorted((repo_dir / "transformer").glob("*.safetensors"))]
     return models
+
+
+def make_parkable(models: LoadedModels, text_dir: Path, dtype) -> None:
+    """Let the memory plan park the encoders (and, on demand, the DiT) between uses on the host."""
+    from .keymap import diffusers_to_official
+
+    weights = Path(models.paths["dit"]) / "model.safetensors"
+    for name in ("condition_encoder", "audio_tokenizer", "detokenizer"):
+        module = getattr(models, name)
+        if module is not None:
+            keys = {k: (weights, diffusers_to_official(name, k)) for k, _ in module.named_parameters()}
+            parking.attach(module, keys, dtype)
+    text_weights = sorted(text_dir.glob("*.safetensors"))
+    if text_weights:
+        parking.attach(models.text_encoder, parking.same_keys(models.text_encoder, text_weights, prefix="model."),
+                       dtype)
+
+
+def make_transformer_parkable(models: LoadedModels, dtype) -> bool:
+    """Attach the DiT to its file when a plan first parks it (its hooks cost nothing until then)."""
+    transformer = models.transformer
+    if parking.is_parkable(transformer):
+        return True
+    from .keymap import diffusers_to_official
+
+    files = models.paths.get("transformer_files")
+    if files:  # a diffusers-format repository
+        keys = parking.same_keys(transformer, files)
+    else:
+        weights = Path(models.paths["dit"]) / "model.safetensors"
+        if not weights.is_file():
+            return False
+        keys = {k: (weights, diffusers_to_official("transformer", k.replace(".base_layer.", ".")))
+                for k, _ in transformer.named_parameters() if "lora_" not in k}
+    return parking.attach(transformer, keys, dtype)
 
 
 def _check_consistency(models: LoadedModels) -> None:

@@ -14,8 +14,10 @@ condition encoders and the LM offloaded between uses, smaller VAE tiles, the DiT
 stages, the VAE on the CPU); a request that fits none is refused before any work with `InsufficientMemoryError`, which gives
 the estimate, the budget and the longest duration and largest batch that would fit.
 
-On a CPU engine the "device" is the host, so moving a module "to the CPU" frees nothing: only
-the tiers that shrink activations apply there.
+On a CPU engine the "device" is the host, so moving a module "to the CPU" frees nothing: there the
+offload tiers park the weights on disk instead (`acestep_engine.parking`: freed after their stage,
+read back from the checkpoint files, usually from the page cache, when next needed), and the
+"VAE on CPU" tier does not apply.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import parking
 from .errors import DeviceError, InsufficientMemoryError
 
 GiB = 2 ** 30
@@ -40,7 +43,14 @@ TIERS = ("all on device", "encoders and LM offloaded", "smaller VAE tiles", "DiT
 
 
 def module_bytes(module) -> int:
-    """Bytes of a module's parameters and buffers (0 for None)."""
+    """Bytes of a module's parameters and buffers when resident, parked weights included (0 for None)."""
+    if module is None:
+        return 0
+    return resident_bytes(module) + (parking.full_bytes(module) if parking.is_parked(module) else 0)
+
+
+def resident_bytes(module) -> int:
+    """Bytes a module holds in memory now (a parked module holds only what is not in its files)."""
     if module is None:
         return 0
     tensors = list(module.parameters()) + list(module.buffers())
@@ -164,15 +174,18 @@ def footprint(models, frames: int, batch: int, guided: bool, lm=None, chunks=(No
         vae_activations=vae_acts)
 
 
-def _tier_switches(tier: str, on_host: bool) -> dict:
+def _tier_switches(tier: str, on_host: bool, parks: tuple[bool, bool] = (True, True)) -> dict:
+    """The plan's switches; on the host a module is offloaded only if it can park (`parks`: the
+    encoders, the DiT)."""
     level = TIERS.index(tier)
-    return dict(offload_text_encoder=level >= 1 and not on_host, offload_dit=level >= 3 and not on_host,
+    return dict(offload_text_encoder=level >= 1 and (parks[0] or not on_host),
+                offload_dit=level >= 3 and (parks[1] or not on_host),
                 vae_on_cpu=level >= 4 and not on_host, decode_chunk=SMALL_VAE_CHUNK if level >= 2 else None)
 
 
-def _stages(f: Footprint, tier: str, on_host: bool) -> dict:
+def _stages(f: Footprint, tier: str, on_host: bool, parks: tuple[bool, bool] = (True, True)) -> dict:
     """Estimated device bytes per stage when running under `tier`."""
-    s = _tier_switches(tier, on_host)
+    s = _tier_switches(tier, on_host, parks)
     encoders = f.text_encoder + f.condition_encoder
     resident = f.tokenizers + (0 if s["offload_dit"] else f.dit) + (0 if s["vae_on_cpu"] else f.vae) \
         + (0 if s["offload_text_encoder"] else encoders + f.lm)
@@ -192,14 +205,25 @@ def plan_tiers(models, device, frames: int, batch: int, guided: bool, budget: in
     device = torch.device(device)
     on_host = device.type == "cpu"
     f = footprint(models, frames, batch, guided, lm, default_chunk=DEVICE_DECODE_CHUNK.get(device.type, DECODE_CHUNK))
+    parks = (all(parking.is_parkable(m) for m in (models.text_encoder, models.condition_encoder)),
+             _dit_has_file(models))
     plans = []
     for tier in TIERS:
-        if on_host and tier in (TIERS[1], TIERS[3], TIERS[4]):
-            continue  # moving a module to the CPU frees nothing when the CPU is the device
-        stages = _stages(f, tier, on_host)
+        if on_host and (tier == TIERS[4] or (tier == TIERS[1] and not parks[0])
+                        or (tier == TIERS[3] and not all(parks))):
+            continue  # on the host "offloaded" means parked on disk: only modules read from files can park
+        stages = _stages(f, tier, on_host, parks)
         plans.append(MemoryPlan(tier=tier, device=str(device), budget=int(budget), estimate=max(stages.values()),
-                                stages=stages, **_tier_switches(tier, on_host)))
+                                stages=stages, **_tier_switches(tier, on_host, parks)))
     return plans
+
+
+def _dit_has_file(models) -> bool:
+    from pathlib import Path
+
+    paths = getattr(models, "paths", {}) or {}
+    return bool(paths.get("transformer_files")) or (
+        bool(paths.get("dit")) and (Path(paths["dit"]) / "model.safetensors").is_file())
 
 
 def default_budget(device, models=None) -> int:
@@ -211,7 +235,7 @@ def default_budget(device, models=None) -> int:
         for module in (models.transformer, models.condition_encoder, models.text_encoder, models.vae,
                        models.audio_tokenizer, models.detokenizer):
             if module is not None and next(module.parameters()).device.type == device.type:
-                held += module_bytes(module)
+                held += resident_bytes(module)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + held)
@@ -312,25 +336,49 @@ def _largest(fits, low: int, high: int) -> int | None:
 # --------------------------------------------------------------------------- applying a plan
 
 class PlanRunner:
-    """Moves modules between the CPU and the device around each stage, as a plan says."""
+    """Moves modules between the CPU and the device around each stage, as a plan says; on the host
+    (a CPU engine) the same switches park the modules' weights on disk instead (`parking`)."""
 
-    def __init__(self, models, device, plan: MemoryPlan | None):
+    def __init__(self, models, device, plan: MemoryPlan | None, planner=None):
         self.models, self.device, self.plan = models, torch.device(device), plan
+        self.planner = planner  # its LM leaves the device with the encoders
+
+    @property
+    def on_host(self) -> bool:
+        return self.device.type == "cpu"
 
     @property
     def decode_chunk(self):
         """Latent frames per VAE window under this plan ("auto": the VAE device's default)."""
         return self.plan.decode_chunk if self.plan is not None and self.plan.decode_chunk else "auto"
 
+    def _encoders(self) -> list:
+        models = self.models
+        return [m for m in (models.text_encoder, models.condition_encoder, models.audio_tokenizer,
+                            models.detokenizer) if m is not None]
+
+    def _stage_modules(self, name: str) -> list:
+        plan = self.plan
+        if plan is None:
+            return []
+        if name == "encode" and plan.offload_text_encoder:
+            return self._encoders()
+        if name == "denoise" and plan.offload_dit:
+            return [self.models.transformer]
+        return []
+
     @contextlib.contextmanager
     def stage(self, name: str):
-        plan = self.plan
-        moved = []
-        if plan is not None and self.device.type != "cpu":
-            if name == "encode" and plan.offload_text_encoder:
-                moved += [self.models.text_encoder, self.models.condition_encoder]
-            if name == "denoise" and plan.offload_dit:
-                moved.append(self.models.transformer)
+        moved = self._stage_modules(name)
+        if self.on_host:
+            for module in moved:
+                parking.restore(module)
+            try:
+                yield
+            finally:
+                for module in moved:
+                    parking.park(module)
+            return
         for module in moved:
             module.to(self.device)
         try:
@@ -344,7 +392,21 @@ class PlanRunner:
     def settle(self) -> None:
         """Put every module where the plan keeps it between stages (before the first stage)."""
         plan = self.plan
-        if plan is None or self.device.type == "cpu":
+        if plan is None:
+            return
+        if self.planner is not None and plan.offload_text_encoder:
+            self.planner.put_away()
+        if self.on_host:
+            if plan.offload_dit:
+                from .loader import make_transformer_parkable
+
+                make_transformer_parkable(self.models, next(self.models.transformer.parameters()).dtype)
+            for module, parked in [(m, plan.offload_text_encoder) for m in self._encoders()] \
+                    + [(self.models.transformer, plan.offload_dit)]:
+                if parked:
+                    parking.park(module)
+                else:
+                    parking.restore(module)
             return
         placement = [(self.models.text_encoder, not plan.offload_text_encoder),
                      (self.models.condition_encoder, not plan.offload_text_encoder),

@@ -168,14 +168,15 @@ class Planner:
     """
 
     def __init__(self, model, tokenizer, device: torch.device, name: str = "planner", path: str | None = None,
-                 codebook_size: int = DEFAULT_CODEBOOK_SIZE, engine=None, genres_vocab=None):
+                 codebook_size: int = DEFAULT_CODEBOOK_SIZE, engine=None, genres_vocab=None, offload="auto"):
         self.model = model.eval()
+        self.offload = _offload_option(offload)
         self.genres_vocab = load_genres_vocab(genres_vocab)
         self.tokenizer = tokenizer
         self.device = device
         self.name = name
         self.path = path
-        self.engine = engine
+        self.engine = None
         self.table = TokenTable(tokenizer, model.config.vocab_size, codebook_size)
         self.is_demo = bool(getattr(model.config, "acestep_workbench_random_weights", False)) \
             or (path is not None and (Path(path).parent / "acestep_workbench_checkpoints.json").is_file())
@@ -183,18 +184,23 @@ class Planner:
         # transformers renamed the KV-cache argument (past_key_values -> cache); use what this version takes.
         parameters = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
+        if engine is not None:
+            self.attach(engine)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path = "acestep-5Hz-lm-1.7B", checkpoints_dir=None,
                         device="auto", dtype=None, allow_download: bool = False, engine=None,
-                        genres_vocab=None) -> "Planner":
+                        genres_vocab=None, offload="auto") -> "Planner":
         """Load a 5 Hz LM: a folder, a name of LM_VARIANTS under `checkpoints_dir`, or its hub repo id.
 
         Missing files are downloaded only with `allow_download=True`; otherwise the error lists them
         and the command that fetches them. `engine` (optional) lends its DiT's audio tokenizer to
         `understand` and its codebook size to the code phase. `dtype` None: `default_lm_dtype`.
-        `genres_vocab`: see the class.
+        `genres_vocab`: see the class. `offload`: True moves the LM off the device after every call
+        (on a CPU its weights are parked on disk and read back on the next call, see
+        `acestep_engine.parking`), False keeps it resident, "auto" offloads while the attached
+        engine's memory plan offloads its encoders (tight memory; see `Engine.plan_memory`).
         """
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
@@ -220,8 +226,12 @@ class Planner:
             tlogging.set_verbosity(verbosity)
             tlogging.enable_progress_bar()
         codebook = cls._codebook_size(engine)
+        _offload_option(offload)
+        from . import parking
+
+        parking.attach(model, parking.same_keys(model, sorted(Path(folder).glob("*.safetensors"))), dtype)
         return cls(model, tokenizer, device, name=Path(folder).name, path=str(folder), codebook_size=codebook,
-                   engine=engine, genres_vocab=genres_vocab)
+                   engine=engine, genres_vocab=genres_vocab, offload=offload)
 
     @staticmethod
     def _resolve_folder(path_or_name, checkpoints_dir, allow_download) -> Path:
@@ -255,8 +265,10 @@ class Planner:
         return cls.from_pretrained(folder, device=device, engine=engine, genres_vocab=genres_vocab)
 
     def attach(self, engine) -> "Planner":
-        """Use `engine`'s audio tokenizer for `understand` and its codebook for the code phase."""
+        """Use `engine`'s audio tokenizer for `understand` and its codebook for the code phase; the
+        engine's memory plans count this LM from now on (`engine.planner`)."""
         self.engine = engine
+        engine.planner = self
         self.table.codebook_size = min(self._codebook_size(engine), self.table.codebook_size)
         self.table.valid_codes[:] = False
         self.table.valid_codes[[t for c, t in self.table.code_ids.items() if c < self.table.codebook_size]] = True
@@ -499,7 +511,59 @@ class Planner:
                             f"(got {type(cancel).__name__})")
         report = progress if progress is not None else (lambda p: None)
         with self._lock:
-            return self._decode(texts, shapes, seeds, options, report, cancel, stage, unconditional, decode)
+            self._move_in()
+            try:
+                return self._decode(texts, shapes, seeds, options, report, cancel, stage, unconditional, decode)
+            finally:
+                if self.offloading:
+                    self._move_out()
+
+    # ------------------------------------------------------------------ memory
+    @property
+    def offloading(self) -> bool:
+        """Whether the LM leaves the device between calls now (see `offload` in from_pretrained)."""
+        if self.offload != "auto":
+            return self.offload
+        plan = getattr(self.engine, "last_memory_plan", None)
+        return bool(plan is not None and plan.offload_text_encoder)
+
+    @property
+    def resident(self) -> bool:
+        """True while the LM's weights are on its device."""
+        from . import parking
+
+        if parking.is_parked(self.model):
+            return False
+        return next(self.model.parameters()).device.type == self.device.type
+
+    def put_away(self) -> None:
+        """Move the LM off its device now (on a CPU: park its weights on disk); the next call brings it back."""
+        with self._lock:
+            self._move_out()
+
+    def bring_back(self) -> None:
+        """Put the LM back on its device (every call does this first)."""
+        with self._lock:
+            self._move_in()
+
+    def _move_out(self) -> None:
+        from . import parking
+
+        self._code_head_cache = (None,)  # a view of the LM head: it must not keep the old weights alive
+        if self.device.type == "cpu":
+            parking.park(self.model)
+        else:
+            self.model.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _move_in(self) -> None:
+        from . import parking
+
+        if parking.is_parked(self.model):
+            parking.restore(self.model)
+        elif next(self.model.parameters()).device.type != self.device.type:
+            self.model.to(self.device)
 
     @torch.no_grad()
     def _decode(self, texts, shapes, seeds, options, report, cancel, stage, unconditional, decode):
@@ -612,7 +676,11 @@ class Planner:
     def _code_head(self):
         """(first token id, LM-head rows) of the valid audio codes when their ids are contiguous (they
         are in the official tokenizer); the rows are a view, so nothing is copied."""
-        key = self.table.codebook_size
+        from . import parking
+
+        parking.restore(self.model)  # a parked LM's head is empty; the view below must see the weights
+        weight = self.model.lm_head.weight
+        key = (self.table.codebook_size, weight.data_ptr(), weight.device)  # new weights: a new view
         if getattr(self, "_code_head_cache", (None,))[0] != key:
             ids = [self.table.code_ids[c] for c in range(self.table.codebook_size)]
             contiguous = ids == list(range(ids[0], ids[0] + len(ids)))
@@ -756,6 +824,12 @@ def _seeds(seeds, count: int) -> list[int]:
         extra = f" (seed + {count - 1} for {count} rows)" if isinstance(seeds, numbers.Integral) and count > 1 else ""
         raise TaskError(f"{name} must be from 0 to 2**63 - 1{extra} (got {bad[0]})")
     return out
+
+
+def _offload_option(value):
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise TaskError(f"offload must be True, False or 'auto' (got {value!r})")
 
 
 def _flag(name: str, value) -> bool:

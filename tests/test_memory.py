@@ -3,6 +3,7 @@ plan applied by generation."""
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,11 +91,60 @@ def test_an_impossible_request_is_refused_with_numbers(real_size):
         memory.choose_plan(models, "cuda", frames=750, batch=1, guided=False, budget=GiB)
 
 
-def test_cpu_plans_never_offload_to_the_cpu(real_size):
-    models, _ = real_size
+def test_cpu_plans_offload_only_what_can_park(real_size):
+    models, _ = real_size  # modules built in memory, read from no file: nothing can park
     plans = memory.plan_tiers(models, "cpu", frames=750, batch=1, guided=False, budget=64 * GiB)
     assert [p.tier for p in plans] == ["all on device", "smaller VAE tiles"]
     assert not any(p.offload_dit or p.offload_text_encoder or p.vae_on_cpu for p in plans)
+
+
+def test_cpu_plans_park_the_encoders_and_the_dit_of_a_loaded_engine(tiny_dir):
+    from acestep_engine import Engine
+
+    engine = Engine.from_pretrained(tiny_dir, device="cpu", dtype="fp32")
+    plans = memory.plan_tiers(engine.models, "cpu", engine.frames_for(10), 1, False, GiB)
+    assert [p.tier for p in plans] == ["all on device", "encoders and LM offloaded", "smaller VAE tiles",
+                                       "DiT offloaded between stages"]
+    assert not any(p.vae_on_cpu for p in plans)
+    assert plans[1].stages["denoise"] < plans[0].stages["denoise"]  # the encoders are not resident while it runs
+    assert plans[3].stages["decode"] < plans[2].stages["decode"]  # nor is the DiT while the VAE decodes
+
+
+@pytest.mark.parametrize("tier", ["encoders and LM offloaded", "DiT offloaded between stages"])
+def test_parked_generation_equals_resident_and_frees_the_weights(tiny_dir, turbo, tier):
+    from acestep_engine import Engine, parking
+
+    engine = Engine.from_pretrained(tiny_dir, device="cpu", dtype="fp32")
+    bp = Blueprint(caption="parked pads", duration=10)
+    plans = {p.tier: p for p in memory.plan_tiers(engine.models, "cpu", engine.frames_for(10), 1, False, GiB)}
+    encoders = (engine.models.text_encoder, engine.models.condition_encoder)
+    full = [memory.resident_bytes(m) for m in encoders]
+    engine.memory_budget = plans[tier].estimate
+    take, = engine.generate(bp, seeds=11)
+    resident, = turbo.generate(bp, seeds=11)
+    assert engine.last_memory_plan.tier == tier
+    assert (take.latents == resident.latents).all()
+    if tier == "encoders and LM offloaded":
+        assert (take.audio == resident.audio).all()
+    else:  # this tier also decodes in smaller VAE windows
+        np.testing.assert_allclose(take.audio, resident.audio, atol=1e-3)
+    for module, size in zip(encoders, full):  # parked after their stage: only buffers stay
+        assert parking.is_parked(module) and sum(p.numel() for p in module.parameters()) == 0
+        assert memory.resident_bytes(module) == sum(b.numel() * b.element_size() for b in module.buffers())
+        assert memory.module_bytes(module) == size  # estimates still count the whole module
+    assert parking.is_parked(engine.models.transformer) == (tier == "DiT offloaded between stages")
+    again, = engine.generate(bp, seeds=11)  # restored from the files for the next request
+    assert (again.latents == take.latents).all()
+
+    # Anything that calls a parked module outside the pipeline gets it restored first.
+    ids = torch.tensor([[1, 2, 3]])
+    out = engine.models.text_encoder(input_ids=ids).last_hidden_state
+    assert not parking.is_parked(engine.models.text_encoder)
+    assert torch.equal(out, turbo.models.text_encoder(input_ids=ids).last_hidden_state)
+
+    engine.memory_budget = None  # a roomy plan keeps everything resident again
+    engine.generate(bp, seeds=1)
+    assert not any(parking.is_parked(m) for m in (*encoders, engine.models.transformer))
 
 
 @pytest.mark.parametrize("value, expected", [(2 ** 20, 2 ** 20), (1.5, int(1.5 * GiB)), ("8GB", 8 * GiB),
@@ -125,8 +175,9 @@ def test_engine_plans_and_applies_the_plan(turbo, monkeypatch):
     monkeypatch.setattr(turbo, "memory_budget", 1024)
     with pytest.raises(InsufficientMemoryError):
         turbo.generate(bp, seeds=1)
-    host = [p.estimate for p in memory.plan_tiers(turbo.models, "cpu", turbo.frames_for(10), 1, False, 1)]
-    monkeypatch.setattr(turbo, "memory_budget", host[1])
+    host = {p.tier: p.estimate for p in memory.plan_tiers(turbo.models, "cpu", turbo.frames_for(10), 1, False, 1,
+                                                          lm=turbo.planner)}
+    monkeypatch.setattr(turbo, "memory_budget", host["smaller VAE tiles"])
     chunks = []
     original = vae_codec.decode
 
@@ -140,10 +191,14 @@ def test_engine_plans_and_applies_the_plan(turbo, monkeypatch):
     assert take.audio.shape[-1] == turbo.frames_for(10) * turbo.hop_length
 
 
-def test_device_summary_for_a_header(turbo):
+def test_device_summary_for_a_header(turbo, monkeypatch):
     from acestep_engine.hardware import device_summary
 
     summary = device_summary(turbo)
     assert summary["device"] == "cpu" and summary["memory_tier"] == "all on device"
     assert summary["dtype"] == str(turbo.dtype)[6:] and summary["dtype_choice"] == turbo.dtype_choice
-    assert summary["recommended_lm"] is None and summary["memory_budget_gib"] > 0
+    assert summary["recommended_lm"] == "acestep-5Hz-lm-0.6B" and summary["memory_budget_gib"] > 0
+    tight = turbo.plan_memory(Blueprint(duration=30)).estimate + GiB  # no room for an LM beside the request
+    monkeypatch.setattr(turbo, "memory_budget", tight)
+    summary = device_summary(turbo)
+    assert summary["recommended_lm"] is None and "not enough memory" in summary["recommended_lm_why"]

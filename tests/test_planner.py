@@ -654,3 +654,45 @@ def test_the_code_step_draws_as_the_general_step_and_the_growing_cache_as_the_pl
         k = torch.randn(2, 8, n, 16)
         keys, values = layer.update(k, k + 1)
     assert keys.shape == (2, 8, 802, 16) and torch.equal(keys[:, :, -500:], k) and torch.equal(values, keys + 1)
+
+
+def test_an_offloading_planner_parks_its_lm_between_calls_and_plans_the_same(tiny_dir, planner):
+    from acestep_engine import parking
+    from acestep_engine.planner import Planner
+
+    lean = Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", offload=True)
+    bp = Blueprint(caption="x", duration=10)
+    first = lean.codes(bp, seed=4)
+    assert not lean.resident and parking.is_parked(lean.model)
+    assert sum(p.numel() for p in lean.model.parameters()) == 0
+    assert lean.codes(bp, seed=4) == first == planner.codes(bp, seed=4)
+    assert planner.resident  # offload="auto" with a roomy plan keeps it
+
+
+def test_auto_offload_follows_the_engines_memory_plan(tiny_dir):
+    from acestep_engine import Engine, memory
+    from acestep_engine.planner import Planner
+
+    engine = Engine.from_pretrained(tiny_dir, device="cpu", dtype="fp32")
+    lm = Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", engine=engine)
+    assert engine.planner is lm and lm.offload == "auto"
+    bp = Blueprint(caption="x", duration=10)
+    plans = {p.tier: p for p in memory.plan_tiers(engine.models, "cpu", engine.frames_for(10), 1, False, 1, lm=lm)}
+    assert plans["all on device"].stages["denoise"] - plans["encoders and LM offloaded"].stages["denoise"] \
+        >= memory.module_bytes(lm.model)  # the plan counts the LM, resident or not
+    engine.memory_budget = plans["encoders and LM offloaded"].estimate
+    engine.generate(bp, seeds=1)
+    assert engine.last_memory_plan.tier == "encoders and LM offloaded" and not lm.resident  # parked at once
+    lm.codes(bp, seed=1)
+    assert lm.offloading and not lm.resident  # and again after each call
+    engine.memory_budget = None
+    engine.generate(bp, seeds=1)
+    lm.codes(bp, seed=1)
+    assert not lm.offloading and lm.resident
+
+
+def test_a_bad_offload_option_is_named(tiny_dir):
+    from acestep_engine.planner import Planner
+
+    with pytest.raises(TaskError, match="offload must be True, False or 'auto'"):
+        Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", offload="yes")
