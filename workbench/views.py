@@ -433,9 +433,11 @@ class HeaderView:
         self.state = state
         self.banner = widgets.HTML()
         self.models = widgets.HTML()
+        self.machine = widgets.HTML()
         self.activity = widgets.HTML()
-        self.widget = widgets.VBox([self.banner, self.models, self.activity])
+        self.widget = widgets.VBox([self.banner, self.models, self.machine, self.activity])
         state.observe(lambda change: self._models_changed(), names=["engine", "engines", "planner", "loras", "store"])
+        state.observe(lambda change: self._machine_changed(change["old"], change["new"]), names="blueprint")
         state.observe(lambda change: self._job_changed(), names="job")
         self._models_changed()
         self._job_changed()
@@ -456,6 +458,31 @@ class HeaderView:
         if state.store is not None:
             parts.append(f"takes in <code>{html.escape(str(state.store.folder))}</code>")
         self.models.value = " &middot; ".join(parts)
+        self._machine_changed()
+
+    def _machine_changed(self, old=None, new=None) -> None:
+        """Device, dtype, the memory tier of a take of the blueprint's length, the LM size to plan with."""
+        if old is not None and new is not None and getattr(old, "duration", None) == getattr(new, "duration", None):
+            return  # only the duration changes the memory tier
+        engine = self.state.engine
+        if engine is None:
+            self.machine.value = ""
+            return
+        from acestep_engine.hardware import device_summary
+
+        seconds = getattr(self.state.blueprint, "duration", None) or 30.0
+        s = device_summary(engine, seconds=float(seconds))
+        budget = f" of {s['memory_budget_gib']:g} GiB" if s["memory_budget_gib"] is not None else ""
+        lm = s["recommended_lm"] or "none"
+        tier = html.escape(s["memory_tier"])
+        if s["memory_tier"].startswith("does not fit"):
+            tier = f"<span title='{html.escape(s['memory_tier'], quote=True)}'>does not fit the memory budget</span>"
+        self.machine.value = (
+            f"<small>{html.escape(s['device'])} &middot; "
+            f"<span title='{html.escape(s['dtype_choice'], quote=True)}'>{html.escape(s['dtype'])}</span> &middot; "
+            f"memory for a {s['seconds']:g} s take{budget}: {tier} &middot; "
+            f"<span title='{html.escape(s['recommended_lm_why'], quote=True)}'>LM to plan with: "
+            f"{html.escape(lm)}</span></small>")
 
     def _job_changed(self) -> None:
         job = self.state.job
