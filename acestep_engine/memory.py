@@ -370,9 +370,7 @@ class PlanRunner:
     @contextlib.contextmanager
     def stage(self, name: str):
         moved = self._stage_modules(name)
-        if self.on_host:
-            for module in moved:
-                parking.restore(module)
+        if self.on_host:  # parked modules come back when first called (text2music never calls the tokenizers)
             try:
                 yield
             finally:
