@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -35,19 +35,17 @@ class DitCompilation:
     """What compiling the DiT cost so far: graphs compiled, seconds spent in the backend, errors."""
 
     backend: str
-    mode: str | None = None
     graphs: int = 0
     compile_s: float = 0.0
     error: str | None = None
     blocks: int = 0
-    _compiled: list = field(default_factory=list, repr=False)
 
     @property
     def active(self) -> bool:
         return self.error is None and self.blocks > 0
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "mode": self.mode, "graphs": self.graphs,
+        return {"backend": self.backend, "graphs": self.graphs,
                 "compile_s": round(self.compile_s, 3), "blocks": self.blocks, "error": self.error}
 
 
@@ -71,7 +69,7 @@ def check_compile_option(compile) -> tuple[str, object] | None:
     raise ValueError(f"compile must be True, False, a backend name or a callable backend (got {compile!r})")
 
 
-def compile_transformer(transformer, compile=True, mode: str | None = None) -> DitCompilation | None:
+def compile_transformer(transformer, compile=True) -> DitCompilation | None:
     """Compile each block of diffusers' AceStepTransformer1DModel in place (see the module doc)."""
     choice = check_compile_option(compile)
     if choice is None:
@@ -80,17 +78,8 @@ def compile_transformer(transformer, compile=True, mode: str | None = None) -> D
     from torch._dynamo import lookup_backend
 
     name, backend = choice
-    report = DitCompilation(backend=name, mode=mode)
+    report = DitCompilation(backend=name)
     inner = lookup_backend(backend) if isinstance(backend, str) else backend
-    if mode is not None and name == "inductor":
-        from torch._inductor import list_mode_options
-
-        options = list_mode_options(mode)
-
-        def inner(gm, example_inputs, _options=options):
-            from torch._inductor.compile_fx import compile_fx
-
-            return compile_fx(gm, example_inputs, config_patches=_options)
 
     def timed_backend(gm, example_inputs):
         started = time.perf_counter()
