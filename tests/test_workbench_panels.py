@@ -244,7 +244,7 @@ def test_workbench_composes_panels_around_one_store(turbo, tmp_path):
     assert "cpu" in machine and "float32" in machine and "all on device" in machine
     assert "LM to plan with: acestep-5Hz-lm-0.6B" in machine
     bench.state.blueprint = Blueprint(caption="long", duration=240)
-    assert "memory for a 240 s take" in bench.header.machine.value
+    assert "a 240 s take: all on device" in bench.header.machine.value
     bench.generate_panel.seeds.value = "3"
     bench.generate_panel.generate_button.click()
     take, = bench.generate_panel.job.result(timeout=120)

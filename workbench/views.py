@@ -472,7 +472,7 @@ class HeaderView:
 
         seconds = getattr(self.state.blueprint, "duration", None) or 30.0
         s = device_summary(engine, seconds=float(seconds))
-        budget = f" of {s['memory_budget_gib']:g} GiB" if s["memory_budget_gib"] is not None else ""
+        budget = f"memory budget {s['memory_budget_gib']:g} GiB, " if s["memory_budget_gib"] is not None else ""
         lm = s["recommended_lm"] or "none"
         tier = html.escape(s["memory_tier"])
         if s["memory_tier"].startswith("does not fit"):
@@ -480,7 +480,7 @@ class HeaderView:
         self.machine.value = (
             f"<small>{html.escape(s['device'])} &middot; "
             f"<span title='{html.escape(s['dtype_choice'], quote=True)}'>{html.escape(s['dtype'])}</span> &middot; "
-            f"memory for a {s['seconds']:g} s take{budget}: {tier} &middot; "
+            f"{budget}a {s['seconds']:g} s take: {tier} &middot; "
             f"<span title='{html.escape(s['recommended_lm_why'], quote=True)}'>LM to plan with: "
             f"{html.escape(lm)}</span></small>")
 
