@@ -1,5 +1,6 @@
 """Panels driven from Python on the tiny checkpoint: set fields, click, wait for the worker, check."""
 
+import html
 import threading
 
 import pytest
@@ -233,6 +234,15 @@ def test_take_browser_lists_filters_renames_deletes_with_undo_and_exports(turbo,
     assert first.id not in store and not browser.undo_button.disabled
     browser.undo_button.click()
     assert first.id in store and browser.selected == first.id
+    assert browser.problems.value == ""
+
+    # A sidecar damaged outside the workbench: its take leaves the list, and the tab says which file and why.
+    sidecar = tmp_path / "takes" / f"{second.id}.json"
+    sidecar.write_text("{ not json")
+    browser.refresh_button.click()
+    assert [value for _, value in browser.takes.options] == [first.id]
+    assert "1 file(s) in the folder are not usable takes" in browser.problems.value
+    assert html.escape(str(sidecar)) in browser.problems.value
 
 
 def test_workbench_composes_panels_around_one_store(turbo, tmp_path):

@@ -50,6 +50,7 @@ class TakeBrowser(LazyView, StateView):
         self.on_recall, self.on_use_as_source = on_recall, on_use_as_source
         wide = {"description_width": "initial"}
         self.heading = widgets.HTML()
+        self.problems = widgets.HTML()  # files in the folder that are not usable takes (left untouched)
         self.search = widgets.Text(description="Filter", placeholder="name, id or caption", style=wide)
         self.task_filter = widgets.Dropdown(description="Task", options=["all"], value="all", style=wide)
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
@@ -92,7 +93,8 @@ class TakeBrowser(LazyView, StateView):
         self.state.observe(lambda change: self.refresh(), names="revision")
         self.state.observe(lambda change: self._current_changed(), names="current_take")
         self.widget = widgets.VBox([
-            self.heading, widgets.HBox([self.search, self.task_filter, self.refresh_button]), self.takes,
+            self.heading, self.problems, widgets.HBox([self.search, self.task_filter, self.refresh_button]),
+            self.takes,
             widgets.HBox([self.recall_button, self.source_button, self.compare_with]),
             widgets.HBox([self.name, self.rename_button, self.delete_button, self.undo_button]),
             widgets.HBox([self.export_format, self.export_path, self.export_button]),
@@ -113,6 +115,7 @@ class TakeBrowser(LazyView, StateView):
         if force or revision is None or revision != self._listed_revision:
             self._listing = self.store.list()
             self._listed_revision = revision
+            self._show_problems(getattr(self.store, "problems", []))
         records = self._listing
         self._records = {r["id"]: r for r in records}
         tasks = sorted({r.get("task", {}).get("name", "?") for r in records})
@@ -142,6 +145,16 @@ class TakeBrowser(LazyView, StateView):
         elif current is not None and current.id not in self._records:
             self.state.current_take = None
         self._invalidate()
+
+    def _show_problems(self, problems) -> None:
+        if not problems:
+            self.problems.value = ""
+            return
+        items = "".join(f"<li><code>{html.escape(str(p))}</code></li>" for p in problems[:20])
+        more = f"<li>... and {len(problems) - 20} more</li>" if len(problems) > 20 else ""
+        self.problems.value = (
+            f"<details><summary style='color:#8a6d3b'>&#9888; {len(problems)} file(s) in the folder are not "
+            f"usable takes and are not listed (left untouched)</summary><ul>{items}{more}</ul></details>")
 
     def select(self, take_id: str) -> None:
         """Make `take_id` the selected and current take."""
