@@ -142,11 +142,6 @@ class CoverLab(JobPanel, LazyView):
     def _run(self, generate, replay_of=None):
         source = self.source
 
-        def save(takes, progress):
-            self.result = takes[0]
-            progress.stage("saving", 0.96, "saving the take")
-            self.state.save_takes(takes)
-
         def show(takes):
             self.state.takes_added(takes, make_current=False)
             self.next_button.disabled = False
@@ -157,7 +152,10 @@ class CoverLab(JobPanel, LazyView):
                     "'Use result as next source' to cover the cover")
 
         return self.run_job("cover", lambda cancel, progress: generate(cancel, progress.part("model", 0.0, 0.95)),
-                            save=save, show=show)
+                            save=self.saving(keep=self._keep_result), show=show)
+
+    def _keep_result(self, takes) -> None:
+        self.result = takes[0]
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)

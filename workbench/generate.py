@@ -209,11 +209,6 @@ class GeneratePanel(JobPanel):
                                          cancel=cancel, **item)
             return takes
 
-        def save(takes, progress):
-            progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
-            self.state.save_takes(takes)
-            self.takes = list(takes)
-
         def show(takes):
             self.state.takes_added(takes)  # every tab follows the newest take
             if self.on_take is not None:
@@ -227,7 +222,7 @@ class GeneratePanel(JobPanel):
             where = f", saved to {html.escape(str(self.store.folder))}" if self.store is not None else ""
             return f"{len(takes)} take(s) {TIME}{where}"
 
-        return self.run_job("generation", work, save=save, show=show)
+        return self.run_job("generation", work, save=self.saving(keep=self._keep_takes), show=show)
 
     def recall(self, take) -> None:
         """Put a take's blueprint in the editor, its seed in Seeds, and its task (and cover source) here."""
@@ -243,6 +238,9 @@ class GeneratePanel(JobPanel):
         elif take.task.get("name") == "text2music":
             self.task.value = "text2music"
         self._set_status(f"recalled the blueprint, seed and task of {html.escape(take.title)}")
+
+    def _keep_takes(self, takes) -> None:
+        self.takes = list(takes)
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)

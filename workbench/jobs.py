@@ -250,6 +250,17 @@ class JobPanel(StateView):
             return True
         return False
 
+    def saving(self, keep: Callable[[list], None] | None = None) -> Callable[[list, JobProgress], None]:
+        """The `save` step of a job that makes takes: `keep(takes)` (the panel remembers its result),
+        then the takes into the shared store, on the worker, as the "saving" stage."""
+        def save(takes, progress: JobProgress) -> None:
+            if keep is not None:
+                keep(takes)
+            progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
+            self.state.save_takes(takes)
+
+        return save
+
     def run_job(self, name: str, work: Callable[[threading.Event, JobProgress], Any], *,
                 save: Callable[[Any, JobProgress], None] | None = None,
                 show: Callable[[Any], str] | None = None,

@@ -326,11 +326,6 @@ class RepaintPainter(JobPanel, LazyView):
             return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
                                    cancel=cancel)
 
-        def save(takes, progress):
-            self.result = takes[0]
-            progress.stage("saving", 0.96, "saving the take")
-            self.state.save_takes(takes)
-
         def show(takes):
             self.state.takes_added(takes, make_current=False)
             self.next_button.disabled = False
@@ -339,7 +334,10 @@ class RepaintPainter(JobPanel, LazyView):
             return (f"repainted: <b>{html.escape(self.result.title)}</b> ({self.result.duration:.1f} s), "
                     f"from {html.escape(source.title)}. A = before, B = after")
 
-        return self.run_job("repaint", work, save=save, show=show)
+        return self.run_job("repaint", work, save=self.saving(keep=self._keep_result), show=show)
+
+    def _keep_result(self, takes) -> None:
+        self.result = takes[0]
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)

@@ -160,18 +160,16 @@ class TracksPanel(JobPanel):
             return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
                                    cancel=cancel)
 
-        def save(takes, progress):
-            progress.stage("saving", 0.96, f"saving {len(takes)} take(s)")
-            self.state.save_takes(takes)
-            self.takes = list(takes)
-
         def show(takes):
             self.state.takes_added(takes, make_current=False)
             self.results.add(takes)
             names = ", ".join(t.task.get("track") or "+".join(t.task.get("tracks", [])) for t in takes)
             return f"{len(takes)} take(s) from {html.escape(source.title)}: {html.escape(names)}"
 
-        return self.run_job("tracks", work, save=save, show=show)
+        return self.run_job("tracks", work, save=self.saving(keep=self._keep_takes), show=show)
+
+    def _keep_takes(self, takes) -> None:
+        self.takes = list(takes)
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)
