@@ -47,6 +47,11 @@ def demo_checkpoints_dir() -> Path:
     return cache / "acestep-workbench" / "demo-v2"
 
 
+def _from_facts(name: str, doc: str) -> property:
+    """An Engine property that reads the same-named fact of `engine.facts` (one definition of each)."""
+    return property(lambda engine: getattr(engine.facts, name), doc=doc)
+
+
 class Engine:
     """An ACE-Step 1.5 DiT with its VAE and text encoder, ready to generate takes."""
 
@@ -173,29 +178,15 @@ class Engine:
         """What tasks plan with (rate, hop, channels, silence, encode); they never see the engine."""
         return ModelFacts(self.models, self.device, self.dtype)
 
-    @property
-    def variant(self):
-        return self.models.variant
+    variant = _from_facts("variant", "The loaded DiT variant (name, turbo, tasks, sampling preset).")
+    sample_rate = _from_facts("sample_rate", "Audio samples per second (48000 for the official VAE).")
+    hop_length = _from_facts("hop_length", "Audio samples per latent frame (1920 for the official VAE).")
+    frame_rate = _from_facts("frame_rate", "Latent frames per second (25 for the official VAE).")
+    latent_channels = _from_facts("latent_channels", "Channels of a latent frame (64 for the official VAE).")
 
     @property
     def preset(self) -> SamplingPreset:
         return self.models.variant.preset
-
-    @property
-    def sample_rate(self) -> int:
-        return self.models.sample_rate
-
-    @property
-    def hop_length(self) -> int:
-        return self.models.hop_length
-
-    @property
-    def frame_rate(self) -> float:
-        return self.models.frame_rate
-
-    @property
-    def latent_channels(self) -> int:
-        return self.models.latent_channels
 
     @property
     def tasks(self) -> tuple[str, ...]:
