@@ -1,6 +1,10 @@
 """Shared fixtures: tiny checkpoint sets in the official layout, written once per test session."""
 
+import functools
+import http.server
 import os
+import shutil
+import threading
 
 import pytest
 
@@ -53,3 +57,42 @@ def planner(tiny_dir, turbo):
 
     write_lm(tiny_dir / LM_FOLDER)
     return Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", engine=turbo)
+
+
+# --------------------------------------------------------------------------- browser tests of the widgets' JavaScript
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")  # one Playwright per module: a second sync_playwright cannot run beside it
+def chromium():
+    """Debian's headless Chromium, driven by Playwright (autoplay allowed for the players)."""
+    if CHROMIUM is None:
+        pytest.fail("Debian's chromium is needed for browser tests: `make test` installs it "
+                    "(apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run",
+                                          "--autoplay-policy=no-user-gesture-required"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def serve_folder():
+    """`serve_folder(folder)` -> the base URL of a local HTTP server for `folder` (stopped at the end)."""
+    servers = []
+
+    def serve(folder) -> str:
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()

@@ -5,17 +5,11 @@ mouse drags and double-clicks must change the `regions` trait the way the Python
 """
 
 import base64
-import functools
-import http.server
 import shutil
-import threading
-from pathlib import Path
 
 import pytest
 
 from workbench.painter import _JS
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PAGE = """<!doctype html><html><body style="margin:0">
 <div id="el" style="width:800px"></div>
@@ -37,7 +31,7 @@ window.ready = true;
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory):
+def page_url(tmp_path_factory, serve_folder):
     import numpy as np
     from PIL import Image
 
@@ -47,30 +41,11 @@ def page_url(tmp_path_factory):
     Image.fromarray((np.random.default_rng(0).random((200, 800, 3)) * 255).astype("uint8")).save(png)
     data = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
     (folder / "index.html").write_text(PAGE % data)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
+    return serve_folder(folder) + "/index.html"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("Debian's chromium is needed for browser tests: `make test` installs it "
-                    "(apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--no-first-run"])
-        yield browser
-        browser.close()
-
-
-def test_drag_adds_a_region_and_double_click_removes_it(browser, page_url, tmp_path):
-    page = browser.new_page(viewport={"width": 900, "height": 400})
+def test_drag_adds_a_region_and_double_click_removes_it(chromium, page_url, tmp_path):
+    page = chromium.new_page(viewport={"width": 900, "height": 400})
     page.goto(page_url)
     page.wait_for_function("window.ready === true")
     canvas = page.locator("canvas")

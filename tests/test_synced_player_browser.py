@@ -6,18 +6,13 @@ follow the time, and A/B must switch takes at the same position.
 """
 
 import base64
-import functools
-import http.server
 import shutil
-import threading
 
 import numpy as np
 import pytest
 
 from acestep_engine.audio_io import wav_bytes
 from workbench.synced_player import _JS
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PAGE = """<!doctype html><html><body style="margin:0">
 <div id="el" style="width:800px"></div>
@@ -45,7 +40,7 @@ window.ready = true;
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory):
+def page_url(tmp_path_factory, serve_folder):
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("player-page")
@@ -59,35 +54,15 @@ def page_url(tmp_path_factory):
         "a": base64.b64encode(wav_bytes(tone(440), rate)).decode(),
         "b": base64.b64encode(wav_bytes(tone(660), rate)).decode(),
         "png": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()})
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("Debian's chromium is needed for browser tests: `make test` installs it "
-                    "(apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-component-update", "--no-first-run",
-                                          "--autoplay-policy=no-user-gesture-required"])
-        yield browser
-        browser.close()
+    return serve_folder(folder) + "/index.html"
 
 
 def active_line(page):
     return page.evaluate("(document.querySelector('.line.active') || {}).textContent || null")
 
 
-def test_play_seek_highlight_and_ab_switch(browser, page_url, tmp_path):
-    page = browser.new_page(viewport={"width": 900, "height": 500})
+def test_play_seek_highlight_and_ab_switch(chromium, page_url, tmp_path):
+    page = chromium.new_page(viewport={"width": 900, "height": 500})
     page.goto(page_url)
     page.wait_for_function("window.ready === true")
     page.wait_for_function("document.querySelector('audio, .play') !== null")
