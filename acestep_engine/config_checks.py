@@ -90,11 +90,17 @@ def _int_list(path: Path, key: str, value, length: tuple[int, int], item: tuple[
     return [_whole(path, f"{key}[{i}]", v, *item) for i, v in enumerate(value)]
 
 
-def check_dit_config(cfg, path) -> dict:
-    """Check an official DiT config.json (AceStepConfig) before any module is built; returns it."""
+def _object_file(cfg, path) -> Path:
+    """`path` as a Path, once `cfg` (what the file holds) is a JSON object; else the error naming it."""
     path = Path(path)
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} must hold an object {{...}} (got {type(cfg).__name__})")
+    return path
+
+
+def check_dit_config(cfg, path) -> dict:
+    """Check an official DiT config.json (AceStepConfig) before any module is built; returns it."""
+    path = _object_file(cfg, path)
     sizes = _sizes(path, cfg, DIT_SIZES, DIT_REQUIRED)
     _reals(path, cfg, DIT_REALS)
     _flags(path, cfg, DIT_FLAGS)
@@ -129,9 +135,7 @@ def check_dit_config(cfg, path) -> dict:
 
 def check_vae_config(cfg, path) -> dict:
     """Check an AutoencoderOobleck config.json; absent keys are left to diffusers' defaults."""
-    path = Path(path)
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} must hold an object {{...}} (got {type(cfg).__name__})")
+    path = _object_file(cfg, path)
     _sizes(path, cfg, VAE_SIZES)
     for key, (lo_len, hi_len, lo, hi) in VAE_LISTS.items():
         if cfg.get(key) is not None:
@@ -145,9 +149,7 @@ def check_vae_config(cfg, path) -> dict:
 
 def check_text_encoder_config(cfg, path) -> dict:
     """Check a Qwen3 config.json for sane sizes before transformers builds it."""
-    path = Path(path)
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} must hold an object {{...}} (got {type(cfg).__name__})")
+    path = _object_file(cfg, path)
     sizes = _sizes(path, cfg, TEXT_SIZES)
     heads, kv = sizes.get("num_attention_heads"), sizes.get("num_key_value_heads")
     if heads and kv and heads % kv:
@@ -230,9 +232,7 @@ def check_diffusers_repo(repo_dir) -> None:
 
 def _check_diffusers_sizes(cfg, path) -> dict:
     """diffusers' ACE-Step module configs use the official key names for their sizes."""
-    path = Path(path)
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{path} must hold an object {{...}} (got {type(cfg).__name__})")
+    path = _object_file(cfg, path)
     _sizes(path, cfg, DIT_SIZES)
     _reals(path, cfg, DIT_REALS)
     return cfg
