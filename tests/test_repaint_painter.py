@@ -90,3 +90,12 @@ def test_nothing_painted_is_explained(turbo, take):
     painter.regions = [(5.0, 4.0)]
     painter.repaint_button.click()
     assert "region end must be after its start" in painter.status.value
+
+
+def test_a_seed_that_is_not_a_number_is_refused_by_name(turbo, take):
+    painter = RepaintPainter(take, turbo)
+    painter.regions = [(2.0, 4.0)]
+    painter.seed.value = "forty-two"
+    assert painter.repaint() is None and painter.job is None
+    assert "seed must be a whole number, or empty for a random one" in painter.status.value
+    assert "forty-two" in painter.status.value

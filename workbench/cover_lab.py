@@ -108,16 +108,10 @@ class CoverLab(JobPanel, LazyView):
     def cover(self):
         if self._refuse_if_busy():
             return self.job
-        try:
-            if self.source is None:
-                raise AceStepError("generate or select a take first: the cover starts from the current take")
-            blueprint = self.editor.valid_blueprint()
-            task = Cover(self.source, strength=self.strength.value, noise_strength=self.noise_strength.value)
-            task.validate()
-            seed = int(self.seed.value) if self.seed.value.strip() else None
-        except (AceStepError, ValueError) as exc:
-            self._set_status(str(exc), error=True)
+        inputs = self.checked_inputs(self._cover_inputs)
+        if inputs is None:
             return None
+        blueprint, task, seed = inputs
         engine = self.engine
         return self._run(lambda cancel, report: engine.generate(blueprint, task, seeds=seed, progress=report,
                                                                 cancel=cancel))
@@ -153,6 +147,13 @@ class CoverLab(JobPanel, LazyView):
 
         return self.run_job("cover", lambda cancel, progress: generate(cancel, progress.part("model", 0.0, 0.95)),
                             save=self.saving(keep=self._keep_result), show=show)
+
+    def _cover_inputs(self):
+        if self.source is None:
+            raise AceStepError("generate or select a take first: the cover starts from the current take")
+        blueprint = self.editor.valid_blueprint()
+        task = Cover(self.source, strength=self.strength.value, noise_strength=self.noise_strength.value)
+        return blueprint, task.validate(), self.seed_field()
 
     def _keep_result(self, takes) -> None:
         self.result = takes[0]

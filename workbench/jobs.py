@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-from acestep_engine.errors import GenerationCancelled
+from acestep_engine.errors import AceStepError, GenerationCancelled
 
 from .state_view import StateView
 
@@ -249,6 +249,25 @@ class JobPanel(StateView):
             self._set_status(f"the {job.name} is already running: wait for it or press Cancel", error=True)
             return True
         return False
+
+    def checked_inputs(self, build: Callable[[], Any]) -> Any:
+        """`build()` reads the panel's fields into what a job needs (a task, a seed); bad input puts its
+        error in the status line and gives None, so a click on Run never raises into the notebook."""
+        try:
+            return build()
+        except (AceStepError, ValueError) as exc:
+            self._set_status(str(exc), error=True)
+            return None
+
+    def seed_field(self) -> int | None:
+        """The panel's Seed box: empty for a random seed, else a whole number (refused by name otherwise)."""
+        text = self.seed.value.strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"seed must be a whole number, or empty for a random one (got {text!r})") from None
 
     def saving(self, keep: Callable[[list], None] | None = None) -> Callable[[list, JobProgress], None]:
         """The `save` step of a job that makes takes: `keep(takes)` (the panel remembers its result),

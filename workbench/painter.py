@@ -312,13 +312,10 @@ class RepaintPainter(JobPanel, LazyView):
     def repaint(self):
         if self._refuse_if_busy():
             return self.job
-        try:
-            task = self.build_task()
-            task.validate()
-            seed = int(self.seed.value) if self.seed.value.strip() else None
-        except (AceStepError, ValueError) as exc:
-            self._set_status(str(exc), error=True)
+        inputs = self.checked_inputs(lambda: (self.build_task().validate(), self.seed_field()))
+        if inputs is None:
             return None
+        task, seed = inputs
         source, engine = self.take, self.engine
         before, after = shaded_regions(task, source.duration)  # what this job changes, not what is painted later
 

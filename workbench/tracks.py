@@ -145,15 +145,10 @@ class TracksPanel(JobPanel):
     def run(self):
         if self._refuse_if_busy():
             return self.job
-        try:
-            if not self.capable:
-                raise AceStepError(f"load the {BASE_VARIANT} checkpoint first")
-            task = self.build_task()
-            task.validate()
-            seed = int(self.seed.value) if self.seed.value.strip() else None
-        except (AceStepError, ValueError) as exc:
-            self._set_status(str(exc), error=True)
+        inputs = self.checked_inputs(self._inputs)
+        if inputs is None:
             return None
+        task, seed = inputs
         engine, source = self.engine, self.source
 
         def work(cancel, progress):
@@ -167,6 +162,11 @@ class TracksPanel(JobPanel):
             return f"{len(takes)} take(s) from {html.escape(source.title)}: {html.escape(names)}"
 
         return self.run_job("tracks", work, save=self.saving(keep=self._keep_takes), show=show)
+
+    def _inputs(self):
+        if not self.capable:
+            raise AceStepError(f"load the {BASE_VARIANT} checkpoint first")
+        return self.build_task().validate(), self.seed_field()
 
     def _keep_takes(self, takes) -> None:
         self.takes = list(takes)
