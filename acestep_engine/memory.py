@@ -353,9 +353,12 @@ class PlanRunner:
         return self.plan.decode_chunk if self.plan is not None and self.plan.decode_chunk else "auto"
 
     def _encoders(self) -> list:
+        """What leaves the device with the encoders. On the host the audio tokenizers park too: a parked
+        module comes back by itself when called. A device moves only the two encoders, whose every use
+        is inside the encode stage."""
         models = self.models
-        return [m for m in (models.text_encoder, models.condition_encoder, models.audio_tokenizer,
-                            models.detokenizer) if m is not None]
+        extra = (models.audio_tokenizer, models.detokenizer) if self.on_host else ()
+        return [m for m in (models.text_encoder, models.condition_encoder, *extra) if m is not None]
 
     def _stage_modules(self, name: str) -> list:
         plan = self.plan

@@ -227,9 +227,6 @@ class Planner:
             tlogging.enable_progress_bar()
         codebook = cls._codebook_size(engine)
         _offload_option(offload)
-        from . import parking
-
-        parking.attach(model, parking.same_keys(model, sorted(Path(folder).glob("*.safetensors"))), dtype)
         return cls(model, tokenizer, device, name=Path(folder).name, path=str(folder), codebook_size=codebook,
                    engine=engine, genres_vocab=genres_vocab, offload=offload)
 
@@ -551,6 +548,9 @@ class Planner:
 
         self._code_head_cache = (None,)  # a view of the LM head: it must not keep the old weights alive
         if self.device.type == "cpu":
+            if not parking.is_parkable(self.model) and self.path is not None:  # attached on first use: its
+                files = sorted(Path(self.path).glob("*.safetensors"))      # hooks cost nothing until then
+                parking.attach(self.model, parking.same_keys(self.model, files), next(self.model.parameters()).dtype)
             parking.park(self.model)
         else:
             self.model.to("cpu")
