@@ -363,7 +363,8 @@ def make_parkable(models: LoadedModels, text_dir: Path, dtype) -> None:
     for name in ("condition_encoder", "audio_tokenizer", "detokenizer"):
         module = getattr(models, name)
         if module is not None:
-            keys = {k: (weights, diffusers_to_official(name, k)) for k, _ in module.named_parameters()}
+            keys = {k: (weights, diffusers_to_official(name, plain))
+                    for k, plain in parking.saved_names(module).items()}
             parking.attach(module, keys, dtype)
     text_weights = sorted(text_dir.glob("*.safetensors"))
     if text_weights:
@@ -385,8 +386,8 @@ def make_transformer_parkable(models: LoadedModels, dtype) -> bool:
         weights = Path(models.paths["dit"]) / "model.safetensors"
         if not weights.is_file():
             return False
-        keys = {k: (weights, diffusers_to_official("transformer", k.replace(".base_layer.", ".")))
-                for k, _ in transformer.named_parameters() if "lora_" not in k}
+        keys = {name: (weights, diffusers_to_official("transformer", plain))
+                for name, plain in parking.saved_names(transformer).items()}
     return parking.attach(transformer, keys, dtype)
 
 

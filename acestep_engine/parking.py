@@ -18,7 +18,7 @@ that are not in the file (LoRA adapters added later) stay resident.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,8 +32,6 @@ class _Parking:
     sources: list  # (parameter, path, key in the file, shape)
     full_bytes: int
     parked: bool = False
-    restores: int = 0
-    hooks: list = field(default_factory=list)
 
 
 def attach(module: torch.nn.Module, keys: dict[str, tuple[Path, str]], dtype: torch.dtype) -> bool:
@@ -62,6 +60,7 @@ def attach(module: torch.nn.Module, keys: dict[str, tuple[Path, str]], dtype: to
         return False
     state = _Parking(dtype=dtype, sources=sources,
                      full_bytes=sum(p.numel() * p.element_size() for p, *_ in sources))
+
     @torch.compiler.disable  # Python state, outside any compiled graph (see acestep_engine.compiling)
     def restore_first(*_):
         if state.parked:
@@ -69,7 +68,7 @@ def attach(module: torch.nn.Module, keys: dict[str, tuple[Path, str]], dtype: to
 
     for sub in module.modules():
         if any(True for _ in sub.parameters(recurse=False)):
-            state.hooks.append(sub.register_forward_pre_hook(restore_first))
+            sub.register_forward_pre_hook(restore_first)
     module._acestep_parking = state
     return True
 
@@ -127,7 +126,6 @@ def restore(module) -> bool:
                                            f"expected {shape}")
                     param.data = tensor.to(device=param.device, dtype=state.dtype)
         state.parked = False
-        state.restores += 1
         return True
 
 
@@ -142,12 +140,15 @@ def same_keys(module, paths, prefix: str = "") -> dict[str, tuple[Path, str]]:
             for key in f.keys():
                 where[key] = path
     keys = {}
-    for name, _ in module.named_parameters():
-        if "lora_" in name:
-            continue
-        plain = name.replace(".base_layer.", ".")  # a LoRA-wrapped layer's own weight
+    for name, plain in saved_names(module).items():
         for candidate in (plain, prefix + plain):
             if candidate in where:
                 keys[name] = (where[candidate], candidate)
                 break
     return keys
+
+
+def saved_names(module) -> dict[str, str]:
+    """Each parameter's name as the module's own checkpoint has it: a LoRA-wrapped layer's weight
+    without peft's `.base_layer`, and no LoRA adapter weights (they are in no checkpoint file)."""
+    return {name: name.replace(".base_layer.", ".") for name, _ in module.named_parameters() if "lora_" not in name}

@@ -541,3 +541,20 @@ def test_accelerate_launch_trains_data_parallel(tiny_dir, dataset, tmp_path):
     assert log["step"] == 2 and len(log["losses"]) == 2
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     assert (out / "adapter" / ADAPTER_WEIGHTS).is_file()
+
+
+def test_a_dit_with_an_adapter_parks_its_own_weights_and_keeps_the_adapter(tiny_dir, trained):
+    from acestep_engine import memory, parking
+
+    lean = Engine.from_pretrained(tiny_dir, dit="acestep-v15-turbo", device="cpu", dtype="fp32")
+    lean.load_lora(trained.adapter_path, name="style")
+    resident = lean.generate(BP, seeds=7)[0]
+    plans = {p.tier: p for p in memory.plan_tiers(lean.models, "cpu", lean.frames_for(BP.duration), 1, False, 1)}
+    lean.memory_budget = plans["DiT offloaded between stages"].estimate
+    parked = lean.generate(BP, seeds=7)[0]
+    dit = lean.models.transformer
+    assert lean.last_memory_plan.tier == "DiT offloaded between stages" and parking.is_parked(dit)
+    lora = [p for n, p in dit.named_parameters() if "lora_" in n]
+    assert lora and all(p.numel() > 0 for p in lora)  # adapters are in no checkpoint file: they stay
+    assert all(p.numel() == 0 for n, p in dit.named_parameters() if "base_layer" in n)  # the wrapped weights park
+    assert np.array_equal(parked.latents, resident.latents)
