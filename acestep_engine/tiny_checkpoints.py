@@ -39,6 +39,24 @@ PRESETS = {
 }
 DIT_FOLDERS = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft"}
 
+# The official checkpoints' sizes (reference 2): the 2B turbo DiT's config.json keys that set shapes,
+# the Oobleck VAE's and Qwen3-Embedding-0.6B's. Benchmarks build real-size random models from them,
+# and tests check estimates and key maps against them.
+REAL_SIZE_DIT = {
+    "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24, "num_attention_heads": 16,
+    "num_key_value_heads": 8, "head_dim": 128, "in_channels": 192, "audio_acoustic_hidden_dim": 64,
+    "patch_size": 2, "text_hidden_dim": 1024, "num_lyric_encoder_hidden_layers": 8, "timbre_hidden_dim": 64,
+    "num_timbre_encoder_hidden_layers": 4, "timbre_fix_frame": 750, "pool_window_size": 5,
+    "num_attention_pooler_hidden_layers": 2, "fsq_dim": 2048, "fsq_input_levels": [8, 8, 8, 5, 5, 5],
+    "fsq_input_num_quantizers": 1, "sliding_window": 128, "use_sliding_window": True, "model_version": "turbo",
+    "is_turbo": True,
+}
+REAL_SIZE_VAE = dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 2, 4, 8, 16],
+                     decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=48000)
+REAL_SIZE_TEXT_ENCODER = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                              num_key_value_heads=8, head_dim=128, vocab_size=151669, max_position_embeddings=32768,
+                              rope_theta=1000000.0, tie_word_embeddings=True)
+
 _CODE_TRAP = '''raise RuntimeError(
     "acestep-workbench must never execute code shipped with a checkpoint, but {name} was imported")
 '''

@@ -36,11 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.engine import OFFICIAL_2B, OFFICIAL_VAE  # noqa: E402
-
-TEXT_ENCODER = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                    num_key_value_heads=8, head_dim=128, vocab_size=151669, max_position_embeddings=32768,
-                    rope_theta=1000000.0, tie_word_embeddings=True)
+from acestep_engine.testing import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE  # noqa: E402
 
 
 def _random_like(key: str, shape, generator) -> torch.Tensor:
@@ -68,18 +64,18 @@ def write_real_size(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    vae = AutoencoderOobleck(**OFFICIAL_VAE).eval()
+    vae = AutoencoderOobleck(**REAL_SIZE_VAE).eval()
     vae.save_pretrained(root / "vae", safe_serialization=True)
     text_dir = root / "Qwen3-Embedding-0.6B"
     build_tokenizer(text_dir)
     with torch.device("meta"):
-        text = Qwen3Model(Qwen3Config(**TEXT_ENCODER, bos_token_id=256, eos_token_id=256, pad_token_id=256))
+        text = Qwen3Model(Qwen3Config(**REAL_SIZE_TEXT_ENCODER, bos_token_id=256, eos_token_id=256, pad_token_id=256))
     text_state = {k: _random_like(k, tuple(v.shape), g) for k, v in text.state_dict().items()}
     text.config.torch_dtype = "bfloat16"
     text.config.save_pretrained(text_dir)
     save_file(text_state, str(text_dir / "model.safetensors"), metadata={"format": "pt"})
     del text_state
-    config = dict(official_config("tiny", "turbo"), **OFFICIAL_2B, torch_dtype="bfloat16")
+    config = dict(official_config("tiny", "turbo"), **REAL_SIZE_DIT, torch_dtype="bfloat16")
     config["layer_types"] = ["sliding_attention" if (i + 1) % 2 else "full_attention"
                              for i in range(config["num_hidden_layers"])]
     config["num_audio_decoder_hidden_layers"] = config["num_hidden_layers"]

@@ -33,16 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-OFFICIAL_2B = {
-    "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24, "num_attention_heads": 16,
-    "num_key_value_heads": 8, "head_dim": 128, "in_channels": 192, "audio_acoustic_hidden_dim": 64,
-    "patch_size": 2, "text_hidden_dim": 1024, "num_lyric_encoder_hidden_layers": 8, "timbre_hidden_dim": 64,
-    "num_timbre_encoder_hidden_layers": 4, "timbre_fix_frame": 750, "pool_window_size": 5,
-    "num_attention_pooler_hidden_layers": 2, "fsq_dim": 2048, "sliding_window": 128, "use_sliding_window": True,
-    "model_version": "turbo", "is_turbo": True,
-}
-OFFICIAL_VAE = dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 2, 4, 8, 16],
-                    decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=48000)
+from acestep_engine.testing import REAL_SIZE_DIT, REAL_SIZE_VAE  # noqa: E402
 
 
 def matmul_roofline(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
@@ -76,7 +67,7 @@ def bench_dit(seconds: float, steps: int, repeats: int = 3, dtype=torch.float32)
 
     def build(fast: bool):
         torch.manual_seed(0)
-        model = build_modules(OFFICIAL_2B)["transformer"].eval().requires_grad_(False).to(dtype)
+        model = build_modules(REAL_SIZE_DIT)["transformer"].eval().requires_grad_(False).to(dtype)
         return fast_paths.prepare_transformer(model, enabled=True) if fast else model
 
     stock, fast = build(False), build(True)
@@ -119,7 +110,7 @@ def bench_dit(seconds: float, steps: int, repeats: int = 3, dtype=torch.float32)
         return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))
 
     t_stock, t_fast, t_bare = (statistics.median(results[name]) for name in ("stock", "fast", "bare"))
-    flops = dit_flops(OFFICIAL_2B, frames, cond_len)
+    flops = dit_flops(REAL_SIZE_DIT, frames, cond_len)
     return {"seconds_audio": seconds, "frames": frames, "s_per_step_stock": t_stock, "s_per_step_fast": t_fast,
             "s_per_step_bare": t_bare, "engine_overhead": t_fast / t_bare - 1,
             "speedup": t_stock / t_fast, "gflops_per_step": flops / 1e9, "achieved_gflops": flops / t_fast / 1e9,
@@ -139,7 +130,7 @@ def vae_case(seconds: float, mode: str, dtype_name: str) -> dict:
 
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
-    vae = AutoencoderOobleck(**OFFICIAL_VAE).eval().requires_grad_(False).to(dtype)
+    vae = AutoencoderOobleck(**REAL_SIZE_VAE).eval().requires_grad_(False).to(dtype)
     fast_paths.prepare_vae(vae, enabled=mode.startswith("fast"))
     latents = torch.randn(int(seconds * 25), 64) * 0.5
     vae_codec.decode(vae, latents[:64], chunk=None)  # warm-up

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.engine import OFFICIAL_2B  # noqa: E402
+from acestep_engine.testing import REAL_SIZE_DIT  # noqa: E402
 
 
 def make_engine(layers: int, device: str, dtype: torch.dtype, frames: int):
@@ -38,7 +38,7 @@ def make_engine(layers: int, device: str, dtype: torch.dtype, frames: int):
 
     diffusers_logging.set_verbosity_error()
 
-    cfg = dict(OFFICIAL_2B, num_hidden_layers=layers,
+    cfg = dict(REAL_SIZE_DIT, num_hidden_layers=layers,
                layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)])
     torch.manual_seed(0)
     transformer = module_classes()["transformer"](**module_configs(cfg)["transformer"])

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from acestep_engine import CheckpointError, Engine, MissingCheckpointError
 from acestep_engine.keymap import COMPONENTS, diffusers_to_official, official_to_diffusers, split_state_dict
 from acestep_engine.loader import build_modules, load_official, module_configs
-from acestep_engine.testing import official_config
+from acestep_engine.testing import REAL_SIZE_DIT, official_config
 
 # Key names and shapes written out from the reference's 2B table (section 3.3).
 OFFICIAL_2B_SHAPES = {
@@ -39,19 +39,10 @@ OFFICIAL_2B_SHAPES = {
     "detokenizer.special_tokens": (1, 5, 2048),
     "detokenizer.proj_out.weight": (64, 2048),
 }
-OFFICIAL_2B_CONFIG = {
-    "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24, "num_attention_heads": 16,
-    "num_key_value_heads": 8, "head_dim": 128, "in_channels": 192, "audio_acoustic_hidden_dim": 64,
-    "patch_size": 2, "text_hidden_dim": 1024, "num_lyric_encoder_hidden_layers": 8, "timbre_hidden_dim": 64,
-    "num_timbre_encoder_hidden_layers": 4, "timbre_fix_frame": 750, "pool_window_size": 5,
-    "num_attention_pooler_hidden_layers": 2, "fsq_dim": 2048, "fsq_input_levels": [8, 8, 8, 5, 5, 5],
-    "fsq_input_num_quantizers": 1, "sliding_window": 128, "use_sliding_window": True, "model_version": "turbo",
-    "is_turbo": True,
-}
 
 
 def real_size_official_keys():
-    modules = build_modules(OFFICIAL_2B_CONFIG, empty=True)
+    modules = build_modules(REAL_SIZE_DIT, empty=True)
     shapes = {}
     for name in COMPONENTS:
         for key, tensor in modules[name].state_dict().items():
@@ -207,7 +198,7 @@ def test_config_drives_every_derived_quantity(tiny16_dir):
 
 
 def test_module_configs_follow_xl_encoder_keys():
-    cfg = dict(OFFICIAL_2B_CONFIG, hidden_size=2560, intermediate_size=9728, num_hidden_layers=32,
+    cfg = dict(REAL_SIZE_DIT, hidden_size=2560, intermediate_size=9728, num_hidden_layers=32,
                num_attention_heads=32, encoder_hidden_size=2048, encoder_intermediate_size=6144,
                encoder_num_attention_heads=16, encoder_num_key_value_heads=8, in_channels=192)
     configs = module_configs(cfg)
@@ -229,6 +220,6 @@ def test_config_without_required_key_is_reported(tiny_dir, tmp_path):
 
 def test_official_config_matches_reference_keys():
     cfg = official_config("tiny", "turbo")
-    for key in OFFICIAL_2B_CONFIG:
+    for key in REAL_SIZE_DIT:
         assert key in cfg, key
     assert cfg["auto_map"]["AutoModel"].endswith("AceStepConditionGenerationModel")

@@ -10,16 +10,9 @@ import torch
 from acestep_engine import memory
 from acestep_engine.blueprint import Blueprint
 from acestep_engine.errors import DeviceError, InsufficientMemoryError
+from acestep_engine.testing import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE
 
 GiB = 2 ** 30
-OFFICIAL_2B = {
-    "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 24, "num_attention_heads": 16,
-    "num_key_value_heads": 8, "head_dim": 128, "in_channels": 192, "audio_acoustic_hidden_dim": 64,
-    "patch_size": 2, "text_hidden_dim": 1024, "num_lyric_encoder_hidden_layers": 8, "timbre_hidden_dim": 64,
-    "num_timbre_encoder_hidden_layers": 4, "timbre_fix_frame": 750, "pool_window_size": 5,
-    "num_attention_pooler_hidden_layers": 2, "fsq_dim": 2048, "sliding_window": 128, "use_sliding_window": True,
-    "model_version": "turbo", "is_turbo": True,
-}
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +24,9 @@ def real_size():
     from acestep_engine.loader import build_modules
 
     with torch.device("meta"):
-        modules = build_modules(OFFICIAL_2B)
-        vae = AutoencoderOobleck(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10],
-                                 channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128, decoder_input_channels=64,
-                                 audio_channels=2, sampling_rate=48000)
-        text = Qwen3Model(Qwen3Config(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-                                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151669))
+        modules = build_modules(REAL_SIZE_DIT)
+        vae = AutoencoderOobleck(**REAL_SIZE_VAE)
+        text = Qwen3Model(Qwen3Config(**REAL_SIZE_TEXT_ENCODER))
         lm = Qwen3ForCausalLM(Qwen3Config(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
                                           num_attention_heads=16, num_key_value_heads=8, head_dim=128,
                                           vocab_size=217204, tie_word_embeddings=True))
