@@ -99,14 +99,21 @@ def test_ipython_shows_the_download_error_without_the_traceback_chain(tmp_path, 
     assert "LocalEntryNotFoundError" not in shown and len(shown) < 1500
 
 
-def test_default_folder_is_the_project_checkpoints_from_a_subfolder(tmp_path, monkeypatch, tiny_dir):
-    import shutil
-
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A bare checkout of the project (pyproject.toml, notebooks/), the kernel in notebooks/, no env override."""
     monkeypatch.delenv("ACESTEP_CHECKPOINTS_DIR", raising=False)
     repo = tmp_path / "repo"
     (repo / "notebooks").mkdir(parents=True)
     (repo / "pyproject.toml").write_text('[project]\nname = "acestep-workbench"\n')
     monkeypatch.chdir(repo / "notebooks")
+    return repo
+
+
+def test_default_folder_is_the_project_checkpoints_from_a_subfolder(checkout, tmp_path, monkeypatch, tiny_dir):
+    import shutil
+
+    repo = checkout
     assert ckpt.project_root() == repo
     assert ckpt.checkpoint_search_dirs() == [repo / "notebooks" / "checkpoints", repo / "checkpoints"]
     assert ckpt.default_checkpoints_dir() == repo / "checkpoints"  # downloads go to the repository's folder
@@ -126,16 +133,12 @@ def test_default_folder_is_the_project_checkpoints_from_a_subfolder(tmp_path, mo
     assert ckpt.default_checkpoints_dir() == tmp_path / "elsewhere"
 
 
-def test_a_notebook_kernel_in_notebooks_finds_the_repository_weights(tmp_path, monkeypatch, tiny_dir):
+def test_a_notebook_kernel_in_notebooks_finds_the_repository_weights(checkout, tiny_dir):
     import shutil
 
     from workbench.notebook import setup
 
-    monkeypatch.delenv("ACESTEP_CHECKPOINTS_DIR", raising=False)
-    repo = tmp_path / "repo"
-    (repo / "notebooks").mkdir(parents=True)
-    (repo / "pyproject.toml").write_text('[project]\nname = "acestep-workbench"\n')
-    monkeypatch.chdir(repo / "notebooks")
+    repo = checkout
     runtime = setup()
     assert not runtime.has_real_weights and f"no ACE-Step weights in {repo / 'notebooks' / 'checkpoints'}" in repr(runtime)
     shutil.copytree(tiny_dir, repo / "checkpoints")
