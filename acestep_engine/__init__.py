@@ -7,11 +7,10 @@ from .blueprint import Blueprint
 from .engine import Engine
 from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCancelled, GenerationError, LoRAError,
                      MissingCheckpointError, TakeStoreError, TaskError)
+from .generation import (Complete, Cover, Extend, Extract, ExtractAll, GenerationSettings, Lego, Regions, Repaint,
+                         Text2Music)
 from .progress import Progress
-from .regions import Regions
-from .settings import GenerationSettings
 from .takes import Take, TakeStore
-from .tasks import Complete, Cover, Extend, Extract, ExtractAll, Lego, Repaint, Text2Music
 
 __version__ = "0.1.0"
 

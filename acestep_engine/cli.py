@@ -72,7 +72,7 @@ def _generate(args) -> int:
 
 
 def _download(args) -> int:
-    from .checkpoints import download
+    from .models.checkpoints import download
 
     root = download(args.dir, dit=args.dit, lm=args.lm)
     print(f"checkpoints ready in {root}")
@@ -80,8 +80,8 @@ def _download(args) -> int:
 
 
 def _variants(args) -> int:
-    from .checkpoints import available_variants
-    from .variants import VARIANTS
+    from .models.checkpoints import available_variants
+    from .models.variants import VARIANTS
 
     present = set(available_variants(args.dir))
     for name, v in VARIANTS.items():

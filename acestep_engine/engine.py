@@ -4,7 +4,7 @@
     takes = engine.generate(Blueprint(caption="lo-fi piano", duration=30), batch_size=2)
 
 `generate` checks everything at the door (types, ranges, settings, the variant that can run the
-task) and hands each part of the task to `acestep_engine.pipeline.run`: plan -> conditions ->
+task) and hands each part of the task to `acestep_engine.generation.pipeline.run`: plan -> conditions ->
 noise -> denoise -> decode -> finish. Tasks plan with `self.facts` and never import the engine.
 """
 
@@ -12,41 +12,28 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import pipeline
 from .blueprint import Blueprint
-from .checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
 from .errors import GenerationError, TaskError
-from .facts import ModelFacts
-from .hardware import dtype_name
-from .loader import LoadedModels, load_diffusers_format, load_official, resolve_device_and_dtype
-from .quiet import quiet_loading
-from .settings import (GenerationSettings, check_batch_size, check_cancel, check_progress,
-                       check_setting_names, resolve_seeds)
-from .takes import Take
-from .tasks import TASKS, Task, Text2Music
-from .variants import SamplingPreset, variant_for_task
+from .generation import pipeline
+from .generation.facts import ModelFacts
+from .generation.settings import (GenerationSettings, check_batch_size, check_cancel, check_progress,
+                                  check_setting_names, resolve_seeds)
+from .generation.tasks import TASKS, Task, Text2Music
+from .models.checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
+from .models.loader import LoadedModels, load_diffusers_format, load_official, resolve_device_and_dtype
+from .models.variants import SamplingPreset, variant_for_task
+from .runtime.hardware import dtype_name
+from .runtime.quiet import quiet_loading
+from .takes.store import Take
 
 DEMO_NOTICE = ("Demo checkpoint: tiny random weights, so it makes noise, not music. "
                "Point Engine.from_pretrained at the real ACE-Step 1.5 weights for songs.")
-ENV_DEMO_DIR = "ACESTEP_DEMO_DIR"
-
-
-def demo_checkpoints_dir() -> Path:
-    """`$ACESTEP_DEMO_DIR`, else `~/.cache/acestep-workbench/demo-v2`."""
-    env = os.environ.get(ENV_DEMO_DIR)
-    if env:
-        return Path(env).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "acestep-workbench" / "demo-v2"
-
-
 def _from_facts(name: str, doc: str) -> property:
     """An Engine property that reads the same-named fact of `engine.facts` (one definition of each)."""
     return property(lambda engine: getattr(engine.facts, name), doc=doc)
@@ -88,10 +75,10 @@ class Engine:
         `memory_budget` (bytes, GiB as a float, or "8GB"; default: the device's free memory) bounds
         every generation's estimated peak: see `plan_memory`. `compile=True` compiles the DiT's
         blocks with torch.compile (inductor; or a backend name or callable) on first use: see
-        `acestep_engine.compiling` and `engine.compilation`.
+        `acestep_engine.runtime.compiling` and `engine.compilation`.
         """
-        from .compiling import check_compile_option
-        from .memory import parse_budget
+        from .generation.memory import parse_budget
+        from .runtime.compiling import check_compile_option
 
         budget = parse_budget(memory_budget)
         check_compile_option(compile)
@@ -113,7 +100,7 @@ class Engine:
     @classmethod
     def demo(cls, device="auto", dtype="auto", variant: str = "turbo") -> "Engine":
         """The embedded demo checkpoint (written on first use, in the official layout)."""
-        from .tiny_checkpoints import DIT_FOLDERS, write_tiny_checkpoints
+        from .models.tiny_checkpoints import DIT_FOLDERS, demo_checkpoints_dir, write_tiny_checkpoints
 
         root = demo_checkpoints_dir()
         folder = DIT_FOLDERS[variant]
@@ -125,8 +112,8 @@ class Engine:
     def with_variant(self, dit: str, allow_download: bool | None = None) -> "Engine":
         """An engine for another DiT variant of the same checkpoints folder, sharing this one's VAE and
         text encoder (loaded once, kept for reuse). Downloads it only if allowed."""
-        from .checkpoints import components_for
-        from .loader import load_dit
+        from .models.checkpoints import components_for
+        from .models.loader import load_dit
 
         if dit == self.variant.name:
             return self
@@ -140,15 +127,15 @@ class Engine:
                 cfg, modules, silence, fingerprint = load_dit(root / dit, self.device, self.dtype)
             from dataclasses import replace as dc_replace
 
-            from .variants import resolve_variant
+            from .models.variants import resolve_variant
 
             models = dc_replace(self.models, transformer=modules["transformer"],
                                 condition_encoder=modules["condition_encoder"],
                                 audio_tokenizer=modules["audio_tokenizer"], detokenizer=modules["detokenizer"],
                                 silence_latent=silence, config=cfg, variant=resolve_variant(dit, cfg),
                                 fingerprint=fingerprint, paths=dict(self.models.paths, dit=str(root / dit)))
-            from .loader import make_parkable
-            from .variants import TEXT_ENCODER_DIR
+            from .models.loader import make_parkable
+            from .models.variants import TEXT_ENCODER_DIR
 
             make_parkable(models, root / TEXT_ENCODER_DIR, self.dtype)
             self._variants[dit] = Engine(models, self.device, self.dtype, self.allow_download, self.dtype_choice)
@@ -157,9 +144,9 @@ class Engine:
         return self._variants[dit]
 
     def compile_dit(self, compile=True) -> None:
-        """Compile the DiT's blocks with torch.compile (see `acestep_engine.compiling`); the graphs
+        """Compile the DiT's blocks with torch.compile (see `acestep_engine.runtime.compiling`); the graphs
         are built by the next generation and reused by every later one. False does nothing."""
-        from .compiling import compile_transformer
+        from .runtime.compiling import compile_transformer
 
         if compile is False or compile is None or self.compilation is not None:
             return
@@ -320,7 +307,7 @@ class Engine:
         `GenerationCancelled` and returns nothing. `settings` (a `GenerationSettings`) or the
         keyword overrides `steps`, `shift`, `guidance`, `guidance_method`, `guidance_interval`,
         `timesteps`, `method` ("ode"/"sde"), `solver` ("euler"/"heun"), `normalize` and
-        `normalization_db` change the variant's preset (see `acestep_engine.settings`; SDE noise is
+        `normalization_db` change the variant's preset (see `acestep_engine.generation.settings`; SDE noise is
         seeded from the item's seed, unlike upstream's global RNG). Audio is float32
         `[channels, samples]` at `sample_rate`, peak normalised to `normalization_db` dBFS unless
         `normalize=False` (repaint and extend keep the source's loudness). `ExtractAll` returns the
@@ -354,13 +341,13 @@ class Engine:
     # ------------------------------------------------------------------ memory tiers
     def plan_memory(self, blueprint: Blueprint, batch_size: int = 1, memory_budget=None, planner=None,
                     device=None, guided: bool | None = None):
-        """The memory plan (`acestep_engine.memory.MemoryPlan`) for generating `batch_size` takes of
+        """The memory plan (`acestep_engine.generation.memory.MemoryPlan`) for generating `batch_size` takes of
         `blueprint`: the first tier whose estimated peak fits `memory_budget` (bytes, GiB as a float,
         or "8GB"; default `engine.memory_budget`, else the device's free memory plus what this engine
         holds). `planner` adds its LM; `device` plans for another device (e.g. "cuda" from a CPU
         engine). Raises `InsufficientMemoryError` with the estimate, the budget and what would fit."""
-        from .memory import choose_plan, default_budget, parse_budget
-        from .settings import MAX_BATCH
+        from .generation.memory import choose_plan, default_budget, parse_budget
+        from .generation.settings import MAX_BATCH
 
         if not isinstance(blueprint, Blueprint):
             raise TaskError(f"blueprint must be a Blueprint (got {type(blueprint).__name__})")
@@ -375,7 +362,7 @@ class Engine:
                            frame_rate=self.frame_rate, max_batch=MAX_BATCH)
 
     def _memory_runner(self, blueprint, batch_size, guided):
-        from .memory import PlanRunner
+        from .generation.memory import PlanRunner
 
         planner = self.planner if self.planner is not None and self.planner.offload is not True else None
         plan = self.plan_memory(blueprint, batch_size, guided=guided, planner=planner)
@@ -391,7 +378,7 @@ def _check_task(task):
         return Text2Music()
     if isinstance(task, str):
         raise TaskError(f"task must be a task object such as Cover(source) or Text2Music(), not the string {task!r}"
-                        f" (one of {', '.join(TASKS)}; acestep_engine.tasks.task_from_dict rebuilds a recorded one)")
+                        f" (one of {', '.join(TASKS)}; acestep_engine.generation.tasks.task_from_dict rebuilds a recorded one)")
     if not isinstance(task, Task):
         raise TaskError(f"task must be a task object such as Cover(source) or Text2Music() (got {task!r})")
     return task.validate()

@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acestep_engine.testing import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE  # noqa: E402
+from acestep_engine.models import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE  # noqa: E402
 
 
 def _random_like(key: str, shape, generator) -> torch.Tensor:
@@ -54,9 +54,9 @@ def write_real_size(root: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import Qwen3Config, Qwen3Model
 
-    from acestep_engine.keymap import COMPONENTS, DERIVED_KEYS, diffusers_to_official
-    from acestep_engine.loader import build_modules
-    from acestep_engine.testing import build_tokenizer, official_config, silence_latent_for
+    from acestep_engine.models.keymap import COMPONENTS, DERIVED_KEYS, diffusers_to_official
+    from acestep_engine.models.loader import build_modules
+    from acestep_engine.models.tiny_checkpoints import build_tokenizer, official_config, silence_latent_for
 
     marker = root / "acestep_workbench_checkpoints.json"
     if marker.is_file():

@@ -5,7 +5,7 @@
 
 The matmul rate of the chosen dtype (2048 x 2048 x 6144) is measured first, in the same run.
 (a) Seconds per DiT step for `--seconds` of audio through the engine's sampler with the fast paths
-    (`acestep_engine.fast_paths`), against diffusers' AceStepTransformer1DModel run stock on the same
+    (`acestep_engine.runtime.fast_paths`), against diffusers' AceStepTransformer1DModel run stock on the same
     tensors, interleaved; GFLOP per step (`dit_flops`), achieved GFLOP/s and its share of the
     measured matmul rate (target >= 60 % in bf16). Also the engine's sampler (`sampling.denoise`)
     against a bare diffusers-style Euler loop that calls the same prepared module directly, in
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acestep_engine.testing import REAL_SIZE_DIT, REAL_SIZE_VAE  # noqa: E402
+from acestep_engine.models import REAL_SIZE_DIT, REAL_SIZE_VAE  # noqa: E402
 
 
 def matmul_roofline(n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
@@ -60,10 +60,9 @@ def dit_flops(cfg: dict, frames: int, cond_len: int) -> float:
 
 
 def bench_dit(seconds: float, steps: int, repeats: int = 3, dtype=torch.float32) -> dict:
-    from acestep_engine import fast_paths
-    from acestep_engine.conditioning import Conditions
-    from acestep_engine.loader import build_modules
-    from acestep_engine.sampling import SamplerSettings, denoise
+    from acestep_engine.generation import Conditions, SamplerSettings, denoise
+    from acestep_engine.models.loader import build_modules
+    from acestep_engine.runtime import fast_paths
 
     def build(fast: bool):
         torch.manual_seed(0)
@@ -126,7 +125,8 @@ def vae_case(seconds: float, mode: str, dtype_name: str) -> dict:
     import numpy as np
     from diffusers import AutoencoderOobleck
 
-    from acestep_engine import fast_paths, vae_codec
+    from acestep_engine.models import vae_codec
+    from acestep_engine.runtime import fast_paths
 
     dtype = getattr(torch, dtype_name)
     torch.manual_seed(0)
@@ -196,7 +196,7 @@ def main() -> None:
     if args.vae_case:
         print(json.dumps(vae_case(float(args.vae_case[0]), args.vae_case[1], args.vae_case[2])))
         return
-    from acestep_engine.hardware import resolve_dtype
+    from acestep_engine.runtime import resolve_dtype
 
     dtype, how = resolve_dtype("cpu", args.dtype)
     name = str(dtype).replace("torch.", "")

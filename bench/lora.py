@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acestep_engine.testing import REAL_SIZE_DIT  # noqa: E402
+from acestep_engine.models import REAL_SIZE_DIT  # noqa: E402
 
 
 def make_engine(layers: int, device: str, dtype: torch.dtype, frames: int):
@@ -33,8 +33,8 @@ def make_engine(layers: int, device: str, dtype: torch.dtype, frames: int):
     from diffusers.utils import logging as diffusers_logging
 
     from acestep_engine import Engine
-    from acestep_engine.loader import LoadedModels, module_classes, module_configs
-    from acestep_engine.variants import resolve_variant
+    from acestep_engine.models import resolve_variant
+    from acestep_engine.models.loader import LoadedModels, module_classes, module_configs
 
     diffusers_logging.set_verbosity_error()
 

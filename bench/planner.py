@@ -60,9 +60,9 @@ def main() -> None:
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     from acestep_engine import Blueprint
-    from acestep_engine.lm_prompts import CHAT_TEMPLATE
-    from acestep_engine.planner import Planner, default_lm_dtype
-    from acestep_engine.testing import LM_CODE_TOKENS, build_tokenizer
+    from acestep_engine.lm.planner import Planner, default_lm_dtype
+    from acestep_engine.models import CHAT_TEMPLATE
+    from acestep_engine.models.tiny_checkpoints import LM_CODE_TOKENS, build_tokenizer
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
@@ -82,7 +82,7 @@ def main() -> None:
                           bpm=84, keyscale="A minor", timesignature=4, duration=args.seconds, language="en")
     codes = args.seconds * 5
 
-    from acestep_engine import lm_prompts as prompts
+    from acestep_engine.lm import prompts
 
     text = prompts.with_newline(prompts.render(tokenizer, prompts.codes_messages(
         blueprint.caption, blueprint.lyrics, prompts.cot_text(prompts.cot_values(blueprint))), False))

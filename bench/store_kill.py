@@ -99,7 +99,7 @@ def worker(folder: Path, log: Path, seed: int, slow_renames: bool = True) -> Non
 def check(folder: Path, log: Path) -> dict:
     """Open the store and compare it with the log; returns counts and the list of failures."""
     from acestep_engine import TakeStore
-    from acestep_engine.audio_io import read_audio
+    from acestep_engine.takes import read_audio
     LATENTS_SUFFIX = ".latents.safetensors"
 
     saved, begun = set(), set()
@@ -151,7 +151,7 @@ def check(folder: Path, log: Path) -> dict:
 
 def _forked_trial(folder: Path, log: Path, seed: int, max_delay: float) -> dict:
     """The worker as a fork of this process: no interpreter start-up, so most of a trial is changes."""
-    import acestep_engine.takes  # noqa: F401 - imported before forking
+    import acestep_engine.takes.store  # noqa: F401 - imported before forking
 
     read, write = os.pipe()
     pid = os.fork()

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """48 kHz, hop 1920 tiny set with turbo and base DiTs."""
-    from acestep_engine.testing import write_tiny_checkpoints
+    from acestep_engine.models import write_tiny_checkpoints
 
     root = tmp_path_factory.mktemp("tiny-checkpoints")
     write_tiny_checkpoints(root, variant="turbo")
@@ -25,7 +25,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny16_dir(tmp_path_factory):
     """16 kHz, hop 320, 8 latent channels: nothing like the official format."""
-    from acestep_engine.testing import write_tiny_checkpoints
+    from acestep_engine.models import write_tiny_checkpoints
 
     root = tmp_path_factory.mktemp("tiny16-checkpoints")
     write_tiny_checkpoints(root, variant="turbo", preset="tiny-16k")
@@ -52,8 +52,8 @@ def base(tiny_dir):
 @pytest.fixture(scope="session")
 def planner(tiny_dir, turbo):
     """The tiny 5 Hz LM planner beside the tiny DiTs (official folder name), attached to `turbo`."""
-    from acestep_engine.planner import Planner
-    from acestep_engine.testing import LM_FOLDER, write_lm
+    from acestep_engine.lm import Planner
+    from acestep_engine.models import LM_FOLDER, write_lm
 
     write_lm(tiny_dir / LM_FOLDER)
     return Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", engine=turbo)

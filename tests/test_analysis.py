@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from acestep_engine import Blueprint, Take, TakeStore
-from acestep_engine.analysis import (Measurement, adherence, bpm_verdict, integrated_loudness, key_verdict, measure,
-                                     measure_take, parse_key)
-from acestep_engine.audio_io import AudioFileError
-from acestep_engine.takes import new_take_id
+from acestep_engine.takes import AudioFileError, new_take_id
+from acestep_engine.takes.analysis import (Measurement, adherence, bpm_verdict, integrated_loudness, key_verdict,
+                                           measure, measure_take, parse_key)
 
 RATE = 48000
 PROGRESSION = (0, 5, 7, 0)  # I IV V I (i iv V i in minor), one chord per bar
@@ -132,7 +131,7 @@ def test_measurement_goes_into_the_sidecar_once(tmp_path, monkeypatch):
     assert record["notes"]["measurement"] == first.to_dict()
     assert record["notes"]["adherence"]["bpm_verdict"] == "match"
     assert record["notes"]["adherence"]["key_verdict"] == "exact"
-    import acestep_engine.analysis as analysis
+    import acestep_engine.takes.analysis as analysis
 
     monkeypatch.setattr(analysis, "measure", lambda *a, **k: pytest.fail("measured again"))
     assert measure_take(store, take.id) == first  # read back, not measured again

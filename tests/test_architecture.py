@@ -1,4 +1,5 @@
-"""The shape of the code: no import cycles, no module reaching into another's private names.
+"""The shape of the code: the engine's wings import only the wings below them, no import cycles, no
+module reaching into another's private names.
 
 Both are read from the source with `ast` (imports anywhere in a file count, lazy ones too).
 """
@@ -95,7 +96,7 @@ KNOWN_CYCLES: list[list[str]] = []
 def test_no_import_cycles(package):
     # Package __init__ files count too: a module importing its own package root would close a loop.
     graph = {m: _imports(m, p) for m, p in MODULES.items()}
-    assert graph["acestep_engine.engine"] and "acestep_engine.engine" not in graph["acestep_engine.tasks.base"]
+    assert graph["acestep_engine.engine"] and "acestep_engine.engine" not in graph["acestep_engine.generation.tasks.base"]
     found = [c for c in _cycles(graph) if c[0].split(".")[0] == package]
     known = [c for c in KNOWN_CYCLES if c[0].split(".")[0] == package]
     assert [c for c in found if c not in known] == [], "a new import cycle"
@@ -153,3 +154,111 @@ def test_no_module_reaches_into_another_modules_private_names():
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_module_is_seen(package):
     assert sum(m.split(".")[0] == package for m in MODULES) >= 5
+
+
+# ------------------------------------------------------------------------------------------- wings
+# The engine's wings (docs/architecture.md) and what each may import. The words every wing shares sit
+# at the top of the package; the front door (the package root, `engine`, `cli`, a wing's `__main__`
+# command) may import anything and nothing imports it.
+SHARED = {"acestep_engine.errors", "acestep_engine.progress", "acestep_engine.blueprint",
+          "acestep_engine.json_files"}
+FRONT_DOOR = {"acestep_engine", "acestep_engine.engine", "acestep_engine.cli"}
+WINGS = ("runtime", "takes", "models", "generation", "lm", "lora")
+MAY_IMPORT = {
+    "shared": set(),
+    "runtime": set(),
+    "takes": set(),
+    "models": {"runtime"},
+    "generation": {"runtime", "takes", "models"},
+    "lm": {"runtime", "takes", "models", "generation"},
+    "lora": {"runtime", "takes", "models", "generation"},
+}
+
+
+def _place(module: str) -> str:
+    """'shared', 'front door', a wing's name, or 'workbench'."""
+    if module.split(".")[0] == "workbench":
+        return "workbench"
+    if module in SHARED:
+        return "shared"
+    if module in FRONT_DOOR or module.endswith(".__main__"):
+        return "front door"
+    wing = module.split(".")[1]
+    assert wing in WINGS, f"{module} is in no wing: put it in one (docs/architecture.md says where)"
+    return wing
+
+
+def _wing_breaches(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for module, targets in graph.items():
+        here = _place(module)
+        if here in ("front door", "workbench"):
+            continue
+        for target in targets:
+            there = _place(target)
+            if there == "workbench" or there == "front door":
+                out.append(f"{module} ({here}) imports {target} ({there})")
+            elif there != here and there != "shared" and there not in MAY_IMPORT[here]:
+                out.append(f"{module} ({here}) imports {target} ({there})")
+    return sorted(out)
+
+
+def test_every_engine_module_is_in_a_wing_or_at_the_top():
+    top = {m for m in MODULES if m.count(".") == 1 and m.startswith("acestep_engine.")} \
+        - {f"acestep_engine.{wing}" for wing in WINGS}
+    assert top == (SHARED | FRONT_DOOR) - {"acestep_engine"}, "a loose module at the top of the engine"
+    for module in MODULES:
+        if module.startswith("acestep_engine"):
+            _place(module)
+
+
+def test_wings_import_only_the_wings_below_them():
+    graph = {m: _imports(m, p) for m, p in MODULES.items()}
+    assert _wing_breaches(graph) == []
+
+
+def test_the_wing_rule_finds_a_breach():
+    graph = {"acestep_engine.takes.store": {"acestep_engine.generation.pipeline", "acestep_engine.errors"},
+             "acestep_engine.models.loader": {"acestep_engine.runtime.parking"},
+             "acestep_engine.runtime.hardware": {"acestep_engine.engine"},
+             "acestep_engine.generation.pipeline": {"workbench.app"}}
+    assert _wing_breaches(graph) == [
+        "acestep_engine.generation.pipeline (generation) imports workbench.app (workbench)",
+        "acestep_engine.runtime.hardware (runtime) imports acestep_engine.engine (front door)",
+        "acestep_engine.takes.store (takes) imports acestep_engine.generation.pipeline (generation)"]
+
+
+def test_the_wing_order_has_no_cycle():
+    assert _cycles({wing: MAY_IMPORT[wing] for wing in MAY_IMPORT}) == []
+
+
+def test_the_engine_never_imports_widgets():
+    for module, path in MODULES.items():
+        if module.startswith("acestep_engine"):
+            text = path.read_text()
+            assert "ipywidgets" not in text and "anywidget" not in text, module
+
+
+PUBLIC_API = ["AceStepError", "Blueprint", "BlueprintError", "CheckpointError", "Complete", "Cover", "Engine",
+              "Extend", "Extract", "ExtractAll", "GenerationCancelled", "GenerationError", "GenerationSettings",
+              "Lego", "LoRAError", "MissingCheckpointError", "Progress", "Regions", "Repaint", "Take", "TakeStore",
+              "TakeStoreError", "TaskError", "Text2Music", "__version__"]
+
+
+def test_the_front_door_names_stay_and_each_wing_exports_its_own():
+    import importlib
+
+    import acestep_engine
+
+    assert sorted(acestep_engine.__all__) == sorted(PUBLIC_API)
+    assert all(getattr(acestep_engine, name, None) is not None for name in PUBLIC_API)
+    for wing in WINGS:
+        package = importlib.import_module(f"acestep_engine.{wing}")
+        for name in package.__all__:
+            value = getattr(package, name)
+            owner = getattr(value, "__module__", None)
+            assert owner is None or owner.startswith(f"acestep_engine.{wing}") or not callable(value), \
+                f"acestep_engine.{wing} exports {name} from {owner}: export only the wing's own names"
+    from acestep_engine.generation import GenerationSettings
+    from acestep_engine.takes import TakeStore
+    assert GenerationSettings is acestep_engine.GenerationSettings and TakeStore is acestep_engine.TakeStore

@@ -3,7 +3,7 @@
 import pytest
 
 from acestep_engine import Engine, MissingCheckpointError
-from acestep_engine import checkpoints as ckpt
+from acestep_engine.models import checkpoints as ckpt
 
 
 def test_missing_files_are_listed_with_commands(tmp_path):
@@ -92,7 +92,7 @@ def test_ipython_shows_the_download_error_without_the_traceback_chain(tmp_path, 
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     shell = InteractiveShell.instance()
-    shell.run_cell(f"from acestep_engine.checkpoints import ensure_checkpoints\n"
+    shell.run_cell(f"from acestep_engine.models import ensure_checkpoints\n"
                    f"ensure_checkpoints({str(tmp_path)!r}, lm='acestep-5Hz-lm-0.6B', allow_download=True)")
     shown = capsys.readouterr().out
     assert "DownloadError: No network" in shown and "Traceback" not in shown

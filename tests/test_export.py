@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from acestep_engine import Blueprint, Take, TakeStore, TakeStoreError
-from acestep_engine.export import batch_of, export_batch, export_lineage, export_takes
 from acestep_engine.takes import new_take_id
+from acestep_engine.takes.export import batch_of, export_batch, export_lineage, export_takes
 
 
 def make_take(rate=48000, seconds=0.75, parent_id=None, name="", batch_index=0, timings=None, seed=0):

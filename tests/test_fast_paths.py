@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from acestep_engine import fast_paths, vae_codec
 from acestep_engine.errors import GenerationCancelled
+from acestep_engine.models import vae_codec
+from acestep_engine.runtime import fast_paths
 
 
 def _stock_vae(tiny_dir, dtype=torch.float32):
@@ -73,8 +74,8 @@ def test_snake_kernel_falls_back_to_eager_when_compile_fails(monkeypatch):
 
 
 def test_prepared_transformer_matches_the_stock_one(tiny_dir):
-    from acestep_engine.loader import build_modules
-    from acestep_engine.testing import official_config
+    from acestep_engine.models.loader import build_modules
+    from acestep_engine.models.tiny_checkpoints import official_config
 
     cfg = official_config("tiny", "turbo")
 

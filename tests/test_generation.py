@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from acestep_engine import (Blueprint, BlueprintError, Engine, GenerationCancelled, Progress, TaskError,
-                            Text2Music)
-from acestep_engine import vae_codec
+from acestep_engine import Blueprint, BlueprintError, Engine, GenerationCancelled, Progress, TaskError, Text2Music
+from acestep_engine.models import vae_codec
 
 BP = Blueprint(caption="dusty lo-fi piano, vinyl crackle", lyrics="[verse]\nlast train is gone",
                bpm=84, keyscale="F minor", timesignature=4, duration=10.0, language="en")
@@ -200,7 +199,8 @@ def test_silent_output_raises(turbo, monkeypatch):
 
 
 def test_nan_latents_raise(turbo, monkeypatch):
-    from acestep_engine import GenerationError, pipeline
+    from acestep_engine import GenerationError
+    from acestep_engine.generation import pipeline
 
     monkeypatch.setattr(pipeline, "denoise", lambda *a, **k: torch.full((1, 250, 16), float("nan")))
     with pytest.raises(GenerationError, match="NaN"):
@@ -231,6 +231,6 @@ def test_custom_timesteps_snap_to_the_turbo_grid(turbo):
 
 
 def test_text2music_task_round_trips():
-    from acestep_engine.tasks import task_from_dict
+    from acestep_engine.generation import task_from_dict
 
     assert task_from_dict(Text2Music().to_dict()) == Text2Music()

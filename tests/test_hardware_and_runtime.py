@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from acestep_engine.errors import DeviceError
-from acestep_engine.hardware import auto_dtype, auto_dtype_choice, cpu_has_native_bf16, recommend_models, resolve_dtype
+from acestep_engine.runtime.hardware import (auto_dtype, auto_dtype_choice, cpu_has_native_bf16, recommend_models,
+                                             resolve_dtype)
 
 
 @pytest.mark.parametrize("gib, lm", [(0, None), (5.9, None), (6, "acestep-5Hz-lm-0.6B"),
@@ -33,7 +34,8 @@ def test_runtime_falls_back_to_the_demo_checkpoint_and_finds_real_layouts(tiny_d
 
 
 def test_auto_dtype_follows_the_cpu_and_fp32_stays_one_argument_away(tiny_dir, monkeypatch):
-    from acestep_engine import Engine, hardware
+    from acestep_engine import Engine
+    from acestep_engine.runtime import hardware
 
     native = cpu_has_native_bf16()
     assert auto_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
@@ -62,8 +64,8 @@ def test_auto_dtype_follows_the_cpu_and_fp32_stays_one_argument_away(tiny_dir, m
 
 
 def test_planner_lm_follows_auto_dtype(tiny_dir, planner):
-    from acestep_engine.planner import Planner, default_lm_dtype
-    from acestep_engine.testing import LM_FOLDER
+    from acestep_engine.lm.planner import Planner, default_lm_dtype
+    from acestep_engine.models import LM_FOLDER
 
     assert default_lm_dtype(torch.device("cpu")) == auto_dtype("cpu")
     auto = Planner.from_pretrained(tiny_dir / LM_FOLDER, device="cpu")

@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from acestep_engine import Blueprint, BlueprintError, CheckpointError, Engine, LoRAError
-from acestep_engine.audio_io import (AudioFileError, check_audio_array, check_sample_rate, load_source_audio,
-                                     read_audio, resample, wav_bytes, write_audio)
-from acestep_engine.config_checks import (check_dit_config, check_safetensors_file, check_text_encoder_config,
-                                          check_vae_config)
 from acestep_engine.errors import AceStepError
 from acestep_engine.json_files import read_json
-from acestep_engine.testing import official_config
+from acestep_engine.models.config_checks import (check_dit_config, check_safetensors_file, check_text_encoder_config,
+                                                 check_vae_config)
+from acestep_engine.models.tiny_checkpoints import official_config
+from acestep_engine.takes.audio_io import (AudioFileError, check_audio_array, check_sample_rate, load_source_audio,
+                                           read_audio, resample, wav_bytes, write_audio)
 
 # ---------------------------------------------------------------------------------- blueprint files
 
@@ -267,7 +266,7 @@ def _copy_checkpoints(tiny_dir, tmp_path):
 
 
 def test_loading_refuses_a_huge_config_before_building_anything(tiny_dir, tmp_path, monkeypatch):
-    from acestep_engine import loader
+    from acestep_engine.models import loader
 
     root = _copy_checkpoints(tiny_dir, tmp_path)
     cfg_path = root / "acestep-v15-turbo" / "config.json"
@@ -417,8 +416,7 @@ def test_nan_songs_are_refused_at_preparation(turbo, tmp_path):
 
 
 def test_a_nan_loss_stops_training_with_a_named_error(turbo, tmp_path, monkeypatch):
-    from acestep_engine.lora import LoRAConfig, TrainingConfig, prepare_dataset, train
-    from acestep_engine.lora import training as training_module
+    from acestep_engine.lora import LoRAConfig, TrainingConfig, prepare_dataset, train, training as training_module
 
     songs = tmp_path / "songs"
     songs.mkdir()

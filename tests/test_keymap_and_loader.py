@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from acestep_engine import CheckpointError, Engine, MissingCheckpointError
-from acestep_engine.keymap import COMPONENTS, diffusers_to_official, official_to_diffusers, split_state_dict
-from acestep_engine.loader import build_modules, load_official, module_configs
-from acestep_engine.testing import REAL_SIZE_DIT, official_config
+from acestep_engine.models.keymap import COMPONENTS, diffusers_to_official, official_to_diffusers, split_state_dict
+from acestep_engine.models.loader import build_modules, load_official, module_configs
+from acestep_engine.models.tiny_checkpoints import REAL_SIZE_DIT, official_config
 
 # Key names and shapes written out from the reference's 2B table (section 3.3).
 OFFICIAL_2B_SHAPES = {
@@ -94,7 +94,7 @@ def test_tiny_checkpoint_uses_official_names_and_layout(tiny_dir):
 
 def test_loaded_modules_reproduce_diffusers_modules_with_the_same_weights(tmp_path):
     """Random diffusers modules -> official file -> our loader: every output identical."""
-    from acestep_engine.testing import write_tiny_checkpoints
+    from acestep_engine.models import write_tiny_checkpoints
 
     root = write_tiny_checkpoints(tmp_path, variant="turbo")
     cfg = json.loads((root / "acestep-v15-turbo" / "config.json").read_text())
@@ -112,7 +112,7 @@ def test_loaded_modules_reproduce_diffusers_modules_with_the_same_weights(tmp_pa
     T, C, H, D = 30, cfg["audio_acoustic_hidden_dim"], cfg["hidden_size"], cfg["text_hidden_dim"]
     x, ctx = torch.randn(2, T, C, generator=g), torch.randn(2, T, 2 * C, generator=g)
     enc, t = torch.randn(2, 7, H, generator=g), torch.tensor([0.7, 0.3])
-    from acestep_engine.fast_paths import prepare_transformer
+    from acestep_engine.runtime import prepare_transformer
 
     prepare_transformer(reference["transformer"])  # the loader applies the same fast paths: compare like with like
     for module in reference.values():

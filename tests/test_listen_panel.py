@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from acestep_engine import Blueprint, GenerationCancelled, TakeStore
-from acestep_engine.scoring import parse_lrc
+from acestep_engine.lm import parse_lrc
 
 LYRICS = "[verse]\nfirst line sung\nsecond line sung\n[chorus]\nthird line sung"
 LRC = "[00:01.00]first line sung\n[00:04.50]second line sung\n[00:08.00]third line sung\n"

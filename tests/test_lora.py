@@ -10,14 +10,14 @@ import soundfile as sf
 import torch
 
 from acestep_engine import Blueprint, Engine
-from acestep_engine.audio_io import load_source_audio
-from acestep_engine.conditioning import encode_conditions
 from acestep_engine.errors import GenerationError, LoRAError
+from acestep_engine.generation import encode_conditions
 from acestep_engine.lora import (LoRAConfig, LoRADataset, TrainingConfig, diffusers_key, evaluate, latest_checkpoint,
                                  learning_rate, objective_loss, official_key, prepare_dataset, read_adapter, train)
 from acestep_engine.lora.adapters import ADAPTER_WEIGHTS, TRAINING_ADAPTER, adapter_state
 from acestep_engine.lora.dataset import collate
 from acestep_engine.lora.training import TURBO_TRAINING_TIMES
+from acestep_engine.takes.audio_io import load_source_audio
 
 SMALL = LoRAConfig(rank=4, alpha=8.0)
 BP = Blueprint(caption="test", duration=10.0)
@@ -381,7 +381,7 @@ def test_an_upstream_made_adapter_loads(engine, tmp_path):
 
     torch.manual_seed(0)
     decoder = UpstreamDecoder()
-    from acestep_engine.keymap import official_to_diffusers
+    from acestep_engine.models.keymap import official_to_diffusers
 
     for name, module in decoder.named_modules():
         if isinstance(module, torch.nn.Linear):  # the same base weights as the engine's DiT
@@ -544,7 +544,8 @@ def test_accelerate_launch_trains_data_parallel(tiny_dir, dataset, tmp_path):
 
 
 def test_a_dit_with_an_adapter_parks_its_own_weights_and_keeps_the_adapter(tiny_dir, trained):
-    from acestep_engine import memory, parking
+    from acestep_engine.generation import memory
+    from acestep_engine.runtime import parking
 
     lean = Engine.from_pretrained(tiny_dir, dit="acestep-v15-turbo", device="cpu", dtype="fp32")
     lean.load_lora(trained.adapter_path, name="style")

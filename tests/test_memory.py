@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from acestep_engine import memory
 from acestep_engine.blueprint import Blueprint
 from acestep_engine.errors import DeviceError, InsufficientMemoryError
-from acestep_engine.testing import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE
+from acestep_engine.generation import memory
+from acestep_engine.models import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE
 
 GiB = 2 ** 30
 
@@ -21,7 +21,7 @@ def real_size():
     from diffusers import AutoencoderOobleck
     from transformers import Qwen3Config, Qwen3ForCausalLM, Qwen3Model
 
-    from acestep_engine.loader import build_modules
+    from acestep_engine.models.loader import build_modules
 
     with torch.device("meta"):
         modules = build_modules(REAL_SIZE_DIT)
@@ -102,7 +102,8 @@ def test_cpu_plans_park_the_encoders_and_the_dit_of_a_loaded_engine(tiny_dir):
 
 @pytest.mark.parametrize("tier", ["encoders and LM offloaded", "DiT offloaded between stages"])
 def test_parked_generation_equals_resident_and_frees_the_weights(tiny_dir, turbo, tier):
-    from acestep_engine import Engine, parking
+    from acestep_engine import Engine
+    from acestep_engine.runtime import parking
 
     engine = Engine.from_pretrained(tiny_dir, device="cpu", dtype="fp32")
     bp = Blueprint(caption="parked pads", duration=10)
@@ -160,7 +161,7 @@ def test_engine_plans_and_applies_the_plan(turbo, monkeypatch):
         turbo.plan_memory(bp, memory_budget=1024)
 
     # The plan is applied by generation: a refused request does no work, a small-tile plan decodes in small windows.
-    from acestep_engine import vae_codec
+    from acestep_engine.models import vae_codec
 
     monkeypatch.setattr(turbo, "memory_budget", 1024)
     with pytest.raises(InsufficientMemoryError):
@@ -182,7 +183,7 @@ def test_engine_plans_and_applies_the_plan(turbo, monkeypatch):
 
 
 def test_device_summary_for_a_header(turbo, monkeypatch):
-    from acestep_engine.hardware import device_summary
+    from acestep_engine.runtime import device_summary
 
     summary = device_summary(turbo)
     assert summary["device"] == "cpu" and summary["memory_tier"] == "all on device"

@@ -5,16 +5,15 @@ import threading
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from acestep_engine import Blueprint, GenerationCancelled, Text2Music
-from acestep_engine import lm_prompts as prompts
 from acestep_engine.blueprint import KEYSCALES, LANGUAGES
-from acestep_engine.constraints import PlannerConstraint, Vocabulary, codes_shape, cot_shape
 from acestep_engine.errors import CheckpointError, MissingCheckpointError, TaskError
-from acestep_engine.planner import Planner, SamplingOptions, code_count, load_genres_vocab
-from acestep_engine.sources import parse_audio_codes
+from acestep_engine.generation import parse_audio_codes
+from acestep_engine.lm import prompts
+from acestep_engine.lm.constraints import PlannerConstraint, Vocabulary, codes_shape, cot_shape
+from acestep_engine.lm.planner import Planner, SamplingOptions, code_count, load_genres_vocab
 
 SYSTEM = "<|im_start|>system\n# Instruction\n{}\n\n<|im_end|>\n"
 
@@ -310,7 +309,7 @@ def test_loading_by_name_path_and_errors(tiny_dir, tmp_path, planner):
 
 
 def test_checkpoints_without_the_model_prefix_load_the_same_weights(tmp_path, planner):
-    from acestep_engine.testing import write_lm
+    from acestep_engine.models import write_lm
 
     write_lm(tmp_path / "lm", with_model_prefix=False)
     write_lm(tmp_path / "lm-ref")
@@ -435,7 +434,7 @@ def drive_to(row, table, until):
 
 
 def test_language_first_token_is_the_argmax_of_the_language_choices(planner):
-    from acestep_engine.constraints import _Row
+    from acestep_engine.lm.constraints import _Row
 
     table = planner.table
     fixed = {"bpm": 90, "caption": "x", "duration": 30, "keyscale": "C major", "timesignature": 4}
@@ -459,7 +458,7 @@ def test_language_is_chosen_greedily_in_complete(planner):
 
 
 def test_caption_continues_after_a_newline_only_when_the_likeliest_token_starts_with_a_space(planner):
-    from acestep_engine.constraints import _Row
+    from acestep_engine.lm.constraints import _Row
 
     table = planner.table
     row = _Row(cot_shape(table, {"bpm": 90}))
@@ -478,7 +477,7 @@ def test_caption_continues_after_a_newline_only_when_the_likeliest_token_starts_
 
 
 def test_free_genres_end_when_the_newline_is_likeliest(planner):
-    from acestep_engine.constraints import _Row
+    from acestep_engine.lm.constraints import _Row
 
     table = planner.table
     row = _Row(cot_shape(table, {"bpm": 90, "caption": "x", "duration": 30}, genres=True))
@@ -632,16 +631,17 @@ def test_a_huge_negative_prompt_is_refused_before_tokenizing(planner, monkeypatc
 
 
 def test_the_default_dtype_is_autos(planner):
-    from acestep_engine.hardware import auto_dtype
-    from acestep_engine.planner import default_lm_dtype
+    from acestep_engine.lm.planner import default_lm_dtype
+    from acestep_engine.runtime import auto_dtype
 
     assert default_lm_dtype(torch.device("cpu")) == auto_dtype("cpu")
     assert planner.model.dtype == auto_dtype("cpu")
 
 
 def test_the_code_step_draws_as_the_general_step_and_the_growing_cache_as_the_plain_one(planner, monkeypatch):
-    import acestep_engine.planner as planner_module
     from transformers import DynamicCache
+
+    import acestep_engine.lm.planner as planner_module
 
     bp = Blueprint(caption="x", bpm=100, duration=10)
     fast = planner.codes_batch(bp, 2, seeds=[5, 6])
@@ -657,8 +657,8 @@ def test_the_code_step_draws_as_the_general_step_and_the_growing_cache_as_the_pl
 
 
 def test_an_offloading_planner_parks_its_lm_between_calls_and_plans_the_same(tiny_dir, planner):
-    from acestep_engine import parking
-    from acestep_engine.planner import Planner
+    from acestep_engine.lm import Planner
+    from acestep_engine.runtime import parking
 
     lean = Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", offload=True)
     bp = Blueprint(caption="x", duration=10)
@@ -670,8 +670,9 @@ def test_an_offloading_planner_parks_its_lm_between_calls_and_plans_the_same(tin
 
 
 def test_auto_offload_follows_the_engines_memory_plan(tiny_dir):
-    from acestep_engine import Engine, memory
-    from acestep_engine.planner import Planner
+    from acestep_engine import Engine
+    from acestep_engine.generation import memory
+    from acestep_engine.lm import Planner
 
     engine = Engine.from_pretrained(tiny_dir, device="cpu", dtype="fp32")
     lm = Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", engine=engine)
@@ -692,7 +693,7 @@ def test_auto_offload_follows_the_engines_memory_plan(tiny_dir):
 
 
 def test_a_bad_offload_option_is_named(tiny_dir):
-    from acestep_engine.planner import Planner
+    from acestep_engine.lm import Planner
 
     with pytest.raises(TaskError, match="offload must be True, False or 'auto'"):
         Planner.from_pretrained("acestep-5Hz-lm-0.6B", checkpoints_dir=tiny_dir, device="cpu", offload="yes")

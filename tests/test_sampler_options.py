@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from acestep_engine import Blueprint, Cover, Engine, Extract, TaskError
-from acestep_engine.kv_cache import reuse_condition_projections
+from acestep_engine.runtime import reuse_condition_projections
 
 BP = Blueprint(caption="glassy ambient", duration=10.0)
 

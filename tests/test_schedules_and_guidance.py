@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from acestep_engine.guidance import MomentumBuffer, apg, cfg
-from acestep_engine.schedules import linear_schedule, turbo_grid, turbo_schedule
+from acestep_engine.generation.guidance import MomentumBuffer, apg, cfg
+from acestep_engine.generation.schedules import linear_schedule, turbo_grid, turbo_schedule
 
 # The three turbo tables, from the reference (section 4.2).
 TURBO_TABLES = {

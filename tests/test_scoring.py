@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from acestep_engine import Blueprint, TakeStore, TaskError
-from acestep_engine.scoring import (LyricTimestamps, QualityScore, alignment_layers, capture_cross_attention, combine,
-                                    cross_attention_weights, field_target, lyric_timestamps, lyrics_target,
-                                    parse_lrc, pmi_to_score, quality_score, save_lyric_timestamps,
-                                    save_quality_score, take_codes, understand_prompt)
+from acestep_engine.lm.scoring import (LyricTimestamps, QualityScore, alignment_layers, capture_cross_attention,
+                                       combine, cross_attention_weights, field_target, lyric_timestamps, lyrics_target,
+                                       parse_lrc, pmi_to_score, quality_score, save_lyric_timestamps,
+                                       save_quality_score, take_codes, understand_prompt)
 
 LYRICS = "[verse]\nwalking home in the rain\nneon signs on the train\n\n[chorus]\nla la la\nsing it again"
 SUNG = ["walking home in the rain", "neon signs on the train", "la la la", "sing it again"]
@@ -153,7 +153,7 @@ def test_capture_stops_early_and_leaves_no_hooks(turbo, song):
     x = torch.from_numpy(song.latents)[None]
     t = torch.full((1,), 0.125)
     context = torch.cat([turbo.silence(frames), torch.ones(frames, turbo.latent_channels)], -1)[None]
-    from acestep_engine.conditioning import encode_conditions
+    from acestep_engine.generation import encode_conditions
 
     states = encode_conditions(turbo.models, [song.blueprint.caption_prompt()], [song.blueprint.lyric_prompt()]).states
     reached = []
@@ -181,7 +181,7 @@ def test_parse_lrc_reads_common_variants():
 
 
 def test_prompt_cache_gives_the_numbers_of_one_forward(planner):
-    from acestep_engine.scoring import _full_logits, _PromptScorer
+    from acestep_engine.lm.scoring import _full_logits, _PromptScorer
 
     prompt = understand_prompt(planner, "<|audio_code_1|><|audio_code_20|><|audio_code_300|>")
     scorer = _PromptScorer(planner, prompt)

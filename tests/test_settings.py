@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from acestep_engine import Blueprint, GenerationError, TaskError
-from acestep_engine.settings import GenerationSettings, resolve_seeds
-from acestep_engine.variants import VARIANTS
+from acestep_engine.generation.settings import GenerationSettings, resolve_seeds
+from acestep_engine.models import VARIANTS
 
 BP = Blueprint(caption="settings check", duration=10.0)
 TURBO, BASE = VARIANTS["acestep-v15-turbo"], VARIANTS["acestep-v15-base"]
@@ -132,7 +132,7 @@ def test_exclusive_waits_for_a_generation_then_refuses_new_ones(turbo):
 def test_quiet_loading_is_public_and_restores_verbosity():
     from transformers.utils import logging as tlogging
 
-    from acestep_engine.quiet import quiet_loading
+    from acestep_engine.runtime import quiet_loading
 
     before = tlogging.get_verbosity()
     with quiet_loading():

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from acestep_engine.audio_io import wav_bytes
+from acestep_engine.takes import wav_bytes
 from workbench.synced_player import _JS
 
 PAGE = """<!doctype html><html><body style="margin:0">

@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from acestep_engine import Blueprint, Take, TakeStore, TakeStoreError
-from acestep_engine.audio_io import AudioFileError, load_source_audio, read_audio, to_stereo, wav_bytes
 from acestep_engine.takes import new_take_id
+from acestep_engine.takes.audio_io import AudioFileError, load_source_audio, read_audio, to_stereo, wav_bytes
 
 
 def make_take(parent_id=None, seconds=1.0, rate=48000, seed=3, caption="test take"):

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from acestep_engine import Blueprint, Take, TakeStore, TakeStoreError
-from acestep_engine.takes import TAKE_ID_PATTERN, check_record, check_take_id, new_take_id
+from acestep_engine.takes.store import TAKE_ID_PATTERN, check_record, check_take_id, new_take_id
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = {".takestore", ".trash"}
@@ -320,7 +319,7 @@ def test_a_damaged_journal_entry_is_set_aside_and_reported(tmp_path, entry):
 
 
 def test_temp_files_of_a_live_process_are_kept_and_of_a_dead_one_removed(tmp_path):
-    from acestep_engine import takes
+    from acestep_engine.takes import store as takes
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

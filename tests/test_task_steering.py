@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from acestep_engine import Blueprint, Complete, Cover, Extend, Lego, Repaint, TaskError, Text2Music, pipeline
+from acestep_engine import Blueprint, Complete, Cover, Extend, Lego, Repaint, TaskError, Text2Music
 from acestep_engine.blueprint import COVER_INSTRUCTION, TEXT2MUSIC_INSTRUCTION
-from acestep_engine.conditioning import caption_tokens
-from acestep_engine.regions import Regions
-from acestep_engine.tasks.repaint import soft_mask
+from acestep_engine.generation import Regions, pipeline
+from acestep_engine.generation.conditioning import caption_tokens
+from acestep_engine.generation.tasks.repaint import soft_mask
 
 BP = Blueprint(caption="steering check", duration=12.0)
 

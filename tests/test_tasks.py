@@ -5,9 +5,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from acestep_engine import (Blueprint, Complete, Cover, Extend, Extract, ExtractAll, Lego, Repaint, TaskError,
-                            Text2Music)
-from acestep_engine.sources import parse_audio_codes
+from acestep_engine import Blueprint, Complete, Cover, Extend, Extract, ExtractAll, Lego, Repaint, TaskError, Text2Music
+from acestep_engine.generation import parse_audio_codes
 
 BP = Blueprint(caption="warm analog synth pop", lyrics="[verse]\nneon rain", bpm=110, duration=12.0, language="en")
 
@@ -227,7 +226,7 @@ def test_bad_task_input_is_refused(turbo, source, tmp_path):
 
 
 def test_tasks_replay_from_their_record(turbo, source):
-    from acestep_engine.tasks import task_from_dict
+    from acestep_engine.generation import task_from_dict
 
     out, = turbo.generate(BP, Repaint(source, regions=[(1.0, 2.0)], mode="conservative"), seeds=9)
     task = task_from_dict(out.task, resolve_take=lambda take_id: source)

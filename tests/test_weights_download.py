@@ -1,4 +1,4 @@
-"""Downloading real weights file by file (acestep_engine.hub): exact sizes, byte progress, Cancel,
+"""Downloading real weights file by file (acestep_engine.models.hub): exact sizes, byte progress, Cancel,
 resume, and the short offline error. A fake hub serves the tiny official-layout set (no network)."""
 
 import threading
@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from acestep_engine import hub as hubmod
-from acestep_engine.checkpoints import MAIN_REPO, DownloadError
 from acestep_engine.errors import GenerationCancelled
-from acestep_engine.testing import LM_FOLDER, write_lm
+from acestep_engine.models import LM_FOLDER, hub as hubmod, write_lm
+from acestep_engine.models.checkpoints import MAIN_REPO, DownloadError
 
 
 class FakeHub:

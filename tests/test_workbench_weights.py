@@ -8,9 +8,9 @@ import socket
 import threading
 
 import pytest
-
-from acestep_engine.testing import LM_FOLDER, write_lm
 from test_weights_download import FakeHub
+
+from acestep_engine.models import LM_FOLDER, write_lm
 
 MAIN = ("acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B")
 

@@ -70,7 +70,7 @@ class Workbench(StateView):
     @classmethod
     def demo(cls, takes_dir=None, device="auto", planner: bool = True) -> "Workbench":
         """The workbench on the embedded demo checkpoint and demo planner (random weights: noise)."""
-        from acestep_engine.planner import Planner
+        from acestep_engine.lm import Planner
 
         folder = Path(takes_dir or os.environ.get("ACESTEP_TAKES_DIR", "takes"))
         with demo_notice_silenced():  # the workbench shows its own banner

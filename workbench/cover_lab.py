@@ -8,7 +8,7 @@ import ipywidgets as widgets
 
 from acestep_engine import Cover
 from acestep_engine.errors import AceStepError
-from acestep_engine.tasks import task_from_dict
+from acestep_engine.generation import task_from_dict
 
 from .display import widget_bundle
 from .editor import BlueprintEditor

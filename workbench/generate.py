@@ -8,7 +8,7 @@ import ipywidgets as widgets
 
 from acestep_engine import Cover, Text2Music
 from acestep_engine.errors import AceStepError
-from acestep_engine.settings import GenerationSettings
+from acestep_engine.generation import GenerationSettings
 
 from .display import widget_bundle
 from .jobs import TIME, JobPanel

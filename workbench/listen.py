@@ -15,8 +15,8 @@ import ipywidgets as widgets
 
 from acestep_engine import GenerationCancelled
 
-from .display import widget_bundle
 from .badges import badge_html
+from .display import widget_bundle
 from .jobs import TIME, JobPanel, post
 from .state import WorkbenchState
 from .synced_player import SyncedPlayer
@@ -92,7 +92,7 @@ class ListenPanel(JobPanel, LazyView):
             return self.take_ids
         take = self.state.current_take
         if self.follow_current and take is not None and take.id in self.store:
-            from acestep_engine.export import batch_of
+            from acestep_engine.takes.export import batch_of
 
             return batch_of(self.store, take.id)
         return None
@@ -224,7 +224,7 @@ class ListenPanel(JobPanel, LazyView):
 
     def measure(self, take_id: str, refresh: bool = True):
         """Measure one take (tempo, key, loudness) and save it with its adherence in the sidecar."""
-        from acestep_engine.analysis import measure_take
+        from acestep_engine.takes import measure_take
 
         def work(cancel, progress):
             progress.stage("measuring", 0.1, "measuring tempo, key and loudness")
@@ -238,7 +238,7 @@ class ListenPanel(JobPanel, LazyView):
 
     def measure_all(self):
         """Measure every listed take not measured yet (Cancel stops between takes)."""
-        from acestep_engine.analysis import measure_take
+        from acestep_engine.takes import measure_take
 
         ids = self.sorted_ids()
 
@@ -261,7 +261,7 @@ class ListenPanel(JobPanel, LazyView):
 
     def score(self, take_id: str):
         """Upstream's quality score of one take, saved in its sidecar."""
-        from acestep_engine.scoring import quality_score, save_quality_score
+        from acestep_engine.lm import quality_score, save_quality_score
 
         if not self._need_planner("Score"):
             return None
@@ -278,7 +278,7 @@ class ListenPanel(JobPanel, LazyView):
 
     def score_all(self):
         """Score every listed take without a score (Cancel stops between passes; finished scores are kept)."""
-        from acestep_engine.scoring import quality_score, save_quality_score
+        from acestep_engine.lm import quality_score, save_quality_score
 
         if not self._need_planner("Score all"):
             return None
@@ -299,7 +299,7 @@ class ListenPanel(JobPanel, LazyView):
 
     def lrc(self, take_id: str):
         """Lyric timestamps of one take: saved as its LRC (exported beside its audio) and shown in the player."""
-        from acestep_engine.scoring import lyric_timestamps, save_lyric_timestamps
+        from acestep_engine.lm import lyric_timestamps, save_lyric_timestamps
 
         if self.engine is None:
             self._set_status("LRC needs the engine (its DiT aligns the lyrics)", error=True)

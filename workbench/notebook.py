@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from acestep_engine import Engine, TakeStore
-from acestep_engine.checkpoints import (available_variants, checkpoint_search_dirs, default_checkpoints_dir,
-                                        no_weights_note)
-from acestep_engine.hardware import recommend_models
-from acestep_engine.loader import resolve_device
-from acestep_engine.variants import LM_VARIANTS
+from acestep_engine.models import LM_VARIANTS
+from acestep_engine.models.checkpoints import (available_variants, checkpoint_search_dirs, default_checkpoints_dir,
+                                               no_weights_note)
+from acestep_engine.models.loader import resolve_device
+from acestep_engine.runtime import recommend_models
 
 from .state import demo_notice_silenced
 
@@ -60,7 +60,7 @@ class Runtime:
 
     def planner(self, engine: Engine | None = None):
         """The 5 Hz LM beside real weights (the size that fits this GPU first), else the demo planner."""
-        from acestep_engine.planner import Planner
+        from acestep_engine.lm import Planner
 
         if self.has_real_weights:
             found = [name for name in LM_VARIANTS if (self.checkpoints_dir / name / "config.json").is_file()]

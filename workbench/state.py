@@ -55,8 +55,8 @@ class WorkbenchState(traitlets.HasTraits):
     def load_planner(self, path_or_name=None, allow_download: bool = False):
         """Load a 5 Hz LM (a folder or an `acestep-5Hz-lm-*` name beside the DiT; default: the demo
         planner on the demo checkpoint, else the first LM found, else 1.7B) and share it."""
-        from acestep_engine.planner import Planner
-        from acestep_engine.variants import LM_VARIANTS
+        from acestep_engine.lm import Planner
+        from acestep_engine.models import LM_VARIANTS
 
         engine = self.engine
         root = Path(engine.models.paths.get("checkpoints") or ".")

@@ -18,7 +18,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import traitlets
 
-from acestep_engine.audio_io import wav_bytes
+from acestep_engine.takes import wav_bytes
 
 from .display import widget_bundle
 from .painter import painter_png
@@ -28,7 +28,7 @@ _JS = Path(__file__).with_name("static") / "synced_player.js"
 
 def lyric_lines(take, lrc: str | None = None) -> list[list]:
     """`[[seconds, text], ...]` from `lrc`, else the take's own LRC (`notes["lrc"]`), else none."""
-    from acestep_engine.scoring import parse_lrc
+    from acestep_engine.lm import parse_lrc
 
     text = lrc if lrc is not None else ((getattr(take, "notes", None) or {}).get("lrc") or "")
     return [[float(t), line] for t, line in parse_lrc(text)]

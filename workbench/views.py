@@ -14,10 +14,9 @@ import io
 import ipywidgets as widgets
 import numpy as np
 
-from acestep_engine.audio_io import wav_bytes
+from acestep_engine.takes import wav_bytes
 
 from .badges import badge_html
-
 from .display import widget_bundle
 
 WIDE = {"description_width": "initial"}  # labels take the room they need: none is cut off
@@ -468,7 +467,7 @@ class HeaderView:
         if engine is None:
             self.machine.value = ""
             return
-        from acestep_engine.hardware import device_summary
+        from acestep_engine.runtime import device_summary
 
         seconds = getattr(self.state.blueprint, "duration", None) or 30.0
         s = device_summary(engine, seconds=float(seconds))

@@ -20,11 +20,11 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from acestep_engine import Engine
-from acestep_engine.checkpoints import (DownloadError, approx_download_bytes, default_checkpoints_dir,
-                                        hub_offline_by_setting, manual_download_commands)
-from acestep_engine.hardware import recommend_models
-from acestep_engine.hub import DownloadPlan, Hub, fetch, format_bytes, free_bytes, plan_download
-from acestep_engine.variants import LM_VARIANTS, VARIANTS
+from acestep_engine.models import LM_VARIANTS, VARIANTS
+from acestep_engine.models.checkpoints import (DownloadError, approx_download_bytes, default_checkpoints_dir,
+                                               hub_offline_by_setting, manual_download_commands)
+from acestep_engine.models.hub import DownloadPlan, Hub, fetch, format_bytes, free_bytes, plan_download
+from acestep_engine.runtime import recommend_models
 
 from .display import widget_bundle
 from .jobs import JobPanel, post
@@ -45,7 +45,7 @@ def _gpu_gib() -> float:
 class WeightsPanel(JobPanel):
     """Get the real weights for `dit` and `lm` into `checkpoints_dir` (default: where the workbench
     looks, `default_checkpoints_dir()`), then reload the shared state's engine on them. `hub` is
-    the hub client (`acestep_engine.hub.Hub`; tests pass a fake one). The hub is asked for exact
+    the hub client (`acestep_engine.models.hub.Hub`; tests pass a fake one). The hub is asked for exact
     sizes when the panel is shown (`set_visible(True)`; standalone panels are shown at once), so a
     workbench that keeps this section closed makes no network request."""
 
@@ -242,7 +242,7 @@ class WeightsPanel(JobPanel):
                             show=self._use, failed=self._failure)
 
     def _load_models(self, root, dit, lm, progress):
-        from acestep_engine.planner import Planner
+        from acestep_engine.lm import Planner
 
         old = self.state.engine
         device = old.device if old is not None else "auto"

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import LoRAError
 from ..json_files import read_json
-from ..keymap import diffusers_to_official, official_to_diffusers
+from ..models.keymap import diffusers_to_official, official_to_diffusers
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -308,7 +308,7 @@ def assign_state(transformer, name: str, state: dict[str, torch.Tensor], source)
 # --------------------------------------------------------------------------- files
 
 def fingerprint_file(path: Path) -> str:
-    from ..loader import weights_fingerprint
+    from ..models.loader import weights_fingerprint
 
     return weights_fingerprint(path)
 

@@ -302,8 +302,8 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
     blueprint's 10-600 s range. `progress(LoRAProgress)` is called per song; setting `cancel`
     (a threading.Event) stops between songs with GenerationCancelled (songs done stay cached).
     """
-    from ..audio_io import AudioFileError, load_source_audio
-    from ..conditioning import encode_conditions
+    from ..generation.conditioning import encode_conditions
+    from ..takes.audio_io import AudioFileError, load_source_audio
 
     folder = Path(folder)
     max_seconds = check_max_seconds(max_seconds)

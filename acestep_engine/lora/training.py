@@ -39,11 +39,10 @@ from pathlib import Path
 import torch
 
 from ..errors import LoRAError
+from ..generation.schedules import turbo_schedule
 from ..json_files import read_json
-from ..schedules import turbo_schedule
-from .adapters import check_number as _number
-from .adapters import (ADAPTER_WEIGHTS, TRAINING_ADAPTER, LoRAConfig, activate, adapter_state,
-                       assign_state, check_targets, inject, read_adapter, remove, save_adapter)
+from .adapters import (ADAPTER_WEIGHTS, TRAINING_ADAPTER, LoRAConfig, activate, adapter_state, assign_state,
+                       check_number as _number, check_targets, inject, read_adapter, remove, save_adapter)
 from .dataset import LoRADataset, LoRAProgress, collate
 
 OBJECTIVES = ("auto", "turbo", "base")

@@ -1,0 +1,16 @@
+"""Where and how fast the engine runs: the device and dtype (`hardware`), parking weights on disk
+(`parking`), compiling the DiT (`compiling`), the fast paths applied to diffusers' modules at load
+(`fast_paths`), the cross-attention K/V memo (`kv_cache`) and quiet loading (`quiet`).
+
+Mechanisms over any torch module: nothing here knows a checkpoint, a task or a take.
+"""
+
+from .compiling import check_compile_option, compile_transformer
+from .fast_paths import prepare_transformer, prepare_vae
+from .hardware import auto_dtype, cpu_has_native_bf16, device_summary, dtype_name, recommend_models, resolve_dtype
+from .kv_cache import reuse_condition_projections
+from .quiet import quiet_loading
+
+__all__ = ["auto_dtype", "check_compile_option", "compile_transformer", "cpu_has_native_bf16", "device_summary",
+           "dtype_name", "prepare_transformer", "prepare_vae", "quiet_loading", "recommend_models", "resolve_dtype",
+           "reuse_condition_projections"]
