@@ -22,7 +22,7 @@ from .blueprint import Blueprint
 from .errors import GenerationError, TaskError
 from .generation import pipeline
 from .generation.facts import ModelFacts
-from .generation.settings import (GenerationSettings, check_batch_size, check_cancel, check_progress,
+from .generation.settings import (MAX_BATCH, GenerationSettings, check_batch_size, check_cancel, check_progress,
                                   check_setting_names, resolve_seeds)
 from .generation.tasks import TASKS, Task, Text2Music
 from .models.checkpoints import default_checkpoints_dir, ensure_checkpoints, is_diffusers_layout
@@ -337,6 +337,16 @@ class Engine:
                 takes += pipeline.run(engine.facts, part, blueprint, settings, seeds, report, cancel,
                                       engine.describe(), memory=memory)
         return takes
+
+    def render_many(self, jobs, store, *, progress=None, cancel=None, strict: bool = False, max_batch: int = MAX_BATCH,
+                    name: str | None = None):
+        """Render a plan (a `.jsonl`/`.csv` path, or a list of plan lines as dicts) into `store` (a
+        `TakeStore` or folder), skipping the takes it has; returns the `RenderSummary`. Under
+        `accelerate launch` each process renders its share. See `acestep_engine.render.render_many`."""
+        from .render.runner import render_many
+
+        return render_many(self, jobs, store, progress=progress, cancel=cancel, strict=strict,
+                           max_batch=max_batch, name=name)
 
     # ------------------------------------------------------------------ memory tiers
     def plan_memory(self, blueprint: Blueprint, batch_size: int = 1, memory_budget=None, planner=None,

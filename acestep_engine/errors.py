@@ -47,3 +47,16 @@ class DeviceError(AceStepError, ValueError):
 
 class InsufficientMemoryError(DeviceError, MemoryError):
     """A request cannot fit the memory budget; the message gives the estimate, the budget and what would fit."""
+
+
+class PlanError(AceStepError, ValueError):
+    """A render plan cannot be used: the file itself is unreadable, or (with strict) some lines are bad.
+    `problems` lists the bad lines (line number, field, message)."""
+
+    def __init__(self, problems, source: str = "plan", message: str | None = None):
+        self.problems = list(problems)
+        self.source = source
+        if message is None:
+            message = (f"{source} has {len(self.problems)} bad line{'s' if len(self.problems) != 1 else ''} "
+                       "(nothing was rendered):\n" + "\n".join(f"  {p}" for p in self.problems))
+        super().__init__(message)

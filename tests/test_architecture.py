@@ -162,7 +162,9 @@ def test_every_module_is_seen(package):
 # command) may import anything and nothing imports it.
 SHARED = {"acestep_engine.errors", "acestep_engine.progress", "acestep_engine.blueprint",
           "acestep_engine.json_files"}
-FRONT_DOOR = {"acestep_engine", "acestep_engine.engine", "acestep_engine.cli"}
+FRONT_DOOR = {"acestep_engine", "acestep_engine.engine", "acestep_engine.cli", "acestep_engine.render",
+              "acestep_engine.render.plan", "acestep_engine.render.work", "acestep_engine.render.runner",
+              "acestep_engine.render.board", "acestep_engine.render.summary", "acestep_engine.render.worker"}
 WINGS = ("runtime", "takes", "models", "generation", "lm", "lora")
 MAY_IMPORT = {
     "shared": set(),
@@ -206,7 +208,7 @@ def _wing_breaches(graph: dict[str, set[str]]) -> list[str]:
 def test_every_engine_module_is_in_a_wing_or_at_the_top():
     top = {m for m in MODULES if m.count(".") == 1 and m.startswith("acestep_engine.")} \
         - {f"acestep_engine.{wing}" for wing in WINGS}
-    assert top == (SHARED | FRONT_DOOR) - {"acestep_engine"}, "a loose module at the top of the engine"
+    assert top == {m for m in SHARED | FRONT_DOOR if m.count(".") == 1}, "a loose module at the top of the engine"
     for module in MODULES:
         if module.startswith("acestep_engine"):
             _place(module)
