@@ -303,7 +303,7 @@ def test_the_command_checks_and_refuses_before_loading(tmp_path, capsys):
     plan = write_plan(tmp_path, [{"caption": "ok", "seeds": [1, 2]}, {"caption": "bad", "bpm": 5}])
     assert main(["render", str(plan), "--out", str(tmp_path / "takes"), "--check"]) == 1
     out = capsys.readouterr().out
-    assert "1 jobs, 2 takes; 1 bad lines" in out and "line 2: bpm must be between 30 and 300 (got 5)" in out
+    assert "1 job, 2 takes; 1 bad line" in out and "line 2: bpm must be between 30 and 300 (got 5)" in out
     assert main(["render", str(plan), "--out", str(tmp_path / "takes"), "--strict",
                  "--checkpoints", str(tmp_path / "no-weights")]) == 2
     assert "line 2: bpm must be between 30 and 300 (got 5)" in capsys.readouterr().err

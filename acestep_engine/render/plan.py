@@ -140,8 +140,9 @@ class RenderPlan:
         return self
 
     def __str__(self) -> str:
-        lines = [f"{self.source}: {len(self.jobs)} jobs, {self.takes} takes"
-                 + (f"; {len(self.problems)} bad lines" if self.problems else "")]
+        bad = len(self.problems)
+        lines = [f"{self.source}: {len(self.jobs)} job{'' if len(self.jobs) == 1 else 's'}, {self.takes} "
+                 f"take{'' if self.takes == 1 else 's'}" + (f"; {bad} bad line{'' if bad == 1 else 's'}" if bad else "")]
         return "\n".join(lines + [f"  {p}" for p in self.problems])
 
 
