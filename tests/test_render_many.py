@@ -347,6 +347,29 @@ def test_a_render_killed_mid_way_and_restarted_makes_exactly_the_missing_takes(t
     assert store.problems == [] and not list(out.glob(".tmp-*"))
 
 
+def test_ctrl_c_stops_the_command_after_the_current_step_and_a_rerun_continues(tiny_dir, tmp_path):
+    plan = write_plan(tmp_path, [{"caption": "stopped", "seeds": [1, 2, 3, 4], "duration": 10, "steps": 4}])
+    out = tmp_path / "takes"
+    command = [sys.executable, "-m", "acestep_engine.render", str(plan), "--out", str(out), "--checkpoints",
+               str(tiny_dir), "--dtype", "fp32", "--max-batch", "1"]
+    worker = subprocess.Popen(command, cwd=ROOT, env=render_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    deadline = time.monotonic() + 240
+    while not _takes(out) and time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGINT)
+    stdout, stderr = worker.communicate(timeout=120)
+    assert worker.returncode == 130, stderr[-3000:]
+    assert "stopping after the current step" in stderr
+    store = TakeStore(out)
+    summary = json.loads(summary_path(store, "plan").read_text())
+    assert summary["cancelled"] is True and summary["counts"]["rendered"] == len(store) < 4
+    assert summary["counts"]["not started"] == 4 - len(store) and store.problems == []
+
+    done = subprocess.run(command, cwd=ROOT, env=render_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and len(TakeStore(out)) == 4, done.stderr[-3000:]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import AceStepError
 from ..generation.settings import MAX_BATCH, GenerationSettings
 from ..models.variants import resolve_variant
+from .board import read_json_or_empty
 from .plan import PlanProblem, RenderJob, TakeRef, json_friendly
 
 KEY_CHARS = 24
@@ -96,7 +97,7 @@ def _resolve(job: RenderJob, engine, store, hashes: dict) -> JobWork:
     else:
         folder = Path(engine.models.paths.get("checkpoints") or ".") / variant_name
         if (folder / "model.safetensors").is_file():
-            config = _json_or_empty(folder / "config.json")
+            config = read_json_or_empty(folder / "config.json")
             variant, weights, active = resolve_variant(variant_name, config), weights_fingerprint(
                 folder / "model.safetensors"), []
         elif engine.allow_download:
@@ -139,14 +140,6 @@ class _Problem(AceStepError):
 def _digest(material) -> str:
     text = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_CHARS]
-
-
-def _json_or_empty(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _file_sha256(path: Path) -> str:

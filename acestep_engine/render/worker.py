@@ -45,11 +45,10 @@ def run(args) -> int:
     cancel = threading.Event()
     with _stop_on_signals(cancel, say):
         try:
-            from .board import RenderBar
             from .runner import render_many
 
-            summary = render_many(engine, plan, store, progress=RenderBar(plan.name) if processes.main else None,
-                                  cancel=cancel, strict=args.strict, max_batch=args.max_batch)
+            summary = render_many(engine, plan, store, progress=processes.main, cancel=cancel, strict=args.strict,
+                                  max_batch=args.max_batch)
         except KeyboardInterrupt:
             say("stopped: the takes saved so far are in the store; run the same command again for the rest",
                 file=sys.stderr)
