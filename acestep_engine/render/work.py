@@ -166,9 +166,7 @@ def _adapter_fingerprint(folder: Path) -> str:
 # --------------------------------------------------------------------------------- batches and shares
 
 def batches(works: list[JobWork], pending: set[str], max_batch: int = MAX_BATCH) -> list[Batch]:
-    """The pending takes of each job in plan order, `max_batch` seeds at most per batch."""
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_BATCH:
-        raise ValueError(f"max_batch must be between 1 and {MAX_BATCH} (got {max_batch!r})")
+    """The pending takes of each job in plan order, `max_batch` seeds at most per batch (checked by the caller)."""
     out = []
     for work in works:
         seeds = [seed for seed, key in work.keys.items() if key in pending]
