@@ -96,3 +96,19 @@ def serve_folder():
     yield serve
     for server in servers:
         server.shutdown()
+
+
+# --------------------------------------------------------------------------- Colab's pinned packages
+
+@pytest.fixture(scope="session")
+def colab_pins() -> dict[str, str]:
+    """tests/colab-constraints.txt as {package name (lower case, '-' for '_'): pinned version}."""
+    from pathlib import Path
+
+    pins = {}
+    for line in (Path(__file__).parent / "colab-constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins

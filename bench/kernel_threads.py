@@ -1,0 +1,182 @@
+"""Do widget updates from a worker thread reach the frontend, on a given kernel stack? (not a test)
+
+    .venv/bin/python bench/kernel_threads.py                          # the venv's own kernel stack
+    .venv/bin/python bench/kernel_threads.py --stack .venv-colab      # a folder put ahead on PYTHONPATH
+    .venv/bin/python bench/kernel_threads.py --ipykernel 6.17.1 6.0.0 5.5.6 --base-stack .venv-colab
+
+Starts a real kernel (jupyter_client, as JupyterLab does) on the stack, runs one cell that makes an
+`IntProgress` and returns, so the kernel is idle as it is while a person watches a job, then listens
+on IOPub for the `comm_msg` updates three kinds of writers send, ten values each:
+- `thread`: a worker thread sets the trait directly;
+- `post`: the worker hands each update to `workbench.jobs.post` (the kernel's own event loop);
+- `job`: the workbench's job runner (`JobPanel.run_job`) reports progress from its worker, as a
+  Generate click does, and redraws the panel when the job ends.
+A writer passes when all its values arrive in order and the kernel printed no traceback.
+`--ipykernel` installs each listed ipykernel (no dependencies) over `--base-stack` into a cache folder
+and probes each one, to find the lowest release with which worker-thread updates work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VALUES = 10
+
+CELL = r"""
+import threading, time, ipywidgets, ipykernel, IPython, tornado
+from workbench.jobs import JobPanel, post
+from workbench.state import WorkbenchState
+
+print("STACK ipykernel", ipykernel.__version__, "ipython", IPython.__version__, "tornado", tornado.version,
+      "ipywidgets", ipywidgets.__version__)
+bars = {name: ipywidgets.IntProgress(max=1000, description=name) for name in ("thread", "post")}
+for name, bar in bars.items():
+    print("MODEL", name, bar.model_id)
+
+def direct():
+    for i in range(1, %(n)d + 1):
+        bars["thread"].value = i
+        time.sleep(0.02)
+
+def posted():
+    for i in range(1, %(n)d + 1):
+        post(lambda i=i: setattr(bars["post"], "value", i))
+        time.sleep(0.02)
+
+class Probe(JobPanel):
+    def __init__(self):
+        self._init_jobs(WorkbenchState(), [])
+
+panel = Probe()
+print("MODEL job", panel.progress.model_id)
+
+def work(cancel, progress):
+    for i in range(1, %(n)d + 1):
+        progress.stage("probing", i / 1000)
+        time.sleep(0.02)
+    return "ok"
+
+threading.Thread(target=direct, daemon=True).start()
+threading.Thread(target=posted, daemon=True).start()
+panel.run_job("probe", work, show=lambda value: "probe " + value)
+"""
+
+
+def probe(stack: Path | None, timeout: float = 60.0) -> dict:
+    """Start a kernel with `stack` ahead on PYTHONPATH, run the cell, collect the bars' values."""
+    from jupyter_client import KernelManager
+
+    env = dict(os.environ)
+    paths = [str(ROOT)] + ([str(stack)] if stack else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths[::-1] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["HF_HUB_OFFLINE"] = "1"
+    km = KernelManager(kernel_cmd=None)
+    km.kernel_spec_manager  # noqa: B018 - resolve the spec before overriding its argv
+    km._kernel_spec = km.kernel_spec_manager.get_kernel_spec("python3")
+    km._kernel_spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    km.start_kernel(env=env, cwd=tempfile.mkdtemp(prefix="kernel-threads-"))
+    client = km.client()
+    client.start_channels()
+    result = {"stack": None, "errors": [], "values": {}, "job_status": ""}
+    by_comm: dict[str, list] = {}  # updates arrive before the (buffered) printout that names their model
+    try:
+        client.wait_for_ready(timeout=timeout)
+        client.execute(CELL % {"n": VALUES})
+        models, deadline = {}, time.time() + timeout
+        while time.time() < deadline:
+            try:
+                msg = client.get_iopub_msg(timeout=1.0)
+            except queue.Empty:
+                if result["job_status"] and len(models) == 3 and \
+                        all(len(by_comm.get(m, ())) >= VALUES for m, name in models.items() if name != "job"):
+                    break
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                for line in content["text"].splitlines():
+                    if line.startswith("STACK "):
+                        result["stack"] = line[6:]
+                    elif line.startswith("MODEL "):
+                        _, name, model_id = line.split()
+                        models[model_id] = name
+                    elif content["name"] == "stderr" and line.strip():
+                        result["errors"].append(line)
+            elif kind == "error":
+                result["errors"].append(f"{content['ename']}: {content['evalue']}")
+            elif kind == "comm_msg":
+                data = content["data"]
+                state = data.get("state", {}) if data.get("method") == "update" else {}
+                if "value" in state:
+                    by_comm.setdefault(content["comm_id"], []).append(state["value"])
+                if "value" in state and isinstance(state["value"], str) and state["value"].startswith("probe ok"):
+                    result["job_status"] = state["value"]
+        result["values"] = {name: by_comm.get(model_id, []) for model_id, name in models.items()}
+    finally:
+        client.stop_channels()
+        km.shutdown_kernel(now=True)
+    return result
+
+
+def verdict(result: dict) -> dict:
+    """writer -> "ok" or what went wrong."""
+    expected = list(range(1, VALUES + 1))
+    out = {}
+    for name, values in result["values"].items():
+        if name == "job":
+            values = [v for v in values if 0 < v <= VALUES]  # the bar's own resets and the final 1000
+            ok = values == expected and bool(result["job_status"])
+        else:
+            ok = values == expected
+        out[name] = "ok" if ok else f"got {values[:12]}"
+    return out
+
+
+def install(version: str, base: Path | None, cache: Path) -> Path:
+    folder = cache / f"ipykernel-{version}"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        if base is not None:
+            shutil.copytree(base, folder, symlinks=True)
+            for old in folder.glob("ipykernel*"):
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target",
+                        str(folder), f"ipykernel=={version}"], check=True, capture_output=True)
+        (folder / ".complete").touch()
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", type=Path, help="a folder put ahead of the venv on PYTHONPATH")
+    parser.add_argument("--ipykernel", nargs="*", default=(), help="ipykernel releases to install and probe")
+    parser.add_argument("--base-stack", type=Path, help="the stack the --ipykernel releases go over")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "acestep-kernel-threads")
+    args = parser.parse_args()
+    for version in args.ipykernel or [None]:
+        try:
+            stack = args.stack if version is None else install(version, args.base_stack, args.cache)
+        except subprocess.CalledProcessError as exc:
+            print(f"ipykernel {version}: pip could not install it: {exc.stderr.decode().strip().splitlines()[-1]}")
+            continue
+        try:
+            result = probe(stack)
+        except Exception as exc:  # a kernel that does not start at all on this stack
+            print(f"ipykernel {version}: kernel did not start: {type(exc).__name__}: {exc}")
+            continue
+        checks = verdict(result)
+        print(f"{result['stack'] or version}: " + ", ".join(f"{k} {v}" for k, v in checks.items()))
+        for line in result["errors"][:6]:
+            print("    kernel said:", line)
+
+
+if __name__ == "__main__":
+    main()
