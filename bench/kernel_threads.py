@@ -1,8 +1,8 @@
 """Do widget updates from a worker thread reach the frontend, on a given kernel stack? (not a test)
 
-    .venv/bin/python bench/kernel_threads.py                          # the venv's own kernel stack
-    .venv/bin/python bench/kernel_threads.py --stack .venv-colab      # a folder put ahead on PYTHONPATH
-    .venv/bin/python bench/kernel_threads.py --ipykernel 6.17.1 6.0.0 5.5.6 --base-stack .venv-colab
+    .venv/bin/python bench/kernel_threads.py                                  # the venv's own kernel stack
+    .venv/bin/python bench/kernel_threads.py --stack .venv-colab/widgets:.venv-colab/kernel   # Colab's, ahead
+    .venv/bin/python bench/kernel_threads.py --ipykernel 6.17.1 6.0.2 5.5.6 4.10.1 --base-stack DIR
 
 Starts a real kernel (jupyter_client, as JupyterLab does) on the stack, runs one cell that makes an
 `IntProgress` and returns, so the kernel is idle as it is while a person watches a job, then listens
@@ -12,8 +12,9 @@ on IOPub for the `comm_msg` updates three kinds of writers send, ten values each
 - `job`: the workbench's job runner (`JobPanel.run_job`) reports progress from its worker, as a
   Generate click does, and redraws the panel when the job ends.
 A writer passes when all its values arrive in order and the kernel printed no traceback.
-`--ipykernel` installs each listed ipykernel (no dependencies) over `--base-stack` into a cache folder
-and probes each one, to find the lowest release with which worker-thread updates work.
+`--ipykernel` installs each listed ipykernel (no dependencies) over `--base-stack` (one folder holding
+the rest of the stack) into a cache folder and probes each one, to find the lowest release with which
+worker-thread updates work. `tests/test_colab_kernel_browser.py` runs `probe` on Colab's whole stack.
 """
 
 from __future__ import annotations
@@ -71,14 +72,14 @@ panel.run_job("probe", work, show=lambda value: "probe " + value)
 """
 
 
-def probe(stack: Path | None, timeout: float = 60.0) -> dict:
-    """Start a kernel with `stack` ahead on PYTHONPATH, run the cell, collect the bars' values."""
+def probe(stack: str | Path | None, timeout: float = 60.0) -> dict:
+    """Start a kernel with `stack` (a folder, or folders joined by os.pathsep) ahead on PYTHONPATH, then
+    this checkout, run the cell, collect the bars' values."""
     from jupyter_client import KernelManager
 
-    env = dict(os.environ)
-    paths = [str(ROOT)] + ([str(stack)] if stack else [])
-    env["PYTHONPATH"] = os.pathsep.join(paths[::-1] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env["HF_HUB_OFFLINE"] = "1"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    folders = [Path(f).resolve() for f in str(stack).split(os.pathsep)] if stack else []
+    env["PYTHONPATH"] = os.pathsep.join(str(f) for f in [*folders, ROOT])
     km = KernelManager(kernel_cmd=None)
     km.kernel_spec_manager  # noqa: B018 - resolve the spec before overriding its argv
     km._kernel_spec = km.kernel_spec_manager.get_kernel_spec("python3")
@@ -156,7 +157,7 @@ def install(version: str, base: Path | None, cache: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", type=Path, help="a folder put ahead of the venv on PYTHONPATH")
+    parser.add_argument("--stack", help="folders put ahead of the venv on PYTHONPATH, joined by ':'")
     parser.add_argument("--ipykernel", nargs="*", default=(), help="ipykernel releases to install and probe")
     parser.add_argument("--base-stack", type=Path, help="the stack the --ipykernel releases go over")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "acestep-kernel-threads")
