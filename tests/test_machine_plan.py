@@ -85,3 +85,12 @@ def test_bad_requests_are_refused_by_name():
         plan_machine(COLAB_T4, dit="acestep-v15-huge")
     with pytest.raises(ValueError, match=r"ram_bytes must be a number of bytes, 0 or more \(got -1\)"):
         Machine("broken", gpu_bytes=0, ram_bytes=-1, bf16=False)
+
+
+def test_this_machine_is_read_from_torch_and_proc_meminfo():
+    import torch
+
+    from acestep_engine.generation.memory import meminfo_bytes
+
+    machine = Machine.this_one()
+    assert machine.ram_bytes == meminfo_bytes("MemTotal") and (machine.gpu_bytes > 0) == torch.cuda.is_available()

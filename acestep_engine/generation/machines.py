@@ -24,7 +24,7 @@ from ..errors import InsufficientMemoryError
 from ..models import LM_VARIANTS, REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE, VARIANTS
 from ..runtime.hardware import recommend_models
 from ..runtime.quiet import quiet_loading
-from .memory import GiB, Footprint, MemoryPlan, footprint, plan_tiers
+from .memory import GiB, Footprint, MemoryPlan, footprint, meminfo_bytes, plan_tiers
 
 # What a GPU machine's RAM holds besides the models: the kernel with torch, CUDA, transformers and
 # diffusers loaded, and on Colab the runtime's own processes (an estimate: ~1.2 GiB idle VM, ~0.4 GiB
@@ -91,13 +91,9 @@ COLAB_T4 = Machine("Colab free tier, T4", gpu_bytes=int(14.75 * GiB), ram_bytes=
 
 
 def _total_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    total = meminfo_bytes("MemTotal")
+    if total is not None:
+        return total
     import os
 
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

@@ -249,14 +249,22 @@ def default_budget(device, models=None) -> int:
     return int(_host_available() + held)
 
 
-def _host_available() -> int:
+def meminfo_bytes(field: str) -> int | None:
+    """A /proc/meminfo field ("MemAvailable", "MemTotal") in bytes, or None where there is none."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _host_available() -> int:
+    available = meminfo_bytes("MemAvailable")
+    if available is not None:
+        return available
     try:
         import psutil
 
