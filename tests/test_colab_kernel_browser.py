@@ -18,11 +18,8 @@ import importlib.metadata
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -57,12 +54,6 @@ RECORD = """() => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _notebook() -> dict:
     """A stack report, then the tutorials' setup cell (the quick start's first code cell: the workbench)."""
     quickstart = json.loads((ROOT / "notebooks" / "00_quickstart.ipynb").read_text())
@@ -92,7 +83,7 @@ def stack(colab_pins) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, stack):
+def lab(tmp_path_factory, stack, running_jupyter):
     base = tmp_path_factory.mktemp("colab-lab")
     work, settings, data = base / "work", base / "settings", base / "data"
     work.mkdir()
@@ -110,28 +101,14 @@ def lab(tmp_path_factory, stack):
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    port = _free_port()
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTER_PATH=str(data), ACESTEP_TAKES_DIR="takes",
                HF_HUB_OFFLINE="1")
     env.pop("PYTHONPATH", None)  # the server runs on the venv; only the kernel gets the stack
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", "--port={port}",
            "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
            "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={work}", "--allow-root"]
-    server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("JupyterLab did not start within 90 s")
-    yield url, work
-    server.terminate()
-    server.wait(20)
+    with running_jupyter(cmd, work, env) as url:
+        yield url, work
 
 
 def test_generate_on_colabs_kernel_stack_shows_progress_and_the_new_take(lab, chromium, colab_pins):
