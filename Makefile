@@ -17,7 +17,7 @@ COLAB_PATH    = $(abspath $(COLAB_STACK))/widgets:$(abspath $(COLAB_STACK))/kern
 PANEL_TESTS = $(wildcard tests/test_workbench*.py) tests/test_cover_lab_and_tracks.py tests/test_repaint_painter.py \
               tests/test_lora_panel.py tests/test_widget_stack.py
 
-.PHONY: lab test test-colab-stack install browser-deps clean
+.PHONY: lab test test-colab-stack install notebook-filter browser-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed notebook-filter
+
+# JupyterLab saves executed outputs into the notebooks: this git filter (nbstripout, from the lab extra) strips them,
+# their execution counts, widget state and the kernel's Python version whenever a notebook is staged, so a run is
+# never a change to the tutorials (.gitattributes names the filter; tests/test_notebook_files.py checks both).
+NOTEBOOK_CLEAN = "$(abspath $(BIN))/python" -m nbstripout --keep-id --extra-keys metadata.language_info.version
+notebook-filter:
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(NOTEBOOK_CLEAN)' && git config filter.nbstripout.smudge cat; fi
 
 # Browser tests drive Debian's chromium with Playwright (never `playwright install`: it downloads a browser).
 browser-deps:
@@ -35,8 +43,9 @@ browser-deps:
 	  { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	    else echo "The browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
 
+# Served from the project root, so the file browser has checkpoints/ (and its README) beside notebooks/.
 lab: install
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/00_quickstart.ipynb
+	$(BIN)/jupyter lab --ServerApp.root_dir=. $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/00_quickstart.ipynb
 
 test: install browser-deps $(COLAB_STACK)/.installed
 	ACESTEP_COLAB_STACK=$(abspath $(COLAB_STACK)) HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 \

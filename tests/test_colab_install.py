@@ -4,10 +4,12 @@
 pip resolves this project's requirements against them as on a machine with nothing installed
 (`--dry-run --ignore-installed`), so every requirement meets every pin and none is satisfied by this
 venv instead; in Colab, where the pinned versions are installed, a resolution that keeps them all is
-an install that upgrades none of them (pip's "restart your runtime" warning never comes).
+an install that upgrades none of them (pip's "restart your runtime" warning never comes). The
+notebooks install the same project from the one source `[project.urls]` names, and say so.
 """
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -35,3 +37,24 @@ def test_the_install_resolves_against_colabs_pins_and_moves_none_of_them(tmp_pat
     moved = {name: (pinned, chosen[name]) for name, pinned in colab_pins.items()
              if name in chosen and chosen[name] != pinned}
     assert moved == {}
+
+
+def _setup_cell(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
+
+
+def test_every_notebook_installs_in_colab_from_the_one_source_pyproject_names():
+    source = _project()["urls"]["Source"]
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 8
+    for path in notebooks:
+        cell = _setup_cell(path)
+        installs = re.findall(r"^\s*%pip install (.*)$", cell, flags=re.M)
+        assert installs == [f'-q "acestep-workbench @ git+{source}"'], (path.name, installs)
+        lines = cell.splitlines()
+        at = next(i for i, line in enumerate(lines) if "%pip install" in line)
+        guard = next(line for line in reversed(lines[:at]) if line.startswith("if "))
+        assert guard == 'if "google.colab" in sys.modules:', path.name  # only in Colab; elsewhere `make lab` installs
+        comment = " ".join(line.strip() for line in lines[lines.index(guard) + 1:at] if line.strip().startswith("#"))
+        assert "nothing Colab pins" in comment, (path.name, comment)  # and says so
