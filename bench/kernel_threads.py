@@ -8,7 +8,7 @@ Starts a real kernel (jupyter_client, as JupyterLab does) on the stack, runs one
 `IntProgress` and returns, so the kernel is idle as it is while a person watches a job, then listens
 on IOPub for the `comm_msg` updates three kinds of writers send, ten values each:
 - `thread`: a worker thread sets the trait directly;
-- `post`: the worker hands each update to `workbench.jobs.post` (the kernel's own event loop);
+- `post`: the worker hands each update to `workbench.jobs.post`, which must run it on the kernel's main thread;
 - `job`: the workbench's job runner (`JobPanel.run_job`) reports progress from its worker, as a
   Generate click does, and redraws the panel when the job ends.
 A writer passes when all its values arrive in order and the kernel printed no traceback.
@@ -48,10 +48,14 @@ def direct():
         bars["thread"].value = i
         time.sleep(0.02)
 
+on_main = []
+
 def posted():
     for i in range(1, %(n)d + 1):
-        post(lambda i=i: setattr(bars["post"], "value", i))
+        post(lambda i=i: (setattr(bars["post"], "value", i),
+                          on_main.append(threading.current_thread() is threading.main_thread())))
         time.sleep(0.02)
+    post(lambda: print("POSTED_ON_MAIN", len(on_main) == %(n)d and all(on_main), flush=True))
 
 class Probe(JobPanel):
     def __init__(self):
@@ -87,7 +91,7 @@ def probe(stack: str | Path | None, timeout: float = 60.0) -> dict:
     km.start_kernel(env=env, cwd=tempfile.mkdtemp(prefix="kernel-threads-"))
     client = km.client()
     client.start_channels()
-    result = {"stack": None, "errors": [], "values": {}, "job_status": ""}
+    result = {"stack": None, "errors": [], "values": {}, "job_status": "", "posted_on_main": None}
     by_comm: dict[str, list] = {}  # updates arrive before the (buffered) printout that names their model
     try:
         client.wait_for_ready(timeout=timeout)
@@ -97,7 +101,7 @@ def probe(stack: str | Path | None, timeout: float = 60.0) -> dict:
             try:
                 msg = client.get_iopub_msg(timeout=1.0)
             except queue.Empty:
-                if result["job_status"] and len(models) == 3 and \
+                if result["job_status"] and len(models) == 3 and result["posted_on_main"] is not None and \
                         all(len(by_comm.get(m, ())) >= VALUES for m, name in models.items() if name != "job"):
                     break
                 continue
@@ -106,6 +110,8 @@ def probe(stack: str | Path | None, timeout: float = 60.0) -> dict:
                 for line in content["text"].splitlines():
                     if line.startswith("STACK "):
                         result["stack"] = line[6:]
+                    elif line.startswith("POSTED_ON_MAIN "):
+                        result["posted_on_main"] = line.split()[1] == "True"
                     elif line.startswith("MODEL "):
                         _, name, model_id = line.split()
                         models[model_id] = name
@@ -135,9 +141,11 @@ def verdict(result: dict) -> dict:
         if name == "job":
             values = [v for v in values if 0 < v <= VALUES]  # the bar's own resets and the final 1000
             ok = values == expected and bool(result["job_status"])
+        elif name == "post":  # ...and each update ran on the kernel's main thread, as post() promises
+            ok = values == expected and result["posted_on_main"] is True
         else:
             ok = values == expected
-        out[name] = "ok" if ok else f"got {values[:12]}"
+        out[name] = "ok" if ok else f"got {values[:12]}, on the main thread: {result['posted_on_main']}"
     return out
 
 
