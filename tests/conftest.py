@@ -1,10 +1,15 @@
 """Shared fixtures: tiny checkpoint sets in the official layout, written once per test session."""
 
+import contextlib
 import functools
 import http.server
 import os
 import shutil
+import socket
+import subprocess
 import threading
+import time
+import urllib.request
 
 import pytest
 
@@ -96,3 +101,55 @@ def serve_folder():
     yield serve
     for server in servers:
         server.shutdown()
+
+
+# --------------------------------------------------------------------------- Colab's pinned packages
+
+@pytest.fixture(scope="session")
+def colab_pins() -> dict[str, str]:
+    """tests/colab-constraints.txt as {package name (lower case, '-' for '_'): pinned version}."""
+    from pathlib import Path
+
+    pins = {}
+    for line in (Path(__file__).parent / "colab-constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+# --------------------------------------------------------------------------- a Jupyter server for browser tests
+
+@contextlib.contextmanager
+def _running_jupyter(command, cwd, env, timeout: float = 90.0):
+    """Start `command` (an argv list or a shell line; "{port}" in it becomes a free port on 127.0.0.1),
+    wait until it answers /api/status, yield its URL, stop it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    shell = isinstance(command, str)
+    filled = command.format(port=port) if shell else [part.format(port=port) for part in command]
+    server = subprocess.Popen(filled, shell=shell, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/api/status", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"{filled} did not answer within {timeout:.0f} s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+@pytest.fixture(scope="session")
+def running_jupyter():
+    """`with running_jupyter(command, cwd, env) as url:` a Jupyter server started from `command`."""
+    return _running_jupyter

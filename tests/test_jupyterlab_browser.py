@@ -10,11 +10,8 @@ off. The screenshot under test-output/ is the README's (`docs/workbench.png`).
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,14 +23,8 @@ WIDTH = 1400
 TABS = ("Blueprint", "Generate", "Look", "Repaint", "Cover", "Tracks", "Takes", "LoRA")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, running_jupyter):
     base = tmp_path_factory.mktemp("lab")
     work, settings = base / "work", base / "settings"  # settings outside the file browser's root
     work.mkdir()
@@ -43,27 +34,13 @@ def lab(tmp_path_factory):
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    port = _free_port()
     # The kernel starts in `work`: takes land in work/takes and the header says "takes", no temp path.
     env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), ACESTEP_TAKES_DIR="takes", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", "--port={port}",
            "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
            "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={work}", "--allow-root"]
-    server = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("JupyterLab did not start within 90 s")
-    yield url, work
-    server.terminate()
-    server.wait(20)
+    with running_jupyter(cmd, work, env) as url:
+        yield url, work
 
 
 @pytest.fixture(scope="module")

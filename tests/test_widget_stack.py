@@ -1,6 +1,8 @@
-"""Colab's widget stack, tested: `make test` runs the panel tests on the venv's ipywidgets 8 and again
-on Colab's ipywidgets 7.7.1 (`make test-ipywidgets7`); this file says which one each run imported and
-checks that every panel displays as a widget on it, the way a notebook cell shows it."""
+"""Colab's kernel stack, tested: `make test` runs the panel tests on the venv's newest ipykernel,
+IPython, tornado and ipywidgets 8, and again on Colab's pinned ones (ipykernel 6.17.1, IPython 7.34.0,
+tornado, ipywidgets 7.7.1: `make test-colab-stack`, which sets ACESTEP_EXPECT_COLAB_STACK=1); this file
+says which stack each run imported and checks that every panel displays as a widget on it, the way a
+notebook cell shows it."""
 
 import os
 
@@ -10,11 +12,17 @@ import pytest
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-def test_the_panels_run_on_the_widget_stack_this_run_expects():
-    expected = os.environ.get("ACESTEP_EXPECT_IPYWIDGETS")
-    print("ipywidgets", ipywidgets.__version__, "from", ipywidgets.__file__)
-    if expected:
-        assert ipywidgets.__version__ == expected
+def test_the_panels_run_on_the_kernel_stack_this_run_expects(colab_pins):
+    import IPython
+    import ipykernel
+    import tornado
+
+    imported = {"ipykernel": ipykernel.__version__, "ipython": IPython.__version__, "tornado": tornado.version,
+                "ipywidgets": ipywidgets.__version__}
+    print("kernel stack:", ", ".join(f"{name} {version}" for name, version in imported.items()),
+          "- ipywidgets from", ipywidgets.__file__)
+    if os.environ.get("ACESTEP_EXPECT_COLAB_STACK") == "1":
+        assert imported == {name: colab_pins[name] for name in imported}
     assert int(ipywidgets.__version__.split(".")[0]) in (7, 8)  # what pyproject allows: >=7.7,<9
 
 

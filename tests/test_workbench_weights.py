@@ -50,7 +50,7 @@ def test_offline_it_lists_what_is_missing_and_says_how_to_copy_it(state, source,
     text = panel.summary.value
     for name in MAIN:
         assert f"<code>{name}/</code>" in text
-    assert text.count("missing") == 3 and "about 6.3 GB" in text and "free on that disk" in text
+    assert text.count("missing") == 3 and "about 6.3 GB" in text and " disk (free: " in text
     note = panel.offline_note.value
     assert "No network" in note and "HF_HUB_OFFLINE=1" in note and str(folder) in note
     assert "hf download ACE-Step/Ace-Step1.5 --include &#x27;acestep-v15-turbo/*&#x27;" in note
@@ -142,7 +142,7 @@ def test_cancel_stops_the_download_and_leaves_the_engine_and_buttons_usable(stat
 def test_a_download_that_does_not_fit_on_the_disk_is_refused(state, tmp_path, monkeypatch, online, source):
     import workbench.weights as weights
 
-    monkeypatch.setattr(weights, "free_bytes", lambda folder: 1_000_000)
+    monkeypatch.setattr(weights, "disk_space", lambda folder: (10_000_000, 1_000_000))
     panel = _panel(state, tmp_path / "checkpoints", FakeHub(source))
     assert "not enough space" in panel.summary.value
     panel.download()
@@ -201,3 +201,36 @@ def test_in_the_workbench_loaded_weights_reach_every_tab_and_the_header(source, 
     assert take.model["checkpoints"] == str(folder)  # Generate runs on the new weights
     assert wb.tracks.engine is wb.engine or wb.tracks.engine.models.paths["checkpoints"] == str(folder)
     close_tree(wb.widget)
+
+
+def test_before_a_download_it_says_how_much_of_the_disk_the_weights_take(state, tmp_path, monkeypatch):
+    import workbench.weights as weights
+
+    monkeypatch.setattr(weights, "disk_space", lambda folder: (78_000_000_000, 61_000_000_000))  # Colab's disk
+    panel = _panel(state, tmp_path / "checkpoints")
+    text = panel.summary.value
+    # about 4.79 + 0.34 + 1.2 GB of 78 GB: 8 %; 61 GB free now, 54.7 GB after
+    assert "To download: <b>about 6.3 GB</b>, 8 % of this 78.0 GB disk (free: 61.0 GB now, 54.7 GB after" in text
+    assert str(tmp_path / "checkpoints") in text and "not enough space" not in text
+
+
+def test_in_colab_save_to_puts_the_weights_on_the_runtime_disk_or_a_mounted_drive(state, tmp_path, monkeypatch):
+    import workbench.weights as weights
+
+    runtime_disk, drive = tmp_path / "content" / "checkpoints", tmp_path / "drive" / "MyDrive" / "acestep"
+    monkeypatch.setattr(weights, "COLAB_CHECKPOINTS", runtime_disk)
+    monkeypatch.setattr(weights, "DRIVE_CHECKPOINTS", drive)
+    mounted = []
+    monkeypatch.setattr(weights, "drive_mounted", lambda: bool(mounted))
+    outside = weights.WeightsPanel(state, checkpoints_dir=runtime_disk, gpu_gib=0, colab=False)
+    assert outside.location not in outside.widget.children
+    panel = weights.WeightsPanel(state, checkpoints_dir=runtime_disk, gpu_gib=0, colab=True)
+    assert panel.location in panel.widget.children and panel.location.value == str(runtime_disk)
+    panel.location.value = str(drive)  # not mounted yet: nothing moves, the status says how to mount it
+    assert panel.folder.value == str(runtime_disk) and panel.location.value == str(runtime_disk)
+    assert "Google Drive is not mounted" in panel.status.value and "drive.mount" in panel.status.value
+    mounted.append(True)
+    panel.location.value = str(drive)
+    assert panel.folder.value == str(drive) and panel.root == drive and str(drive) in panel.summary.value
+    panel.location.value = str(runtime_disk)
+    assert panel.root == runtime_disk

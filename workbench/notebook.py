@@ -3,11 +3,14 @@
     runtime = setup()            # Colab: custom widget manager on; picks the GPU and dtype
     engine = runtime.engine()    # real weights in checkpoints/ if present, else the demo checkpoint
     planner = runtime.planner(engine)
+    print(runtime.plan(seconds=120))   # the DiT, LM and memory tier that fit this machine
 
 Weights are looked for in `$ACESTEP_CHECKPOINTS_DIR`, else in `checkpoints/` of the working
 directory or of the project's root (so kernels started in `notebooks/` see the repository's
-weights). The same notebooks run unchanged in JupyterLab, VS Code and Colab; in tests they run on
-the demo checkpoint.
+weights). In Colab they go to /content/checkpoints (gone when the runtime ends), or with
+`setup(checkpoints="drive")` to a folder on your Google Drive (mounted then; kept between sessions).
+The same notebooks run unchanged in JupyterLab, VS Code and Colab; in tests they run on the demo
+checkpoint.
 """
 
 from __future__ import annotations
@@ -21,16 +24,26 @@ import torch
 
 from acestep_engine import Engine, TakeStore
 from acestep_engine.models import LM_VARIANTS
-from acestep_engine.models.checkpoints import (available_variants, checkpoint_search_dirs, default_checkpoints_dir,
-                                               no_weights_note)
+from acestep_engine.models.checkpoints import (ENV_CHECKPOINTS_DIR, available_variants, checkpoint_search_dirs,
+                                               default_checkpoints_dir, no_weights_note)
 from acestep_engine.models.loader import resolve_device
 from acestep_engine.runtime import recommend_models
 
 from .state import demo_notice_silenced
 
 
+# Colab: the runtime's own disk (about 78 GB on the free tier, wiped when the runtime ends) or Google Drive.
+COLAB_CHECKPOINTS = Path("/content/checkpoints")
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_CHECKPOINTS = DRIVE_MOUNT / "MyDrive" / "acestep-workbench" / "checkpoints"
+
+
 def in_colab() -> bool:
     return "google.colab" in sys.modules
+
+
+def drive_mounted() -> bool:
+    return (DRIVE_MOUNT / "MyDrive").is_dir()
 
 
 @dataclass
@@ -65,11 +78,27 @@ class Runtime:
         if self.has_real_weights:
             found = [name for name in LM_VARIANTS if (self.checkpoints_dir / name / "config.json").is_file()]
             if found:
-                preferred = recommend_models(self.gpu_gib)[1]
-                name = preferred if preferred in found else found[0]
+                name = self._planned_lm()
+                name = name if name in found else found[0]
                 return Planner.from_pretrained(name, checkpoints_dir=self.checkpoints_dir, device=self.device,
                                                engine=engine)
         return Planner.demo(device=self.device, engine=engine)
+
+    def _planned_lm(self) -> str | None:
+        """The LM this machine's plan picks (GPU memory and RAM), else upstream's tier for the GPU."""
+        from acestep_engine.errors import InsufficientMemoryError
+
+        try:
+            return self.plan().lm
+        except InsufficientMemoryError:
+            return recommend_models(self.gpu_gib)[1]
+
+    def plan(self, seconds: float = 120.0, batch_size: int = 1, dit: str = "acestep-v15-turbo"):
+        """What fits this machine for a `seconds` x `batch_size` request, before any download: the DiT,
+        the LM, the dtype and the memory tier (`acestep_engine.generation.machines.plan_machine`)."""
+        from acestep_engine.generation.machines import Machine, plan_machine
+
+        return plan_machine(Machine.this_one(), seconds, batch_size, dit)
 
     def store(self, name: str = "takes") -> TakeStore:
         """The take store (`$ACESTEP_TAKES_DIR`, else ./takes, or ./<name>)."""
@@ -83,10 +112,26 @@ class Runtime:
         return f"{where}, {gpu}, {self.device} {str(self.dtype).replace('torch.', '')}, {weights}"
 
 
-def setup() -> Runtime:
+def setup(checkpoints: str | Path | None = None) -> Runtime:
     """Enable Colab's custom widget manager (for the anywidget region painter) and pick the device:
-    CUDA in bf16, or fp16 on GPUs without bf16 such as Colab's T4; MPS or CPU in fp32."""
+    CUDA in bf16, or fp16 on GPUs without bf16 such as Colab's T4; MPS or CPU in fp32.
+
+    `checkpoints`: the folder weights are looked for in and downloaded to, for the workbench, the
+    engine and the CLI alike (it sets `$ACESTEP_CHECKPOINTS_DIR`). In Colab "drive" mounts your Google
+    Drive and uses `DRIVE_CHECKPOINTS` (kept between sessions); the default there is /content/checkpoints
+    on the runtime's disk. Elsewhere the default is `$ACESTEP_CHECKPOINTS_DIR`, else `checkpoints/`."""
     colab = in_colab()
+    if checkpoints == "drive":
+        if not colab:
+            raise ValueError('checkpoints="drive" needs Google Colab: elsewhere give a folder (got "drive")')
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(DRIVE_MOUNT))
+        checkpoints = DRIVE_CHECKPOINTS
+    elif checkpoints is None and colab and not os.environ.get(ENV_CHECKPOINTS_DIR):
+        checkpoints = COLAB_CHECKPOINTS
+    if checkpoints is not None:
+        os.environ[ENV_CHECKPOINTS_DIR] = str(Path(checkpoints).expanduser().absolute())
     if colab:
         from google.colab import output  # type: ignore[import-not-found]
 

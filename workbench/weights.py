@@ -2,7 +2,9 @@
 
 For the chosen DiT and planner LM it lists each folder of the official layout as present or
 missing, with its download size (known sizes at once, the hub's exact ones once it answered) and
-the free disk space. Download fetches only the missing files through huggingface_hub on the job
+how much of the disk that takes (the whole disk, free now and after). In Colab a "Save to" choice
+puts them on the runtime's disk (/content/checkpoints) or on a mounted Google Drive, where they
+outlive the runtime. Download fetches only the missing files through huggingface_hub on the job
 runner (progress per chunk, Cancel within one chunk; an interrupted file resumes next time), then
 the workbench reloads on the new weights: the shared state's engine (and planner) are replaced,
 so every tab and the header use them. Without network (`HF_HUB_OFFLINE=1`, or the hub does not
@@ -23,11 +25,12 @@ from acestep_engine import Engine
 from acestep_engine.models import LM_VARIANTS, VARIANTS
 from acestep_engine.models.checkpoints import (DownloadError, approx_download_bytes, default_checkpoints_dir,
                                                hub_offline_by_setting, manual_download_commands)
-from acestep_engine.models.hub import DownloadPlan, Hub, fetch, format_bytes, free_bytes, plan_download
+from acestep_engine.models.hub import DownloadPlan, Hub, disk_space, fetch, format_bytes, plan_download
 from acestep_engine.runtime import recommend_models
 
 from .display import widget_bundle
 from .jobs import JobPanel, post
+from .notebook import COLAB_CHECKPOINTS, DRIVE_CHECKPOINTS, DRIVE_MOUNT, drive_mounted, in_colab
 from .state import WorkbenchState
 
 DISK_MARGIN = 1.05  # refuse a download that would leave less than 5 % of its size free
@@ -47,10 +50,11 @@ class WeightsPanel(JobPanel):
     looks, `default_checkpoints_dir()`), then reload the shared state's engine on them. `hub` is
     the hub client (`acestep_engine.models.hub.Hub`; tests pass a fake one). The hub is asked for exact
     sizes when the panel is shown (`set_visible(True)`; standalone panels are shown at once), so a
-    workbench that keeps this section closed makes no network request."""
+    workbench that keeps this section closed makes no network request. `colab` (default: whether this
+    runs in Colab) adds the "Save to" choice between the runtime's disk and Google Drive."""
 
     def __init__(self, state: WorkbenchState, checkpoints_dir=None, gpu_gib: float | None = None, hub=None,
-                 visible: bool = True):
+                 visible: bool = True, colab: bool | None = None):
         self.hub = hub or Hub()
         gpu_gib = _gpu_gib() if gpu_gib is None else gpu_gib
         dit, lm = recommend_models(gpu_gib)
@@ -66,6 +70,13 @@ class WeightsPanel(JobPanel):
             checkpoints_dir = engine.models.paths.get("checkpoints")
         self.folder = widgets.Text(description="Folder", value=str(checkpoints_dir or default_checkpoints_dir()),
                                    style=style, layout=widgets.Layout(width="100%"))
+        self.location = widgets.Dropdown(
+            description="Save to", style=style, layout=widgets.Layout(width="100%"),
+            options=[(f"this runtime's disk: {COLAB_CHECKPOINTS} (deleted when the runtime ends)",
+                      str(COLAB_CHECKPOINTS)),
+                     (f"Google Drive: {DRIVE_CHECKPOINTS} (kept between sessions)", str(DRIVE_CHECKPOINTS))],
+            value=str(DRIVE_CHECKPOINTS) if self.folder.value == str(DRIVE_CHECKPOINTS) else str(COLAB_CHECKPOINTS))
+        self.location.observe(lambda change: self._choose_location(change["new"]), names="value")
         self.summary = widgets.HTML()
         self.offline_note = widgets.HTML()
         self.download_button = widgets.Button(description="Download", button_style="primary", icon="download",
@@ -88,7 +99,8 @@ class WeightsPanel(JobPanel):
         self.widget = widgets.VBox([
             widgets.HTML("<b>Get the real weights</b> <small>(official ACE-Step 1.5 checkpoints from the Hugging "
                          "Face hub; only missing files are fetched, never code)</small>"),
-            widgets.HBox([self.dit, self.lm]), self.folder, self.summary, self.offline_note,
+            widgets.HBox([self.dit, self.lm]), *([self.location] if (in_colab() if colab is None else colab) else []),
+            self.folder, self.summary, self.offline_note,
             widgets.HBox([self.download_button, self.load_button, self.cancel_button, self.progress]), self.status,
         ])
         self.refresh()
@@ -101,6 +113,16 @@ class WeightsPanel(JobPanel):
     @property
     def choice(self) -> tuple[str, str | None]:
         return self.dit.value, (None if self.lm.value == NO_LM else self.lm.value)
+
+    def _choose_location(self, folder: str) -> None:
+        """Colab's "Save to": the runtime's disk, or Google Drive once it is mounted."""
+        if folder == str(DRIVE_CHECKPOINTS) and not drive_mounted():
+            self._set_status(f"Google Drive is not mounted: run <code>from google.colab import drive; "
+                             f"drive.mount(\"{DRIVE_MOUNT}\")</code> in a cell (or start with "
+                             f"<code>setup(checkpoints=\"drive\")</code>), then choose it again")
+            self.location.value = str(COLAB_CHECKPOINTS)
+            return
+        self.folder.value = folder
 
     def set_visible(self, visible: bool) -> None:
         self.visible = visible
@@ -169,15 +191,21 @@ class WeightsPanel(JobPanel):
         if plan.complete:
             total = "Everything is here."
         else:
-            free = free_bytes(plan.root)
-            total = (f"To download: <b>{'' if all_exact else 'about '}{format_bytes(need)}</b> &middot; "
-                     f"free on that disk: {format_bytes(free)}")
-            if need * DISK_MARGIN > free:
+            total = f"To download: <b>{'' if all_exact else 'about '}{format_bytes(need)}</b>, {self._disk_share(need)}"
+            if need * DISK_MARGIN > disk_space(plan.root)[1]:
                 total += " <span style='color:#b00020'>(not enough space)</span>"
         self.summary.value = f"<table style='border-collapse:collapse'>{''.join(rows)}</table><div>{total}</div>"
         self.offline_note.value = self._offline_paragraph() if self.offline and not plan.complete else ""
         self.download_button.description = "Download" if plan.complete else f"Download {format_bytes(need)}"
         self._sync_buttons()
+
+    def _disk_share(self, need: int) -> str:
+        """How much of the disk under the folder `need` bytes take: "12 % of this 78.0 GB disk (free: ...)"."""
+        size, free = disk_space(self.plan.root)
+        share = 100 * need / size if size else 0.0
+        after = f", {format_bytes(free - need)} after" if free >= need else ""
+        return (f"{share:.0f} % of this {format_bytes(size)} disk (free: {format_bytes(free)} now{after}; "
+                f"the folder is <code>{html.escape(str(self.plan.root))}</code>)")
 
     def _offline_paragraph(self) -> str:
         commands = "".join(f"<br><code>{html.escape(c)}</code>" for c in manual_download_commands(self.plan.root,
@@ -210,7 +238,7 @@ class WeightsPanel(JobPanel):
         if self.offline:
             self._set_status("no network: copy the folders by hand (see above)", error=True)
             return None
-        need, free = self.missing_bytes, free_bytes(self.plan.root)
+        need, free = self.missing_bytes, disk_space(self.plan.root)[1]
         if need * DISK_MARGIN > free:
             self._set_status(f"not enough disk space: the download needs {format_bytes(need)}, "
                              f"{format_bytes(free)} are free on {self.plan.root}", error=True)

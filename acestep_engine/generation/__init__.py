@@ -1,7 +1,8 @@
 """One generation: its settings (`settings`), the tasks and what each steers (`tasks/`), the regions
 they act on (`regions`), the audio and codes they start from (`sources`), the conditions
 (`conditioning`), the sampler with its schedules and guidance (`sampling`, `schedules`,
-`guidance`), the memory plan it runs under (`memory`), the model facts tasks plan with (`facts`)
+`guidance`), the memory plan it runs under (`memory`) and what fits a machine before any
+download (`machines`), the model facts tasks plan with (`facts`)
 and the stages that run it all (`pipeline`).
 """
 

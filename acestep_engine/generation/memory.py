@@ -198,15 +198,18 @@ def _stages(f: Footprint, tier: str, on_host: bool, parks: tuple[bool, bool] = (
     return stages
 
 
-def plan_tiers(models, device, frames: int, batch: int, guided: bool, budget: int, lm=None) -> list[MemoryPlan]:
-    """Every tier's plan for this request, in order (cheapest change first)."""
+def plan_tiers(models, device, frames: int, batch: int, guided: bool, budget: int, lm=None,
+               parks: tuple[bool, bool] | None = None) -> list[MemoryPlan]:
+    """Every tier's plan for this request, in order (cheapest change first). `parks`: whether the
+    encoders and the DiT can park on the host (default: whether these modules were read from files)."""
     from ..models.vae_codec import DECODE_CHUNK, DEVICE_DECODE_CHUNK
 
     device = torch.device(device)
     on_host = device.type == "cpu"
     f = footprint(models, frames, batch, guided, lm, default_chunk=DEVICE_DECODE_CHUNK.get(device.type, DECODE_CHUNK))
-    parks = (all(parking.is_parkable(m) for m in (models.text_encoder, models.condition_encoder)),
-             _dit_has_file(models))
+    if parks is None:
+        parks = (all(parking.is_parkable(m) for m in (models.text_encoder, models.condition_encoder)),
+                 _dit_has_file(models))
     plans = []
     for tier in TIERS:
         if on_host and (tier == TIERS[4] or (tier == TIERS[1] and not parks[0])
@@ -246,14 +249,22 @@ def default_budget(device, models=None) -> int:
     return int(_host_available() + held)
 
 
-def _host_available() -> int:
+def meminfo_bytes(field: str) -> int | None:
+    """A /proc/meminfo field ("MemAvailable", "MemTotal") in bytes, or None where there is none."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def _host_available() -> int:
+    available = meminfo_bytes("MemAvailable")
+    if available is not None:
+        return available
     try:
         import psutil
 

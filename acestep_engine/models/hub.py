@@ -202,12 +202,18 @@ def fetch(plan: DownloadPlan, hub: HubClient | None = None,
     return after
 
 
-def free_bytes(folder: str | Path) -> int:
-    """Free space on the disk that holds `folder` (or its nearest existing parent)."""
+def disk_space(folder: str | Path) -> tuple[int, int]:
+    """(size, free space) in bytes of the disk that holds `folder` (or its nearest existing parent)."""
     path = Path(folder).absolute()
     while not path.exists() and path.parent != path:
         path = path.parent
-    return shutil.disk_usage(path).free
+    usage = shutil.disk_usage(path)
+    return usage.total, usage.free
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Free space on the disk that holds `folder` (or its nearest existing parent)."""
+    return disk_space(folder)[1]
 
 
 def format_bytes(n: float) -> str:
