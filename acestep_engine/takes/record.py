@@ -14,16 +14,20 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import TakeStoreError
+from ..blueprint import Blueprint
+from ..errors import BlueprintError, TakeStoreError
+from .audio_io import MAX_CHANNELS, SAMPLE_RATE_RANGE
 
 FORMAT_VERSION = 1
 TAKE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"  # no dots, no separators: a take id is a plain file stem
 _TAKE_ID_RE = re.compile(TAKE_ID_PATTERN)
 MAX_NAME_CHARS = 256
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # any 64-bit seed, signed or not
+MAX_BATCH_INDEX = 1 << 20
+MAX_SAMPLES = 1 << 40  # frames per channel: about 265 days at 48 kHz
 AUDIO_EXTENSIONS = ("flac", "wav")
 LATENTS_SUFFIX = ".latents.safetensors"
 
@@ -101,8 +105,6 @@ class Take:
 
     def restore(self):
         """The blueprint that made this take, to put back into an editor and iterate on."""
-        from ..blueprint import Blueprint
-
         return Blueprint.from_dict(self.blueprint.to_dict())
 
     def as_source(self) -> "Take":
@@ -121,8 +123,6 @@ class Take:
 
     @classmethod
     def from_record(cls, record: dict, audio: np.ndarray, latents: np.ndarray | None = None) -> "Take":
-        from ..blueprint import Blueprint
-
         return cls(id=record["id"], audio=audio, sample_rate=int(record["sample_rate"]), seed=int(record["seed"]),
                    blueprint=Blueprint.from_dict(record["blueprint"]), task=record["task"], model=record["model"],
                    sampling=record["sampling"], timings=record.get("timings", {}), latents=latents,
@@ -180,28 +180,32 @@ def jsonable(value, where: str):
 
 
 def _expect(record: dict, key: str, types, label: str, optional: bool = False):
-    if key not in record:
+    value = record.get(key)
+    if value is None:
         if optional:
             return None
-        raise TakeStoreError(f"lacks the field {key!r}")
-    value = record[key]
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise TakeStoreError(f"field {key!r} must be {label} (got {value!r})")
-    if not isinstance(value, types):
+        raise TakeStoreError(f"lacks the field {key!r}" if key not in record else f"field {key!r} must be {label} "
+                             "(got null)")
+    if not isinstance(value, types) or (isinstance(value, bool) and types is not bool):
         raise TakeStoreError(f"field {key!r} must be {label} (got {type(value).__name__} {value!r:.60})")
     return value
 
 
-def check_record(record) -> dict:
-    """Raise TakeStoreError (without a path; the caller adds it) if a sidecar record is unusable."""
-    from ..blueprint import Blueprint
-    from ..errors import BlueprintError
+def _whole(record: dict, key: str, lo: int, hi: int, optional: bool = False):
+    value = _expect(record, key, int, f"a whole number from {lo} to {hi}", optional)
+    if value is not None and not lo <= value <= hi:
+        raise TakeStoreError(f"field {key!r} must be from {lo} to {hi} (got {value:.6g})")
+    return value
 
+
+def check_record(record) -> dict:
+    """Raise TakeStoreError (without a path; the caller adds it) if a sidecar record is unusable; return it.
+
+    Every field a listing, a filter or a load reads is checked for its type and range, so a record
+    that passes (from a sidecar or from the index) can be used without further checks."""
     if not isinstance(record, dict):
         raise TakeStoreError(f"must hold a JSON object (got {type(record).__name__})")
-    check_take_id(_expect(record, "id", str, "text"), "field 'id'")
+    take_id = check_take_id(_expect(record, "id", str, "text"), "field 'id'")
     _expect(record, "name", str, "text", optional=True)
     created = _expect(record, "created", str, "an ISO date text", optional=True)
     if created is not None:
@@ -212,11 +216,11 @@ def check_record(record) -> dict:
     parent = _expect(record, "parent_id", str, "a take id or null", optional=True)
     if parent is not None:
         check_take_id(parent, "field 'parent_id'")
-    _expect(record, "seed", int, "a whole number")
-    _expect(record, "batch_index", int, "a whole number", optional=True)
-    rate = _expect(record, "sample_rate", int, "a whole number of Hz")
-    if rate <= 0:
-        raise TakeStoreError(f"field 'sample_rate' must be positive (got {rate})")
+    _whole(record, "seed", *SEED_RANGE)
+    _whole(record, "batch_index", 0, MAX_BATCH_INDEX, optional=True)
+    _whole(record, "sample_rate", *SAMPLE_RATE_RANGE)
+    _whole(record, "channels", 1, MAX_CHANNELS)
+    _whole(record, "samples", 1, MAX_SAMPLES)
     for key in ("task", "model", "sampling"):
         _expect(record, key, dict, "a JSON object")
     for key in ("timings", "notes"):
@@ -229,9 +233,8 @@ def check_record(record) -> dict:
     except BlueprintError as exc:
         raise TakeStoreError(f"field 'blueprint' is unusable ({exc})") from None
     audio_file = _expect(record, "audio_file", str, "a file name", optional=True)
-    if audio_file is not None and (Path(audio_file).name != audio_file
-                                   or audio_file not in (f"{record['id']}.{ext}" for ext in AUDIO_EXTENSIONS)):
-        raise TakeStoreError(f"field 'audio_file' must be {record['id']}.flac or .wav (got {audio_file!r:.60})")
+    if audio_file is not None and audio_file not in (f"{take_id}.flac", f"{take_id}.wav"):
+        raise TakeStoreError(f"field 'audio_file' must be {take_id}.flac or .wav (got {audio_file!r:.60})")
     return record
 
 

@@ -16,23 +16,47 @@ How a change stays whole when the process is killed at any instant:
 `list()` is served from `.takestore/index.json` (`index`), a cache of checked sidecars. `revision`
 changes whenever any process changes the store. A sidecar that cannot be used is skipped and
 described in `problems`.
+
+A folder may come from someone else, so the store believes nothing in it (see `folder` and
+`journal`): links never lead it out of the folder, a journal is replayed only if this store wrote
+it, the index and every sidecar are checked like input, and audio is checked against its sidecar
+before it is decoded. A read-only folder is listed and loaded; changing it says it is read-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+import re
+import secrets
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import TakeStoreError
-from .audio_io import AudioFileError, check_audio_array, check_format, check_sample_rate, encode_audio, read_audio
-from .folder import FolderLock, StoreProblem, read_store_json, temp_is_stale, temp_name, write_file
+from .audio_io import (AudioFileError, check_audio_array, check_format, check_sample_rate, encode_audio,
+                       read_expected_audio)
+from .folder import (MAX_SIDECAR_BYTES, READ_ONLY_ERRNOS, FolderLock, StoreProblem, check_readable, create_new,
+                     is_real_directory, own_directory, read_own, read_only_error, read_sidecar_json, shown,
+                     temp_is_stale, temp_name, write_file)
 from .index import TakeIndex
-from .journal import Journal
+from .journal import TRASH, Journal, store_key
 from .record import (AUDIO_EXTENSIONS, LATENTS_SUFFIX, MAX_NAME_CHARS, Take, check_record, check_take_id,
                      encode_record, is_take_id, jsonable)
+
+_STORE_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+
+@contextlib.contextmanager
+def _writing(folder: Path):
+    """A write refused by the file system because the folder is read-only becomes a TakeStoreError saying so."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in READ_ONLY_ERRNOS:
+            raise read_only_error(exc, folder) from None
+        raise
 
 
 class TakeStore:
@@ -43,50 +67,63 @@ class TakeStore:
     """
 
     def __init__(self, folder, audio_format: str = "flac"):
-        if audio_format not in AUDIO_EXTENSIONS:
-            raise TakeStoreError(f"audio_format must be 'flac' or 'wav' (got {audio_format!r})")
+        if not isinstance(audio_format, str) or audio_format not in AUDIO_EXTENSIONS:
+            raise TakeStoreError(f"audio_format must be 'flac' or 'wav' (got {audio_format!r:.80})")
         if not isinstance(folder, (str, os.PathLike)):
             raise TakeStoreError(f"folder must be a path (got {type(folder).__name__})")
         self.folder = Path(folder)
         self.audio_format = audio_format
         if self.folder.exists() and not self.folder.is_dir():
-            raise TakeStoreError(f"{self.folder} is not a folder")
+            raise TakeStoreError(f"folder {shown(self.folder)} is not a folder (it is a file)")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TakeStoreError(f"cannot create the take folder {self.folder} ({exc.strerror})") from None
+            raise TakeStoreError(f"cannot create the take folder {shown(self.folder)} ({exc.strerror})") from None
         if not self.folder.is_dir():
-            raise TakeStoreError(f"{self.folder} is not a folder")
-        try:
-            (self.folder / ".takestore").mkdir(exist_ok=True)
-        except OSError:
-            pass  # a read-only folder: listed without lock, journal or index
-        self._lock = FolderLock(self._meta / "lock")
+            raise TakeStoreError(f"folder {shown(self.folder)} is not a folder")
+        self._root = os.path.realpath(self.folder)  # links that resolve outside this are never followed
+        # The store's own files: lock, id, journal, index, revision counter (apart, so that writing the
+        # index does not touch the take folder's modification time that `revision` watches).
+        self._meta = self.folder / ".takestore"
+        self._lock = FolderLock(self._meta, self.folder)
         self._journal = Journal(self.folder, self._meta / "journal")
-        self._index = TakeIndex(self.folder, self._meta / "index.json")
+        self._index = TakeIndex(self.folder, self._meta, self._root)
         self._problems: list[StoreProblem] = []
-        self._open_problems: list[StoreProblem] = []  # found by recovery, kept for this store object
+        self._open_problems: list[StoreProblem] = []  # found on opening and by recovery, kept for this object
         self.recovered: list[str] = []  # what recovery finished on this store object, in plain words
+        if self._meta_usable():
+            self._open_problems += self._journal.set_aside()
         try:
             with self._lock:
+                self._journal.key = self._identity()
                 self._recover()
-        except TakeStoreError as exc:  # a read-only folder can still be listed
-            self._open_problems.append(StoreProblem(str(self.folder), f"recovery skipped: {exc}"))
+        except TakeStoreError as exc:  # read-only, or the store's own folders are links: listed, not changed
+            if self._meta_usable() and self._journal.pending():
+                self._open_problems.append(StoreProblem(shown(self._journal.directory), "interrupted changes "
+                                                        f"cannot be finished: {exc}"))
 
     # ------------------------------------------------------------------ paths
     @property
     def trash(self) -> Path:
-        return self.folder / ".trash"
+        return self.folder / TRASH
 
-    @property
-    def _meta(self) -> Path:
-        """The store's own files: lock, journal, index, revision counter (apart, so that writing the
-        index does not touch the take folder's modification time that `revision` watches)."""
-        return self.folder / ".takestore"
+    def _meta_usable(self) -> bool:
+        return is_real_directory(self._meta)
 
-    @property
-    def _revision_path(self) -> Path:
-        return self._meta / "revision"
+    def _own_folder_problems(self) -> list[StoreProblem]:
+        """The store's own folders that are links or files (three lstat calls)."""
+        problems = []
+        for path in (self._meta, self.trash) + ((self._journal.directory,) if self._meta_usable() else ()):
+            try:
+                own_directory(path)
+            except TakeStoreError as exc:
+                problems.append(StoreProblem(shown(path), str(exc)))
+        return problems
+
+    def _trash_usable(self, create: bool = False) -> bool:
+        """Whether `.trash` is a real folder of the store (made if `create`); TakeStoreError if it is a link."""
+        with _writing(self.folder):
+            return own_directory(self.trash, create)
 
     def _sidecar(self, take_id: str, folder: Path | None = None) -> Path:
         return (folder or self.folder) / f"{take_id}.json"
@@ -95,10 +132,10 @@ class TakeStore:
         return (folder or self.folder) / f"{take_id}{LATENTS_SUFFIX}"
 
     def _files_of(self, take_id: str, folder: Path) -> list[Path]:
-        """The take's files that exist in `folder`, sidecar first."""
+        """The take's files (or links) that exist in `folder`, sidecar first."""
         paths = [self._sidecar(take_id, folder), self._latents_path(take_id, folder)]
         paths += [folder / f"{take_id}.{ext}" for ext in AUDIO_EXTENSIONS]
-        return [p for p in paths if p.is_file()]
+        return [p for p in paths if os.path.islink(p) or p.is_file()]
 
     def _audio_path(self, take_id: str, folder: Path | None = None, record: dict | None = None) -> Path:
         folder = folder or self.folder
@@ -106,14 +143,40 @@ class TakeStore:
         names += [f"{take_id}.{ext}" for ext in AUDIO_EXTENSIONS]
         for name in names:
             if (folder / name).is_file():
+                check_readable(folder / name, self._root)
                 return folder / name
-        raise TakeStoreError(f"take {take_id} has no audio file in {folder}")
+        raise TakeStoreError(f"take {take_id} has no audio file in {shown(folder)}")
 
-    # ------------------------------------------------------------------ journal and recovery
+    # ------------------------------------------------------------------ identity, journal and recovery
+    def _identity(self) -> bytes:
+        """The key this store signs its journal entries with (caller holds the lock): from the random id
+        in `.takestore/id`, made on first use, and the identity of the `.takestore` folder itself."""
+        path = self._meta / "id"
+        raw = read_own(path, 64)
+        store_id = raw.decode("ascii", "replace").strip() if raw else ""
+        if not _STORE_ID_RE.fullmatch(store_id):
+            store_id = secrets.token_hex(16)
+            tmp = self._meta / temp_name("id")
+            try:
+                write_file(tmp, store_id.encode(), sync=True)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+        return store_key(store_id, self._meta)
+
+    def _locked(self):
+        """The folder's lock, with the journal's key known (a store opened read-only may have become writable)."""
+        if self._journal.key is None:
+            with self._lock:
+                self._journal.key = self._identity()
+        return self._lock
+
     def _run(self, operation: str, take_id: str, moves=(), removes=(), temps: list | None = None) -> None:
         """One change through the journal (caller holds the lock), then a new revision."""
-        self._journal.run(operation, take_id, moves, removes, temps)
-        self._bump_revision()
+        with _writing(self.folder):
+            self._journal.run(operation, take_id, moves, removes, temps)
+            self._bump_revision()
 
     def _recover(self) -> None:
         """Finish changes that a killed process left half done, then drop its temporary files.
@@ -122,45 +185,48 @@ class TakeStore:
         self.recovered += finished
         self._open_problems += problems
         for folder in (self.folder, self.trash, self._meta, self._journal.directory):
-            if folder.is_dir():
+            if is_real_directory(folder):  # never a linked trash: its temporary files are not ours
                 for tmp in folder.glob(".tmp-*"):
-                    if temp_is_stale(tmp):
-                        tmp.unlink(missing_ok=True)
+                    if not tmp.is_dir() and temp_is_stale(tmp):
+                        with contextlib.suppress(OSError):
+                            tmp.unlink(missing_ok=True)
         if finished:
             self._bump_revision()
 
     def _recover_if_needed(self) -> None:
         """A listing that sees a journal entry waits for the lock and finishes the change it describes."""
-        if self._journal.pending():
+        if self._meta_usable() and self._journal.pending():
             try:
-                with self._lock:
+                with self._locked():
                     self._recover()
             except TakeStoreError:
                 pass
 
     # ------------------------------------------------------------------ revision
     def _read_counter(self) -> int:
+        raw = read_own(self._meta / "revision", 64) if self._meta_usable() else None
         try:
-            return int(self._revision_path.read_text().strip() or 0)
-        except (FileNotFoundError, ValueError):
+            return int(raw.strip() or 0) if raw else 0
+        except ValueError:
             return 0
 
     def _bump_revision(self) -> None:
         tmp = self._meta / temp_name("revision")
         try:
-            tmp.write_text(str(self._read_counter() + 1))
-            os.replace(tmp, self._revision_path)
+            write_file(tmp, str(self._read_counter() + 1).encode())
+            os.replace(tmp, self._meta / "revision")
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     @property
     def revision(self) -> str:
-        """A cheap token (one small read, two stats) that changes whenever any process changes the
+        """A cheap token (one small read, a few stats) that changes whenever any process changes the
         store through the API, and when files are added to or removed from the folder by hand."""
         stamps = []
-        for folder in (self.folder, self.trash):
+        for folder, stat in ((self.folder, os.stat), (self.trash, os.lstat)):
             try:
-                st = os.stat(folder)
+                st = stat(folder)
                 stamps.append(f"{st.st_mtime_ns:x}")
             except FileNotFoundError:
                 stamps.append("-")
@@ -168,15 +234,13 @@ class TakeStore:
 
     # ------------------------------------------------------------------ writing
     def _checked_record(self, take: Take, audio_name: str) -> dict:
-        if not isinstance(take, Take):
-            raise TakeStoreError(f"save expects a Take (got {type(take).__name__})")
         check_take_id(take.id)
         if take.parent_id is not None:
             check_take_id(take.parent_id, "parent_id")
         if not isinstance(take.name, str) or len(take.name) > MAX_NAME_CHARS:
             raise TakeStoreError(f"name must be text of at most {MAX_NAME_CHARS} characters (got {take.name!r:.60})")
         if isinstance(take.seed, bool) or not isinstance(take.seed, numbers.Integral):
-            raise TakeStoreError(f"seed must be a whole number (got {take.seed!r})")
+            raise TakeStoreError(f"seed must be a whole number (got {take.seed!r:.60})")
         for key in ("task", "model", "sampling", "timings", "notes"):
             if not isinstance(getattr(take, key), dict):
                 raise TakeStoreError(f"{key} must be a dict (got {type(getattr(take, key)).__name__})")
@@ -190,24 +254,34 @@ class TakeStore:
             raise TakeStoreError(f"take {take.id} cannot be saved: {exc}") from None
         return record
 
+    def _payload(self, record: dict, take_id: str) -> bytes:
+        payload = encode_record(record)
+        if len(payload) > MAX_SIDECAR_BYTES:
+            raise TakeStoreError(f"take {take_id} cannot be saved: its sidecar would be {len(payload):,} bytes and a "
+                                 f"sidecar may be at most {MAX_SIDECAR_BYTES:,} (large notes? keep data in files "
+                                 "beside the store)")
+        return payload
+
     def save(self, take: Take, format: str | None = None) -> Path:
         """Write the take (audio, latents, then the sidecar as the commit point); returns the audio path.
 
         Everything is checked before anything is written: the id (TAKE_ID_PATTERN), the audio
         (finite, `[channels, samples]`, at least one sample), the latents, and every field of the
         sidecar (numpy numbers become plain numbers; text that cannot be UTF-8 and NaN/Inf are
-        refused naming the field). A save that fails or is killed leaves no trace of the take.
-        Saving an id that is already in the store replaces that take.
+        refused naming the field; at most MAX_SIDECAR_BYTES in all). A save that fails or is killed
+        leaves no trace of the take. Saving an id that is already in the store replaces that take.
         """
         if not isinstance(take, Take):
-            raise TakeStoreError(f"save expects a Take (got {type(take).__name__})")
+            raise TakeStoreError(f"take must be a Take (got {type(take).__name__}): save expects a Take")
+        if format is not None and not isinstance(format, str):
+            raise TakeStoreError(f"format must be 'flac', 'wav' or None (got {type(format).__name__})")
         try:
             format = check_format(format or self.audio_format)
-            audio = check_audio_array(getattr(take, "audio", None), f"take {getattr(take, 'id', '?')!r}: audio")
+            audio = check_audio_array(getattr(take, "audio", None), f"take {getattr(take, 'id', '?')!r:.80}: audio")
             if audio.shape != np.shape(take.audio):
-                raise AudioFileError(f"take {take.id!r}: audio must be [channels, samples] "
+                raise AudioFileError(f"take {take.id!r:.80}: audio must be [channels, samples] "
                                      f"(got shape {np.shape(take.audio)})")
-            check_sample_rate(take.sample_rate, f"take {take.id!r}: sample_rate")
+            check_sample_rate(take.sample_rate, f"take {take.id!r:.80}: sample_rate")
         except AudioFileError as exc:
             raise TakeStoreError(str(exc)) from None
         latents = None
@@ -215,32 +289,35 @@ class TakeStore:
             latents = np.asarray(take.latents)
             if latents.ndim != 2 or latents.size == 0 or latents.dtype.kind not in "biuf" \
                     or not np.isfinite(latents).all():
-                raise TakeStoreError(f"take {take.id!r}: latents must be a finite [frames, channels] array "
+                raise TakeStoreError(f"take {take.id!r:.80}: latents must be a finite [frames, channels] array "
                                      f"(got shape {latents.shape}, dtype {latents.dtype})")
         audio_name = f"{take.id}.{format}"
         record = self._checked_record(take, audio_name)
-        payload = encode_record(record)
+        payload = self._payload(record, take.id)
 
         temps = []
         try:
-            audio_tmp = self.folder / temp_name(audio_name)
-            temps.append(audio_tmp)
-            encode_audio(audio_tmp, audio, int(take.sample_rate), format)
-            moves = []
-            if latents is not None:
-                from safetensors.numpy import save
+            with _writing(self.folder):
+                audio_tmp = self.folder / temp_name(audio_name)
+                with create_new(audio_tmp) as f:
+                    temps.append(audio_tmp)
+                    encode_audio(f, audio, int(take.sample_rate), format, name=audio_tmp)
+                moves = []
+                if latents is not None:
+                    from safetensors.numpy import save
 
-                # Serialised here and written by us: safetensors' save_file uses temporary files of
-                # its own (".tmpXXXXXX") that a kill would leave behind under a name we cannot own.
-                latents_tmp = self.folder / temp_name("latents")
-                temps.append(latents_tmp)
-                write_file(latents_tmp, save({"latents": np.ascontiguousarray(latents, dtype=np.float32)}))
-                moves.append((latents_tmp, self._latents_path(take.id)))
-            sidecar_tmp = self.folder / temp_name("sidecar")
-            temps.append(sidecar_tmp)
-            write_file(sidecar_tmp, payload, sync=True)
-            moves += [(audio_tmp, self.folder / audio_name), (sidecar_tmp, self._sidecar(take.id))]
-            with self._lock:
+                    # Serialised here and written by us: safetensors' save_file uses temporary files of
+                    # its own (".tmpXXXXXX") that a kill would leave behind under a name we cannot own.
+                    data = save({"latents": np.ascontiguousarray(latents, dtype=np.float32)})
+                    latents_tmp = self.folder / temp_name("latents")
+                    temps.append(latents_tmp)
+                    write_file(latents_tmp, data)
+                    moves.append((latents_tmp, self._latents_path(take.id)))
+                sidecar_tmp = self.folder / temp_name("sidecar")
+                temps.append(sidecar_tmp)
+                write_file(sidecar_tmp, payload, sync=True)
+                moves += [(audio_tmp, self.folder / audio_name), (sidecar_tmp, self._sidecar(take.id))]
+            with self._locked():
                 self._recover()
                 stale = [p for p in self._files_of(take.id, self.folder)
                          if p.name != audio_name and not p.name.endswith(".json")
@@ -248,26 +325,29 @@ class TakeStore:
                 self._run("save", take.id, moves, stale, temps)
         finally:
             for tmp in temps:
-                if tmp.exists():
-                    tmp.unlink()
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
         return self.folder / audio_name
 
     def _rewrite_sidecar(self, take_id: str, operation: str, change) -> dict:
         """Read the sidecar, apply `change(record)`, write it back atomically (the sidecar rename is
         the commit point); returns the new record."""
         check_take_id(take_id)
-        with self._lock:
+        with self._locked():
             self._recover()
             record = self.record(take_id)
             change(record)
             record = jsonable(record, "sidecar")
+            payload = self._payload(record, take_id)
             temps = [self.folder / temp_name("sidecar")]
             try:
-                write_file(temps[0], encode_record(record), sync=True)
+                with _writing(self.folder):
+                    write_file(temps[0], payload, sync=True)
                 self._run(operation, take_id, [(temps[0], self._sidecar(take_id))], temps=temps)
             finally:
                 for tmp in temps:
-                    tmp.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        tmp.unlink(missing_ok=True)
         return record
 
     def rename(self, take_id: str, name: str) -> None:
@@ -288,11 +368,11 @@ class TakeStore:
     def delete(self, take_id: str) -> str:
         """Move the take to `.trash/` (see `undelete`); a take of the same id already there is replaced."""
         check_take_id(take_id)
-        with self._lock:
+        with self._locked():
             self._recover()
             if not self._sidecar(take_id).is_file():  # an unusable sidecar may still be thrown away
-                raise TakeStoreError(f"no take {take_id} in {self.folder}")
-            self.trash.mkdir(exist_ok=True)
+                raise TakeStoreError(f"no take {take_id} in {shown(self.folder)}")
+            self._trash_usable(create=True)
             files = self._files_of(take_id, self.folder)  # sidecar first: the take leaves listings at once
             names = {p.name for p in files}
             old = [p for p in self._files_of(take_id, self.trash) if p.name not in names]
@@ -302,11 +382,11 @@ class TakeStore:
     def undelete(self, take_id: str) -> str:
         """Bring a deleted take back from `.trash/`."""
         check_take_id(take_id)
-        with self._lock:
+        with self._locked():
             self._recover()
             sidecar = self._sidecar(take_id, self.trash)
-            if not sidecar.is_file():
-                raise TakeStoreError(f"take {take_id} is not in the trash of {self.folder}")
+            if not self._trash_usable() or not sidecar.is_file():
+                raise TakeStoreError(f"take {take_id} is not in the trash of {shown(self.folder)}")
             if self._sidecar(take_id).is_file():
                 raise TakeStoreError(f"take {take_id} is in the store already; delete it first to restore "
                                      "the one in the trash")
@@ -318,18 +398,19 @@ class TakeStore:
         return take_id
 
     def trashed(self) -> list[str]:
-        """Ids of the takes in the trash (sorted)."""
-        if not self.trash.is_dir():
+        """Ids of the takes in the trash (sorted); none while `.trash` is not a real folder of the store."""
+        if not is_real_directory(self.trash):
             return []
         return sorted(p.name[:-5] for p in self.trash.glob("*.json") if is_take_id(p.name[:-5]))
 
     def empty_trash(self) -> None:
         """Delete the trash for good (sidecars first, so no half take is ever listed as deleted)."""
-        with self._lock:
+        with self._locked():
             self._recover()
-            if not self.trash.is_dir():
+            if not self._trash_usable():
                 return
-            files = sorted((p for p in self.trash.iterdir() if p.is_file()), key=lambda p: p.suffix != ".json")
+            files = sorted((p for p in self.trash.iterdir() if os.path.islink(p) or p.is_file()),
+                           key=lambda p: p.suffix != ".json")
             self._run("empty_trash", "*", removes=files)
 
     def export(self, take_id: str, path, format: str | None = None, bit_depth=None, extras: bool = True) -> Path:
@@ -342,13 +423,14 @@ class TakeStore:
 
     # ------------------------------------------------------------------ reading
     def _checked_file(self, path: Path) -> dict:
-        record = read_store_json(path)
+        check_readable(path, self._root)
+        record = read_sidecar_json(path)
         try:
             check_record(record)
         except TakeStoreError as exc:
-            raise TakeStoreError(f"the sidecar {path} is unusable: {exc}") from None
+            raise TakeStoreError(f"the sidecar {shown(path)} is unusable: {exc}") from None
         if record["id"] != path.name[:-5]:
-            raise TakeStoreError(f"the sidecar {path} holds the id {record['id']!r}, not its file name's")
+            raise TakeStoreError(f"the sidecar {shown(path)} holds the id {record['id']!r}, not its file name's")
         return record
 
     def record(self, take_id: str) -> dict:
@@ -356,7 +438,7 @@ class TakeStore:
         check_take_id(take_id)
         path = self._sidecar(take_id)
         if not path.is_file():
-            raise TakeStoreError(f"no take {take_id} in {self.folder}")
+            raise TakeStoreError(f"no take {take_id} in {shown(self.folder)}")
         return self._checked_file(path)
 
     def _scan(self) -> list[dict]:
@@ -369,9 +451,10 @@ class TakeStore:
     @property
     def problems(self) -> list[StoreProblem]:
         """What a listing skips, as of now: unusable sidecars, sidecars without audio, stray audio
-        files, and anything recovery could not use. Cheap: served from the index like `list()`."""
+        files, links out of the store, the store's own folders when they are not real folders, and
+        journal entries that were not replayed. Cheap: served from the index like `list()`."""
         self._scan()
-        return list(self._problems) + list(self._open_problems)
+        return list(self._problems) + self._own_folder_problems() + list(self._open_problems)
 
     def list(self, task: str | None = None, parent_id: str | None = None, search: str | None = None) -> list[dict]:
         """Sidecar records (no audio loaded), oldest first (creation time, then batch index), optionally
@@ -401,25 +484,43 @@ class TakeStore:
         return [r["id"] for r in self.list()]
 
     def load(self, take_id: str) -> Take:
+        """The take with its audio (and latents, when saved). Its audio file's sample rate, channels and
+        length are checked against the sidecar before it is decoded; a mismatch is a TakeStoreError."""
         record = self.record(take_id)
+        path = self._audio_path(take_id, record=record)
         try:
-            audio, rate = read_audio(self._audio_path(take_id, record=record))
+            audio = read_expected_audio(path, record["sample_rate"], record["channels"], record["samples"])
         except AudioFileError as exc:
             raise TakeStoreError(f"take {take_id}: {exc}") from None
         latents = None
         latents_path = self._latents_path(take_id)
         if latents_path.is_file():
-            from safetensors import SafetensorError
-            from safetensors.numpy import load_file
-
-            try:
-                latents = load_file(str(latents_path))["latents"]
-            except (SafetensorError, OSError, KeyError, ValueError) as exc:
-                raise TakeStoreError(f"{latents_path} is unreadable ({type(exc).__name__}: {exc})") from None
+            latents = self._load_latents(latents_path, record)
         return Take.from_record(record, audio, latents)
+
+    def _load_latents(self, path: Path, record: dict):
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        check_readable(path, self._root)
+        # Latents are far smaller than their audio (25 frames of 64 values a second against 48,000 samples
+        # a channel); a file larger than the audio itself is not a take's latents.
+        limit = (1 << 16) + 4 * record["samples"] * record["channels"]
+        size = path.stat().st_size
+        if size > limit:
+            raise TakeStoreError(f"{shown(path)} is {size:,} bytes, more than the take's audio: not its latents")
+        try:
+            latents = load_file(str(path))["latents"]
+        except (SafetensorError, OSError, KeyError, ValueError) as exc:
+            raise TakeStoreError(f"{shown(path)} is unreadable ({type(exc).__name__}: {exc})") from None
+        if latents.ndim != 2 or not np.isfinite(latents).all():
+            raise TakeStoreError(f"{shown(path)} must hold finite latents [frames, channels] (got shape "
+                                 f"{latents.shape})")
+        return latents
 
     def lineage(self, take_id: str) -> list[str]:
         """Ids from the root ancestor down to `take_id`, following `parent_id`."""
+        check_take_id(take_id)
         chain, current = [], take_id
         while current and current not in chain:
             chain.append(current)
@@ -430,6 +531,8 @@ class TakeStore:
         return chain[::-1]
 
     def children(self, take_id: str) -> list[str]:
+        """Ids of the takes made from `take_id` (its direct children), oldest first."""
+        check_take_id(take_id)
         return [r["id"] for r in self.list(parent_id=take_id)]
 
     def __contains__(self, take_id) -> bool:
@@ -442,4 +545,4 @@ class TakeStore:
         return iter(self.ids())
 
     def __repr__(self) -> str:
-        return f"TakeStore({str(self.folder)!r}, {len(self)} takes)"
+        return f"TakeStore({shown(self.folder)!r}, {len(self)} takes)"
