@@ -72,10 +72,9 @@ class Journal:
         if self.key is None:
             raise TakeStoreError(f"the take store {shown(self.folder)} has no identity (.takestore/id): it cannot be "
                                  "changed")
-        entry = {"version": JOURNAL_VERSION, "op": operation, "id": take_id, "pid": os.getpid(),
-                 "moves": [[self._relative(src), self._relative(dst)] for src, dst in moves],
-                 "removes": [self._relative(p) for p in removes]}
-        entry["mac"] = self._mac(entry)
+        entry = self.sign({"version": JOURNAL_VERSION, "op": operation, "id": take_id, "pid": os.getpid(),
+                           "moves": [[self._relative(src), self._relative(dst)] for src, dst in moves],
+                           "removes": [self._relative(p) for p in removes]})
         plan = self._plan(entry)  # our own changes pass the same check as a replayed entry
         for src, dst, _ in plan[0]:
             if dst.parent != self.folder:
@@ -95,6 +94,10 @@ class Journal:
 
     def _relative(self, path: Path) -> str:
         return Path(path).relative_to(self.folder).as_posix()
+
+    def sign(self, entry: dict) -> dict:
+        """`entry` with the marker that makes it this store's own (its "mac")."""
+        return {**entry, "mac": self._mac(entry)}
 
     def _mac(self, entry: dict) -> str:
         body = json.dumps({k: v for k, v in entry.items() if k != "mac"}, sort_keys=True, separators=(",", ":"))
@@ -179,8 +182,8 @@ class Journal:
         """Whether an entry waits to be replayed (a listing that sees one takes the lock and recovers)."""
         try:
             return is_real_directory(self.directory) and any(p.suffix == ".json" for p in self.directory.iterdir())
-        except OSError:  # a journal we may not read (permissions) is reported by recover()
-            return False
+        except OSError:  # a journal we may not read (permissions) may hold entries: say so, never guess
+            return True
 
     def set_aside(self) -> list[StoreProblem]:
         """Entries set aside earlier (`*.bad`): reported on every opening until someone removes them."""
