@@ -588,3 +588,24 @@ def test_a_killed_delete_is_still_finished_with_the_marker(tmp_path):
     child.stdout.close()
     store = TakeStore(tmp_path)
     assert store.recovered and store.trashed() == ["victim"] and store.ids() == [] and store.problems == []
+
+
+# ---------------------------------------------------------------------------------- the sandbox itself
+
+@pytest.mark.parametrize("trespass", ["open for writing through a link", "open read-write, nothing written",
+                                      "remove through a linked folder", "create beside the store"])
+def test_the_sandbox_sees_every_kind_of_trespass(box, trespass):
+    (box.store_dir / "link.txt").symlink_to(box.outside / "precious.txt")
+    (box.store_dir / "sub").symlink_to(box.outside, target_is_directory=True)
+    box.start()
+    if trespass == "open for writing through a link":
+        with open(box.store_dir / "link.txt", "a") as f:
+            f.write("x")
+    elif trespass == "open read-write, nothing written":
+        os.close(os.open(box.store_dir / "link.txt", os.O_RDWR))
+    elif trespass == "remove through a linked folder":
+        os.unlink(box.store_dir / "sub" / "song.flac")
+    else:
+        (box.root / "new.txt").write_text("x")
+    with pytest.raises(AssertionError, match="outside the store"):
+        box.assert_untouched()
