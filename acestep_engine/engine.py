@@ -30,7 +30,7 @@ from .models.loader import LoadedModels, load_diffusers_format, load_official, r
 from .models.variants import SamplingPreset, variant_for_task
 from .runtime.hardware import dtype_name
 from .runtime.quiet import quiet_loading
-from .takes.store import Take
+from .takes.record import Take
 
 DEMO_NOTICE = ("Demo checkpoint: tiny random weights, so it makes noise, not music. "
                "Point Engine.from_pretrained at the real ACE-Step 1.5 weights for songs.")

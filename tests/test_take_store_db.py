@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from acestep_engine import Blueprint, Take, TakeStore, TakeStoreError
-from acestep_engine.takes.store import TAKE_ID_PATTERN, check_record, check_take_id, new_take_id
+from acestep_engine.takes.record import TAKE_ID_PATTERN, check_record, check_take_id, new_take_id
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = {".takestore", ".trash"}
@@ -319,11 +319,11 @@ def test_a_damaged_journal_entry_is_set_aside_and_reported(tmp_path, entry):
 
 
 def test_temp_files_of_a_live_process_are_kept_and_of_a_dead_one_removed(tmp_path):
-    from acestep_engine.takes import store as takes
+    from acestep_engine.takes import folder as takes_folder
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        live = tmp_path / f".tmp-{sleeper.pid}@{takes._HOST}-abc-x.flac"
+        live = tmp_path / f".tmp-{sleeper.pid}@{takes_folder.HOST}-abc-x.flac"
         live.write_bytes(b"half a take")
         TakeStore(tmp_path).save(make_take())
         assert live.exists()  # another kernel's save in progress is never touched

@@ -19,7 +19,7 @@ from ..errors import GenerationError
 from ..models import vae_codec
 from ..progress import Progress
 from ..runtime.compiling import compiled_call
-from ..takes.store import Take, new_take_id
+from ..takes.record import Take, new_take_id
 from .conditioning import caption_tokens, encode_conditions
 from .sampling import denoise
 from .sources import reference_latents

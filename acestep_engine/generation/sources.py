@@ -36,7 +36,7 @@ class Source:
 
 def source_audio(facts, source, what: str = "source") -> tuple[np.ndarray, str | None]:
     """Resolve a Take, path or (array, rate) into float32 `[2, n]` at `facts.sample_rate`."""
-    from ..takes.store import Take
+    from ..takes.record import Take
 
     try:
         if isinstance(source, Take):
@@ -58,7 +58,7 @@ def source_audio(facts, source, what: str = "source") -> tuple[np.ndarray, str |
 
 def load_source(facts, source, what: str = "source") -> Source:
     """Audio plus latents. A take made by the same weights reuses its stored latents (exact, no encode)."""
-    from ..takes.store import Take
+    from ..takes.record import Take
 
     audio, take_id = source_audio(facts, source, what)
     frames = audio.shape[-1] // facts.hop_length

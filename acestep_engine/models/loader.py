@@ -10,7 +10,6 @@ safetensors only, and `silence_latent.pt` with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..json_files import read_json
 from ..runtime import parking
-from .config_checks import check_diffusers_repo, check_dit_folder, check_shared_folders
+from .config_checks import MAX_CONFIG_BYTES, check_diffusers_repo, check_dit_folder, check_shared_folders
 from .keymap import COMPONENTS, DERIVED_KEYS, split_state_dict
 from .variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, resolve_variant
 
@@ -157,6 +157,8 @@ def build_modules(cfg: dict, empty: bool = False) -> dict[str, torch.nn.Module]:
 
 # --------------------------------------------------------------------------- weights
 
+MAX_SILENCE_BYTES = 256 << 20
+
 def _check_and_assign(name: str, module: torch.nn.Module, weights: dict, source: Path) -> None:
     expected = {k: v for k, v in module.state_dict().items() if k not in DERIVED_KEYS.get(name, ())}
     missing = [k for k in expected if k not in weights]
@@ -181,7 +183,15 @@ def _check_and_assign(name: str, module: torch.nn.Module, weights: dict, source:
 
 
 def load_silence_latent(path: Path, channels: int) -> torch.Tensor:
-    """Read `silence_latent.pt` ([1, channels, frames] fp32) as [1, frames, channels], safely."""
+    """Read `silence_latent.pt` ([1, channels, frames] fp32) as [1, frames, channels], safely: at most
+    MAX_SILENCE_BYTES, finite values only (NaN silence would turn every generation into NaN)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{path} could not be read ({exc.strerror or exc})") from None
+    if size > MAX_SILENCE_BYTES:
+        raise CheckpointError(f"{path} is {size:,} bytes; a silence latent is at most {MAX_SILENCE_BYTES:,} "
+                              "(the official one, 600 s of 64 channels, is 3.8 MB)")
     try:
         tensor = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -190,6 +200,10 @@ def load_silence_latent(path: Path, channels: int) -> torch.Tensor:
             or channels not in (tensor.shape[1], tensor.shape[2]):
         shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise CheckpointError(f"{path} must hold a tensor of shape [1, {channels}, frames] (got {shape})")
+    if not tensor.is_floating_point() or tensor.numel() == 0 or not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum()) if tensor.is_floating_point() else tensor.numel()
+        raise CheckpointError(f"{path} must hold finite floating-point values (got {tensor.dtype} with {bad:,} of "
+                              f"{tensor.numel():,} values NaN, infinite or unusable)")
     if tensor.shape[1] == channels and tensor.shape[2] != channels:
         tensor = tensor.transpose(1, 2)
     return tensor.float().contiguous()
@@ -214,12 +228,7 @@ def weights_fingerprint(path: str | Path, samples: int = 16, sample_bytes: int =
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+    return read_json(path, CheckpointError, max_bytes=MAX_CONFIG_BYTES, what="a config.json")
 
 
 def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, str]:

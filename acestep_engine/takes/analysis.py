@@ -85,7 +85,7 @@ class Measurement:
 # ---------------------------------------------------------------------------------- input
 def _audio_of(source, sample_rate) -> tuple[np.ndarray, int]:
     """A Take, a path, `(array, rate)` or an array with `sample_rate` -> float32 `[channels, samples]`, rate."""
-    from .store import Take
+    from .record import Take
 
     if isinstance(source, Take):
         audio, rate = source.audio, source.sample_rate

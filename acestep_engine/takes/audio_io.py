@@ -142,17 +142,56 @@ def check_format(format, path=None) -> str:
     return format.lower()
 
 
-def encode_audio(path, audio: np.ndarray, sample_rate: int, format: str) -> None:
-    """Write straight to `path` (no temporary file; callers that need atomicity rename afterwards).
+def encode_audio(path, audio: np.ndarray, sample_rate: int, format: str, name=None) -> None:
+    """Write straight to `path`, a path or a file opened "w+b" (no temporary file; callers that need
+    atomicity rename afterwards); `name` is the path to name in errors when `path` is a file.
     FLAC is 24-bit PCM, WAV 32-bit float. The audio must already be checked."""
     import soundfile as sf
 
     subtype = "PCM_24" if format == "flac" else "FLOAT"
+    target = str(path) if isinstance(path, (str, os.PathLike)) else path
     try:
-        sf.write(str(path), np.asarray(audio, dtype=np.float32).T, int(sample_rate), subtype=subtype,
+        sf.write(target, np.asarray(audio, dtype=np.float32).T, int(sample_rate), subtype=subtype,
                  format=format.upper())
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioFileError(f"{path}: could not be written ({exc})") from None
+        raise AudioFileError(f"{name or path}: could not be written ({exc})") from None
+
+
+def _described(rate: int, channels: int, samples: int) -> str:
+    return (f"{rate} Hz, {channels} channel{'s' if channels != 1 else ''}, {samples:,} samples "
+            f"({samples / rate:.2f} s)")
+
+
+def read_expected_audio(path, sample_rate: int, channels: int, samples: int) -> np.ndarray:
+    """Read a file that should hold `samples` frames of `channels` channels at `sample_rate` Hz (what a
+    take's sidecar says) -> float32 `[channels, samples]`.
+
+    The header is read first (soundfile's `info`), and at most `samples` + 1 frames are ever decoded,
+    so a file that is not what its sidecar says (another rate, other channels, minutes instead of
+    seconds, a header that lies about its length) costs no more than the take it claims to be.
+    AudioFileError names the file and both descriptions on any mismatch."""
+    import soundfile as sf
+
+    path = _as_path(path)
+    expected = _described(sample_rate, channels, samples)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            found = (f.samplerate, f.channels, f.frames)
+            if found != (sample_rate, channels, samples):
+                raise AudioFileError(f"{path} does not match its sidecar: the file holds {_described(*found)}; "
+                                     f"the sidecar says {expected}")
+            data = f.read(samples + 1, dtype="float32", always_2d=True)
+    except AudioFileError:
+        raise
+    except Exception as exc:  # soundfile raises several types for damaged files
+        raise AudioFileError(f"{path}: unreadable audio ({type(exc).__name__}: {exc})") from None
+    if data.shape[0] != samples:
+        raise AudioFileError(f"{path} does not match its sidecar: its header says {samples:,} samples but it "
+                             f"holds {'more' if data.shape[0] > samples else f'only {data.shape[0]:,}'}; the "
+                             f"sidecar says {expected}")
+    if not np.isfinite(data).all():
+        raise AudioFileError(f"{path}: holds NaN or infinite samples")
+    return np.ascontiguousarray(data.T, dtype=np.float32)
 
 
 def write_audio(path, audio: np.ndarray, sample_rate: int, format: str | None = None) -> Path:

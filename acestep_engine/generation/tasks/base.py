@@ -104,7 +104,7 @@ class Task:
 def describe(value):
     from pathlib import Path
 
-    from ...takes.store import Take
+    from ...takes.record import Take
     from ..regions import Regions
 
     if isinstance(value, Take):

@@ -239,7 +239,7 @@ class Extend(Task):
 
 def take_latents(facts, source) -> torch.Tensor | None:
     """The latents a take was decoded from, when these weights made it (exact reuse, no VAE encode)."""
-    from ...takes.store import Take
+    from ...takes.record import Take
 
     if (isinstance(source, Take) and source.latents is not None and source.sample_rate == facts.sample_rate
             and source.model.get("weights") == facts.fingerprint):
