@@ -202,9 +202,18 @@ class Engine:
         """`[frames, C]` silence latents in the model dtype."""
         return self.facts.silence(frames)
 
+    @property
+    def attention(self) -> str:
+        """The DiT's attention path (`acestep_engine.runtime.attention`): "sdpa", or "fp32-softmax" in
+        fp16 on CUDA GPUs before Ampere, where SDPA's fp16 softmax overflows. Every take records it."""
+        from .runtime.attention import SDPA
+
+        return getattr(self.models.transformer, "acestep_attention", None) or SDPA
+
     def describe(self) -> dict:
         return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": dtype_name(self.dtype),
-                "dtype_choice": self.dtype_choice, "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
+                "dtype_choice": self.dtype_choice, "device": str(self.device), "attention": self.attention,
+                "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
                 "loras": self.loras(),
                 **({"compile": self.compilation.backend} if self.compilation and self.compilation.active else {})}
 
@@ -212,6 +221,7 @@ class Engine:
         demo = ", demo (random weights)" if self.is_demo else ""
         return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
                 f"{self.device}, {dtype_name(self.dtype)}{' (auto)' if self.dtype_choice.startswith('auto') else ''}"
+                f"{'' if self.attention == 'sdpa' else ', attention ' + self.attention}"
                 f"{', compiled' if self.compilation and self.compilation.active else ''}{demo})")
 
     # ------------------------------------------------------------------ LoRA adapters

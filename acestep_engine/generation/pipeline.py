@@ -124,7 +124,7 @@ def denoise_latents(facts, plan, x, noise, inputs, settings, seeds, report, canc
                       step_hook=plan.step_hook(noise, settings), on_step=on_step, cancel=cancel,
                       sde_noise=sde_noise(facts, seeds, plan.frames))
     if not torch.isfinite(latents).all():
-        raise GenerationError("the model produced NaN or Inf latents; try float32 (dtype='fp32') or another seed")
+        raise non_finite_error("the model produced NaN or Inf latents", facts.dtype)
     return plan.after_denoise(latents)
 
 
@@ -137,8 +137,16 @@ def decode_item(facts, plan, latents: torch.Tensor, settings, cancel, announce, 
     options = {} if chunk == "auto" else {"chunk": chunk}
     audio = vae_codec.decode(facts.models.vae, latents, cancel=cancel, **options)
     if not np.isfinite(audio).all():
-        raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
+        raise non_finite_error("the VAE produced NaN or Inf audio", facts.dtype)
     return finish_audio(plan.finish(audio), settings.normalize, settings.normalization_db)
+
+
+def non_finite_error(what: str, dtype) -> GenerationError:
+    """The error for NaN/Inf output: in fp16 it names float32 as the fix (fp16's range is what overflows)."""
+    if dtype == torch.float16:
+        return GenerationError(f"{what} in float16, whose range this model can overflow: load the engine in "
+                               "float32, Engine.from_pretrained(..., dtype='fp32') (bf16 where the GPU has it)")
+    return GenerationError(f"{what}; try float32 (dtype='fp32') or another seed")
 
 
 def finish_audio(audio: np.ndarray, normalize: bool, target_db: float) -> np.ndarray:

@@ -118,7 +118,7 @@ class Planner:
         """
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-        from ..models.loader import resolve_device
+        from ..models.loader import resolve_device, transformers_attention
 
         folder = cls._resolve_folder(path_or_name, checkpoints_dir, allow_download)
         device, _ = resolve_device(device, None)
@@ -134,7 +134,8 @@ class Planner:
         tlogging.set_verbosity_error()
         tlogging.disable_progress_bar()
         try:
-            model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True).to(device)
+            model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
+                                                     attn_implementation=transformers_attention(device, dtype)).to(device)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         finally:
             tlogging.set_verbosity(verbosity)
