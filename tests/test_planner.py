@@ -380,17 +380,17 @@ def test_genres_line_is_one_entry_of_a_given_vocabulary(planner, monkeypatch, tm
     vocab_file = tmp_path / "genres_vocab.txt"
     vocab_file.write_text("# genres\nLo-Fi Hip Hop\njazz\ncity pop\njazz fusion\n\n", encoding="utf-8")
     vocab = load_genres_vocab(vocab_file)
-    assert vocab.entries == ["city pop", "jazz", "jazz fusion", "lo-fi hip hop"]
+    assert vocab.entries == ["Lo-Fi Hip Hop", "city pop", "jazz", "jazz fusion"]
     monkeypatch.setattr(planner, "genres_vocab", vocab)
     runs = spy_runs(planner, monkeypatch)
     seen = set()
     for seed in range(4):
         planner.inspire("night drive", instrumental=True, seed=seed)
         value = prompts.parse_cot(runs[-1]["out"][0])["genres"]
-        assert value.strip().lower() in vocab, value
-        seen.add(value.strip().lower())
+        assert value.strip() in vocab.entries, value  # spelled as the vocabulary spells it
+        seen.add(value.strip())
     planner.understand("<|audio_code_3|>" * 50, seed=0)
-    assert prompts.parse_cot(runs[-1]["out"][0])["genres"].strip().lower() in vocab
+    assert prompts.parse_cot(runs[-1]["out"][0])["genres"].strip() in vocab.entries
     assert len(seen) >= 2  # the LM chooses among the entries
 
 
@@ -401,7 +401,8 @@ def test_genres_vocabulary_comes_from_the_option_or_the_environment(monkeypatch,
     assert load_genres_vocab(None) is None
     monkeypatch.setenv("ACESTEP_GENRES_VOCAB", str(path))
     assert load_genres_vocab(None).entries == ["ambient"]
-    assert load_genres_vocab(["Rock", "rock", " pop "]).entries == ["pop", "rock"]
+    assert load_genres_vocab(["Rock", "rock", " pop ", "pop"]).entries == ["Rock", "pop", "rock"]
+    assert "ROCK" in load_genres_vocab(["Rock"])
     with pytest.raises(TaskError, match="genres vocabulary file .*missing.txt does not exist"):
         load_genres_vocab(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("# nothing\n")
@@ -413,11 +414,12 @@ def test_genres_vocabulary_comes_from_the_option_or_the_environment(monkeypatch,
 
 def test_vocabulary_allows_only_prefixes_of_entries(planner):
     table = planner.table
-    vocab = Vocabulary(["jazz", "jazz fusion", "pop"])
+    vocab = Vocabulary(["jazz", "jazz fusion", "pop", "K-Pop"])
     allowed = {table.text[i] for i in vocab.allowed(table, "").nonzero().squeeze(1).tolist()}
-    assert {"j", "p", "J", "P", " "} <= allowed and not allowed & {"x", "\n"}  # one leading space may come first
+    assert {"j", "p", "K", " "} <= allowed and not allowed & {"x", "\n", "J", "P", "k"}  # one leading space may come first
     assert " " not in {table.text[i] for i in vocab.allowed(table, " ").nonzero().squeeze(1).tolist()}
-    assert {table.text[i] for i in vocab.allowed(table, " jaz").nonzero().squeeze(1).tolist()} == {"z", "Z"}
+    assert {table.text[i] for i in vocab.allowed(table, " jaz").nonzero().squeeze(1).tolist()} == {"z"}
+    assert {table.text[i] for i in vocab.allowed(table, "K-").nonzero().squeeze(1).tolist()} == {"P"}  # as spelled
     after_jazz = {table.text[i] for i in vocab.allowed(table, "jazz").nonzero().squeeze(1).tolist()}
     assert after_jazz == {" ", "\n"}  # " fusion" may follow, or the line ends on a whole entry
     assert not vocab.allowed(table, "ja").numpy()[table.newline_id]

@@ -20,7 +20,9 @@ GENRES_VOCAB_URL = "https://github.com/ace-step/ACE-Step-1.5/blob/main/acestep/g
 
 class Vocabulary:
     """The values a free-text field may take (upstream's `genres_vocab.txt`): one entry per line,
-    blank lines and lines starting with `#` skipped, compared case-insensitively.
+    blank lines and lines starting with `#` skipped. The LM writes an entry exactly as the
+    vocabulary spells it (upstream lowercases both sides, so "K-Pop" could come out "k-poP");
+    `value in vocabulary` ignores case.
 
     A value is written token by token; a token may follow when the value so far plus its text
     (leading whitespace of the value ignored) still begins some entry, and the line may end when
@@ -30,8 +32,9 @@ class Vocabulary:
     """
 
     def __init__(self, entries, source: str = "vocabulary"):
-        cleaned = sorted({str(e).strip().lower() for e in entries} - {""})
+        cleaned = sorted({str(e).strip() for e in entries} - {""})
         self.entries = [e for e in cleaned if not e.startswith("#")]
+        self._folded = {e.lower() for e in self.entries}
         self.source = source
         if not self.entries:
             raise ValueError(f"{source} has no entries (one value per line)")
@@ -45,8 +48,6 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path) -> "Vocabulary":
-        from pathlib import Path
-
         path = Path(path).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
@@ -72,13 +73,12 @@ class Vocabulary:
         return node
 
     def __contains__(self, value: str) -> bool:
-        node = self.node(str(value).strip().lower())
-        return node is not None and "" in node
+        return str(value).strip().lower() in self._folded
 
     def allowed(self, table: TokenTable, value: str) -> torch.Tensor:
         """`[vocab]` mask of the tokens that may follow `value` (the text written so far), plus the
         newline when `value` is a whole entry."""
-        prefix = value.lstrip().lower()
+        prefix = value.lstrip()
         key = (id(table), prefix, value == "")
         cached = self._masks.get(key)
         if cached is not None:

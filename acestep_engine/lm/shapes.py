@@ -28,7 +28,9 @@ from .prompts import injected_line
 from .token_table import TokenTable
 
 MAX_CAPTION_CHARS = 500  # captions must stay under 512 characters
+MAX_CAPTION_TOKENS = 512  # upstream's caption limit
 MAX_GENRES_CHARS = 200
+MAX_GENRES_TOKENS = 200
 MAX_LYRICS_CHARS = 4000  # lyrics must stay under 4096 characters
 
 
@@ -38,6 +40,15 @@ class Trie:
     def __init__(self):
         self.children: dict[int, Trie] = {}
         self.complete = False
+
+    def depth(self) -> int:
+        """Tokens on the longest line (iterative: an injected caption is one long chain)."""
+        deepest, stack = 0, [(self, 0)]
+        while stack:
+            node, depth = stack.pop()
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in node.children.values())
+        return deepest
 
     @classmethod
     def of(cls, sequences) -> "Trie":
@@ -64,7 +75,8 @@ class Segment:
 
     name: str
     trie: Trie
-    text_chars: int = 0  # > 0: a free-text value follows the trie
+    text_chars: int = 0  # > 0: a free-text value follows the trie, at most this many characters (newlines aside)
+    text_tokens: int = 0  # ... and at most this many tokens, its closing newline included
     optional: bool = False
     greedy: bool = False
     continues: bool = False
@@ -86,6 +98,7 @@ class Shape:
     after: str = "stop"
     codes: int = 0
     text_chars: int | None = MAX_LYRICS_CHARS
+    text_tokens: int | None = MAX_LYRICS_CHARS  # tokens of that text, EOS included (None: no cap)
     start_codes: bool = False
     max_tokens: int | None = None
 
@@ -123,12 +136,14 @@ def cot_shape(table: TokenTable, fixed: dict | None = None, genres: bool = False
         Segment("<think>", Trie.of([[table.think_id] + table.encode("\n")])),
         choice("bpm", _number_lines("bpm", *BPM_RANGE)),
         (Segment("caption", lines_trie([injected_line("caption", fixed["caption"])])) if "caption" in fixed
-         else Segment("caption", Trie.of([table.encode("caption:")]), text_chars=MAX_CAPTION_CHARS, continues=True)),
+         else Segment("caption", Trie.of([table.encode("caption:")]), text_chars=MAX_CAPTION_CHARS,
+                      text_tokens=MAX_CAPTION_TOKENS, continues=True)),
         choice("duration", _number_lines("duration", DURATION_RANGE[0], duration_hi)),
     ]
     if genres:
         segments.append(Segment("genres", Trie.of([table.encode("genres:")]), text_chars=MAX_GENRES_CHARS,
-                                ends_when_likeliest=vocabulary is None, vocabulary=vocabulary))
+                                text_tokens=MAX_GENRES_TOKENS, ends_when_likeliest=vocabulary is None,
+                                vocabulary=vocabulary))
     segments += [
         choice("keyscale", [f"keyscale: {k}\n" for k in KEYSCALES]),
         choice("language", [f"language: {code}\n" for code in LANGUAGES], greedy=True),
@@ -137,7 +152,7 @@ def cot_shape(table: TokenTable, fixed: dict | None = None, genres: bool = False
     ]
     segments = [segment for segment in segments if segment.name not in skip]
     unbounded = after == "text" and text_chars is None
-    return Shape(segments, after=after, codes=codes, text_chars=text_chars,
+    return Shape(segments, after=after, codes=codes, text_chars=text_chars, text_tokens=text_chars,
                  max_tokens=UPSTREAM_MAX_NEW_TOKENS if unbounded else None)
 
 
@@ -147,10 +162,11 @@ def codes_shape(count: int) -> Shape:
 
 
 def budget(shape: Shape) -> int:
-    """An upper bound on the tokens a shape needs (for progress and a runaway guard)."""
+    """The most tokens a row of `shape` can write (for progress and a runaway guard): every line at
+    its longest, every free value at its token cap, then the codes or text and the end."""
     if shape.start_codes:
         return shape.codes + 1
     if shape.max_tokens is not None:
         return shape.max_tokens
-    cot = 64 + 600 + 250  # fields, caption and genres text
-    return cot + {"stop": 0, "codes": shape.codes + 1, "text": (shape.text_chars or 0) + 1}[shape.after]
+    cot = sum(segment.trie.depth() + segment.text_tokens for segment in shape.segments)
+    return cot + {"stop": 0, "codes": shape.codes + 1, "text": shape.text_tokens or 0}[shape.after]

@@ -39,6 +39,7 @@ def _byte_decoder() -> dict[str, int]:
 _UTF8_STATES = ((0, 0x00, 0x7F), (1, 0x80, 0xBF), (2, 0x80, 0xBF), (3, 0x80, 0xBF),
                 (2, 0xA0, 0xBF), (2, 0x80, 0x9F), (3, 0x90, 0xBF), (3, 0x80, 0x8F), (1, 0xA0, 0xBF))
 _STATE_INDEX = {state: i for i, state in enumerate(_UTF8_STATES)}
+BYTES_NEEDED = torch.tensor([need for need, _, _ in _UTF8_STATES])  # per state: continuation bytes still to come
 _LEADS = {0xC2: (1, 0xA0, 0xBF), 0xE0: (2, 0xA0, 0xBF), 0xED: (2, 0x80, 0x9F), 0xF0: (3, 0x90, 0xBF),
           0xF4: (3, 0x80, 0x8F)}
 
@@ -69,7 +70,11 @@ def _utf8_step(state: int, data: bytes) -> int | None:
 class TokenTable:
     """What every token id of a tokenizer is: special, audio code, newline, text and its UTF-8 shape.
 
-    `vocab_size` is the model's (its logits may be wider than the tokenizer). Built once per planner.
+    Per token id (tensors `[vocab]`): `length`, the characters it writes (UTF-8 lead bytes: a token
+    that finishes another token's character adds none); `width`, the same without newlines;
+    `ends_line`, its text ends in its only newline (".\n", the canonical end of a YAML value);
+    `blank`, its text is whitespace only. `vocab_size` is the model's (its logits may be wider than
+    the tokenizer). Built once per planner.
     """
 
     def __init__(self, tokenizer, vocab_size: int | None = None, codebook_size: int = DEFAULT_CODEBOOK_SIZE):
@@ -93,7 +98,8 @@ class TokenTable:
         self.think_id = self.id_of(THINK)
         self.end_think_id = self.id_of(END_THINK)
         reserved = set(tokenizer.all_special_ids) | {self.eos_id, self.think_id, self.end_think_id}
-        reserved |= {token_id for text, token_id in added.items() if text.startswith("<|") and text.endswith("|>")}
+        # Every added token but the codes is markup (<|im_start|>, <tool_call>, ...), never text.
+        reserved |= {token_id for text, token_id in added.items() if not CODE_TOKEN.match(text)}
 
         byte_of = _byte_decoder()
         tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
@@ -106,6 +112,9 @@ class TokenTable:
         self.need_after = torch.zeros(states, size, dtype=torch.int8)
         self.has_newline = torch.zeros(size, dtype=torch.bool)
         self.starts_with_space = torch.zeros(size, dtype=torch.bool)
+        self.ends_line = torch.zeros(size, dtype=torch.bool)
+        self.blank = torch.tensor([not text.strip() for text in self.text], dtype=torch.bool)
+        lengths, newlines = [0] * size, [0] * size
         for token_id, token in enumerate(tokens):
             if token_id in reserved or token is None:
                 continue
@@ -129,6 +138,11 @@ class TokenTable:
                     self.need_after[entry, token_id] = after
             self.has_newline[token_id] = "\n" in decoded
             self.starts_with_space[token_id] = data[:1] in (b" ", b"\t")
+            self.ends_line[token_id] = data.endswith(b"\n") and data.count(b"\n") == 1
+            lengths[token_id] = sum(not 0x80 <= byte <= 0xBF for byte in data)
+            newlines[token_id] = data.count(b"\n")
+        self.length = torch.tensor(lengths, dtype=torch.int32)
+        self.width = self.length - torch.tensor(newlines, dtype=torch.int32)
         newline = self.encode("\n")
         if len(newline) != 1:
             raise ValueError("the planner's tokenizer must write a newline as one token")
@@ -151,13 +165,13 @@ class TokenTable:
         return out
 
     def whole_char_tokens(self) -> dict[str, list[tuple[int, str]]]:
-        """Text tokens made of whole characters and no newline, as (id, lower-case text), indexed by
-        their first character and (for tokens that start with whitespace) their first other one."""
+        """Text tokens made of whole characters and no newline, as (id, text), indexed by their first
+        character and (for tokens that start with whitespace) their first other one."""
         if getattr(self, "_whole_char_index", None) is None:
             index: dict[str, list[tuple[int, str]]] = {}
             ok = self.text_after[0] & (self.need_after[0] == 0) & ~self.has_newline
             for token_id in ok.nonzero().squeeze(1).tolist():
-                text = self.text[token_id].lower()
+                text = self.text[token_id]
                 if not text:
                     continue
                 index.setdefault(text[0], []).append((token_id, text))
