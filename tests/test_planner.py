@@ -12,8 +12,12 @@ from acestep_engine.blueprint import KEYSCALES, LANGUAGES
 from acestep_engine.errors import CheckpointError, MissingCheckpointError, TaskError
 from acestep_engine.generation import parse_audio_codes
 from acestep_engine.lm import prompts
-from acestep_engine.lm.constraints import PlannerConstraint, Vocabulary, codes_shape, cot_shape
-from acestep_engine.lm.planner import Planner, SamplingOptions, code_count, load_genres_vocab
+from acestep_engine.lm.constraints import PlannerConstraint
+from acestep_engine.lm.genres import Vocabulary, load_genres_vocab
+from acestep_engine.lm.planner import Planner, code_count
+from acestep_engine.lm.row_state import RowState
+from acestep_engine.lm.sampling import SamplingOptions, draw_row
+from acestep_engine.lm.shapes import codes_shape, cot_shape
 
 SYSTEM = "<|im_start|>system\n# Instruction\n{}\n\n<|im_end|>\n"
 
@@ -248,8 +252,8 @@ def test_the_code_phase_head_equals_the_full_lm_head(planner):
     positions = torch.arange(ids.shape[1])[None]
     from transformers import DynamicCache
 
-    fast = planner._next_logits(ids, mask, positions, DynamicCache(), codes_only=True)
-    full = planner._next_logits(ids, mask, positions, DynamicCache(), codes_only=False)
+    fast = planner.decoder.next_logits(ids, mask, positions, DynamicCache(), codes_only=True)
+    full = planner.decoder.next_logits(ids, mask, positions, DynamicCache(), codes_only=False)
     allowed = planner.table.valid_codes.clone()
     allowed[planner.table.eos_id] = True
     assert torch.allclose(fast[0, allowed], full[0, allowed], atol=1e-5)
@@ -376,17 +380,17 @@ def test_genres_line_is_one_entry_of_a_given_vocabulary(planner, monkeypatch, tm
     vocab_file = tmp_path / "genres_vocab.txt"
     vocab_file.write_text("# genres\nLo-Fi Hip Hop\njazz\ncity pop\njazz fusion\n\n", encoding="utf-8")
     vocab = load_genres_vocab(vocab_file)
-    assert vocab.entries == ["city pop", "jazz", "jazz fusion", "lo-fi hip hop"]
+    assert vocab.entries == ["Lo-Fi Hip Hop", "city pop", "jazz", "jazz fusion"]
     monkeypatch.setattr(planner, "genres_vocab", vocab)
     runs = spy_runs(planner, monkeypatch)
     seen = set()
     for seed in range(4):
         planner.inspire("night drive", instrumental=True, seed=seed)
         value = prompts.parse_cot(runs[-1]["out"][0])["genres"]
-        assert value.strip().lower() in vocab, value
-        seen.add(value.strip().lower())
+        assert value.strip() in vocab.entries, value  # spelled as the vocabulary spells it
+        seen.add(value.strip())
     planner.understand("<|audio_code_3|>" * 50, seed=0)
-    assert prompts.parse_cot(runs[-1]["out"][0])["genres"].strip().lower() in vocab
+    assert prompts.parse_cot(runs[-1]["out"][0])["genres"].strip() in vocab.entries
     assert len(seen) >= 2  # the LM chooses among the entries
 
 
@@ -397,7 +401,8 @@ def test_genres_vocabulary_comes_from_the_option_or_the_environment(monkeypatch,
     assert load_genres_vocab(None) is None
     monkeypatch.setenv("ACESTEP_GENRES_VOCAB", str(path))
     assert load_genres_vocab(None).entries == ["ambient"]
-    assert load_genres_vocab(["Rock", "rock", " pop "]).entries == ["pop", "rock"]
+    assert load_genres_vocab(["Rock", "rock", " pop ", "pop"]).entries == ["Rock", "pop", "rock"]
+    assert "ROCK" in load_genres_vocab(["Rock"])
     with pytest.raises(TaskError, match="genres vocabulary file .*missing.txt does not exist"):
         load_genres_vocab(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_text("# nothing\n")
@@ -409,11 +414,12 @@ def test_genres_vocabulary_comes_from_the_option_or_the_environment(monkeypatch,
 
 def test_vocabulary_allows_only_prefixes_of_entries(planner):
     table = planner.table
-    vocab = Vocabulary(["jazz", "jazz fusion", "pop"])
+    vocab = Vocabulary(["jazz", "jazz fusion", "pop", "K-Pop"])
     allowed = {table.text[i] for i in vocab.allowed(table, "").nonzero().squeeze(1).tolist()}
-    assert {"j", "p", "J", "P", " "} <= allowed and not allowed & {"x", "\n"}  # one leading space may come first
+    assert {"j", "p", "K", " "} <= allowed and not allowed & {"x", "\n", "J", "P", "k"}  # one leading space may come first
     assert " " not in {table.text[i] for i in vocab.allowed(table, " ").nonzero().squeeze(1).tolist()}
-    assert {table.text[i] for i in vocab.allowed(table, " jaz").nonzero().squeeze(1).tolist()} == {"z", "Z"}
+    assert {table.text[i] for i in vocab.allowed(table, " jaz").nonzero().squeeze(1).tolist()} == {"z"}
+    assert {table.text[i] for i in vocab.allowed(table, "K-").nonzero().squeeze(1).tolist()} == {"P"}  # as spelled
     after_jazz = {table.text[i] for i in vocab.allowed(table, "jazz").nonzero().squeeze(1).tolist()}
     assert after_jazz == {" ", "\n"}  # " fusion" may follow, or the line ends on a whole entry
     assert not vocab.allowed(table, "ja").numpy()[table.newline_id]
@@ -434,11 +440,9 @@ def drive_to(row, table, until):
 
 
 def test_language_first_token_is_the_argmax_of_the_language_choices(planner):
-    from acestep_engine.lm.constraints import _Row
-
     table = planner.table
     fixed = {"bpm": 90, "caption": "x", "duration": 30, "keyscale": "C major", "timesignature": 4}
-    row = _Row(cot_shape(table, fixed))
+    row = RowState(cot_shape(table, fixed))
     drive_to(row, table, lambda r: r.mode == "trie" and len(r.candidates[0][1].children) > 1)
     assert row.shape.segments[row.candidates[0][0]].name == "language"
     choices = sorted(row.candidates[0][1].children)
@@ -458,10 +462,8 @@ def test_language_is_chosen_greedily_in_complete(planner):
 
 
 def test_caption_continues_after_a_newline_only_when_the_likeliest_token_starts_with_a_space(planner):
-    from acestep_engine.lm.constraints import _Row
-
     table = planner.table
-    row = _Row(cot_shape(table, {"bpm": 90}))
+    row = RowState(cot_shape(table, {"bpm": 90}))
     drive_to(row, table, lambda r: r.mode == "value")
     for token in table.encode("soft piano\n"):
         row.advance(token, table)
@@ -477,10 +479,8 @@ def test_caption_continues_after_a_newline_only_when_the_likeliest_token_starts_
 
 
 def test_free_genres_end_when_the_newline_is_likeliest(planner):
-    from acestep_engine.lm.constraints import _Row
-
     table = planner.table
-    row = _Row(cot_shape(table, {"bpm": 90, "caption": "x", "duration": 30}, genres=True))
+    row = RowState(cot_shape(table, {"bpm": 90, "caption": "x", "duration": 30}, genres=True))
     drive_to(row, table, lambda r: r.mode == "value")
     assert row.shape.segments[row.segment].name == "genres"
     scores = torch.zeros(table.vocab_size)
@@ -545,7 +545,7 @@ def test_temperature_is_applied_before_top_p():
     # softmax([2, 1, 0] / 2) = [0.51, 0.31, 0.19]: top_p 0.6 keeps two tokens (temperature last would keep one)
     scores = torch.tensor([2.0, 1.0, 0.0])
     options = SamplingOptions(temperature=2.0, top_p=0.6)
-    drawn = {int(Planner._draw_row(scores, torch.Generator().manual_seed(s), options)) for s in range(200)}
+    drawn = {int(draw_row(scores, torch.Generator().manual_seed(s), options)) for s in range(200)}
     assert drawn == {0, 1}
 
 
@@ -641,15 +641,16 @@ def test_the_default_dtype_is_autos(planner):
 def test_the_code_step_draws_as_the_general_step_and_the_growing_cache_as_the_plain_one(planner, monkeypatch):
     from transformers import DynamicCache
 
-    import acestep_engine.lm.planner as planner_module
+    import acestep_engine.lm.decoding as decoding_module
+    from acestep_engine.lm.growing_cache import growing_layer_class
 
     bp = Blueprint(caption="x", bpm=100, duration=10)
     fast = planner.codes_batch(bp, 2, seeds=[5, 6])
-    monkeypatch.setattr(planner, "_code_head", lambda: None)  # the general step: full vocabulary, constraint
+    monkeypatch.setattr(planner.decoder, "code_head", lambda: None)  # the general step: full vocabulary, constraint
     assert planner.codes_batch(bp, 2, seeds=[5, 6]) == fast
-    monkeypatch.setattr(planner_module, "_growing_cache", DynamicCache)
+    monkeypatch.setattr(decoding_module, "growing_cache", DynamicCache)
     assert planner.codes_batch(bp, 2, seeds=[5, 6]) == fast
-    layer = planner_module._growing_layer_class(__import__("transformers").cache_utils.DynamicLayer)()
+    layer = growing_layer_class(__import__("transformers").cache_utils.DynamicLayer)()
     for n in (300, 1, 1, 500):
         k = torch.randn(2, 8, n, 16)
         keys, values = layer.update(k, k + 1)

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from acestep_engine import Blueprint, TakeStore, TaskError
-from acestep_engine.lm.scoring import (LyricTimestamps, QualityScore, alignment_layers, capture_cross_attention,
-                                       combine, cross_attention_weights, field_target, lyric_timestamps, lyrics_target,
-                                       parse_lrc, pmi_to_score, quality_score, save_lyric_timestamps,
-                                       save_quality_score, take_codes, understand_prompt)
+from acestep_engine.lm.lyric_timestamps import (LyricTimestamps, alignment_layers, capture_cross_attention,
+                                                cross_attention_weights, lyric_timestamps, parse_lrc,
+                                                save_lyric_timestamps)
+from acestep_engine.lm.quality_score import (QualityScore, combine, field_target, lyrics_target, pmi_to_score,
+                                             quality_score, save_quality_score, take_codes, understand_prompt)
 
 LYRICS = "[verse]\nwalking home in the rain\nneon signs on the train\n\n[chorus]\nla la la\nsing it again"
 SUNG = ["walking home in the rain", "neon signs on the train", "la la la", "sing it again"]
@@ -181,7 +182,7 @@ def test_parse_lrc_reads_common_variants():
 
 
 def test_prompt_cache_gives_the_numbers_of_one_forward(planner):
-    from acestep_engine.lm.scoring import _full_logits, _PromptScorer
+    from acestep_engine.lm.quality_score import _full_logits, _PromptScorer
 
     prompt = understand_prompt(planner, "<|audio_code_1|><|audio_code_20|><|audio_code_300|>")
     scorer = _PromptScorer(planner, prompt)

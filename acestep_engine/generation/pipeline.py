@@ -26,10 +26,14 @@ from .sources import reference_latents
 
 
 def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, model_record: dict,
-        memory=None) -> list[Take]:
+        memory=None, only: int | None = None) -> list[Take]:
     """Takes of one checked task. `facts`: `ModelFacts`; `settings`: `GenerationSettings`;
     `report(Progress)`; `cancel`: an Event or None; `model_record`: what `take.model` says;
-    `memory`: a `memory.PlanRunner` that moves models around each stage as its plan says (or None)."""
+    `memory`: a `memory.PlanRunner` that moves models around each stage as its plan says (or None);
+    `only`: denoise the whole batch but decode and return only the item at this index (a replay).
+
+    Each take's `sampling` holds the batch's seeds (`batch_seeds`): items of a batch share every
+    matrix product, so a take is reproduced bit for bit by its whole batch, not by its seed alone."""
     from .memory import PlanRunner
 
     memory = memory or PlanRunner(facts.models, facts.device, None)
@@ -51,10 +55,11 @@ def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, mode
 
     if plan.keeps_loudness:
         settings = settings.keeping_loudness()
-    audios = [decode_item(facts, plan, latents[i], settings, cancel, lambda: report(
+    items = range(batch) if only is None else [only]
+    audios = {i: decode_item(facts, plan, latents[i], settings, cancel, lambda: report(
         Progress("decode", settings.steps, settings.steps, i, batch, f"decoding {i + 1}/{batch}")),
         chunk=memory.decode_chunk)
-        for i in range(batch)]
+        for i in items}
     finished = time.perf_counter()
     report(Progress("done", settings.steps, settings.steps, batch, batch, "done"))
 
@@ -62,11 +67,12 @@ def run(facts, task, blueprint, settings, seeds: list[int], report, cancel, mode
                "decode_s": finished - denoised, "total_s": finished - started}
     if compile_s:
         timings["compile_s"] = compile_s  # inside denoise_s: the first generation compiles the DiT
+    sampling = {**settings.record(), "batch_seeds": [int(s) for s in seeds]}
     return [Take(id=new_take_id(), audio=audios[i], sample_rate=facts.sample_rate, seed=seeds[i],
-                 blueprint=plan.blueprint, task=task.to_dict(), model=model_record, sampling=settings.record(),
+                 blueprint=plan.blueprint, task=task.to_dict(), model=model_record, sampling=dict(sampling),
                  timings=timings, latents=latents[i].float().cpu().numpy(), parent_id=plan.parent_id,
                  batch_index=i)
-            for i in range(batch)]
+            for i in items]
 
 
 # --------------------------------------------------------------------------- conditions
@@ -124,7 +130,7 @@ def denoise_latents(facts, plan, x, noise, inputs, settings, seeds, report, canc
                       step_hook=plan.step_hook(noise, settings), on_step=on_step, cancel=cancel,
                       sde_noise=sde_noise(facts, seeds, plan.frames))
     if not torch.isfinite(latents).all():
-        raise GenerationError("the model produced NaN or Inf latents; try float32 (dtype='fp32') or another seed")
+        raise non_finite_error("the model produced NaN or Inf latents", facts.dtype)
     return plan.after_denoise(latents)
 
 
@@ -137,8 +143,16 @@ def decode_item(facts, plan, latents: torch.Tensor, settings, cancel, announce, 
     options = {} if chunk == "auto" else {"chunk": chunk}
     audio = vae_codec.decode(facts.models.vae, latents, cancel=cancel, **options)
     if not np.isfinite(audio).all():
-        raise GenerationError("the VAE produced NaN or Inf audio; try float32 (dtype='fp32')")
+        raise non_finite_error("the VAE produced NaN or Inf audio", facts.dtype)
     return finish_audio(plan.finish(audio), settings.normalize, settings.normalization_db)
+
+
+def non_finite_error(what: str, dtype) -> GenerationError:
+    """The error for NaN/Inf output: in fp16 it names float32 as the fix (fp16's range is what overflows)."""
+    if dtype == torch.float16:
+        return GenerationError(f"{what} in float16, whose range this model can overflow: load the engine in "
+                               "float32, Engine.from_pretrained(..., dtype='fp32') (bf16 where the GPU has it)")
+    return GenerationError(f"{what}; try float32 (dtype='fp32') or another seed")
 
 
 def finish_audio(audio: np.ndarray, normalize: bool, target_db: float) -> np.ndarray:

@@ -8,10 +8,11 @@
 
 The LM is transformers' `Qwen3ForCausalLM` loaded from the official `acestep-5Hz-lm-*` folder (no
 code from the checkpoint runs). Prompts are rendered by the checkpoint's chat template
-(`lm_prompts`); every token is checked by `constraints.PlannerConstraint`, so the output always
-parses into a valid blueprint. Decoding is a KV-cached loop: guidance runs the conditional and
-unconditional prompts as one batch, forced tokens (injected user fields, fixed text) are fed in
-one forward, each row samples from its own seeded generator, and `cancel` is checked per token.
+(`prompts`); every token is checked by `constraints.PlannerConstraint`, so the output always
+parses into a valid blueprint. Decoding (`decoding.Decoder`) is a KV-cached loop: guidance runs the
+conditional and unconditional prompts as one batch, forced tokens (injected user fields, fixed
+text) are fed in one forward, each row samples from its own seeded generator, and `cancel` is
+checked per token.
 
 Decoding follows upstream's `llm_inference.py` and `constrained_logits_processor.py`: exactly
 `int(duration * 5)` codes; user values injected as written (`language: no`); a forced `genres:`
@@ -33,36 +34,30 @@ instrumental inspire/format plans get no lyric phase.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-import math
 import numbers
-import os
 import secrets
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..blueprint import DURATION_RANGE, MAX_CAPTION_CHARS, MAX_LYRICS_CHARS, Blueprint
-from ..errors import CheckpointError, GenerationCancelled, TaskError
+from ..blueprint import DURATION_RANGE, MAX_LYRICS_CHARS, Blueprint
+from ..errors import CheckpointError, TaskError
 from ..models.checkpoints import default_checkpoints_dir, ensure_checkpoints
 from ..models.variants import LM_VARIANTS
-from ..progress import Progress
 from . import prompts
-from .constraints import (DEFAULT_CODEBOOK_SIZE, MAX_LYRICS_CHARS as MAX_TEXT_CHARS, PlannerConstraint, Shape,
-                          TokenTable, Vocabulary, codes_shape, cot_shape)
+from .decoding import Decoder
+from .genres import load_genres_vocab
+from .sampling import SamplingOptions, check_number
+from .shapes import MAX_LYRICS_CHARS as MAX_TEXT_CHARS, Shape, codes_shape, cot_shape
+from .token_table import DEFAULT_CODEBOOK_SIZE, TokenTable
 
 ENV_DEMO_LM = "acestep-5Hz-lm-0.6B"
-ENV_GENRES_VOCAB = "ACESTEP_GENRES_VOCAB"  # path of a genres vocabulary (upstream's genres_vocab.txt)
-GENRES_VOCAB_URL = "https://github.com/ace-step/ACE-Step-1.5/blob/main/acestep/genres_vocab.txt"
 PLANNABLE = ("caption", "bpm", "keyscale", "timesignature", "language", "duration")
 CODES_PER_SECOND = 5
 MAX_QUERY_CHARS = 2048  # an inspire query must be shorter than this
-MAX_NEGATIVE_PROMPT_CHARS = MAX_CAPTION_CHARS  # it stands in for the caption of the unconditional prompt
 MAX_SEED = 2 ** 63 - 1  # as the engine: torch generators take 0 .. 2**63 - 1
 MAX_CODE_STRING_CHARS = 200_000  # 3,000 codes (600 s) written as <|audio_code_N|> fit in 66,000
 
@@ -72,91 +67,12 @@ def code_count(duration: float) -> int:
     return int(duration * CODES_PER_SECOND)
 
 
-def _number(name: str, value, lo: float, hi: float, *, lo_open: bool = False, whole: bool = False,
-            optional: bool = False):
-    """`value` checked as a finite real number (a whole one with `whole`) in [lo, hi] ((lo, hi] with
-    `lo_open`), or None with `optional`; the TaskError names the argument, the value and the range."""
-    if value is None and optional:
-        return None
-    def shown(x):
-        return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-    allowed = f"{'a whole number' if whole else 'a number'} {'above' if lo_open else 'from'} {shown(lo)} " \
-              f"{'up to' if lo_open else 'to'} {shown(hi)}" + (", or None" if optional else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or (whole and not isinstance(value, numbers.Integral)):
-        raise TaskError(f"{name} must be {allowed} (got {value!r} of type {type(value).__name__})")
-    if not math.isfinite(value) or not ((lo < value) if lo_open else (lo <= value)) or not value <= hi:
-        raise TaskError(f"{name} must be {allowed} (got {value!r})")
-    return int(value) if whole else float(value)
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """LM sampling knobs (upstream defaults). `guidance` applies to the audio-code phase only.
-
-    `top_p` defaults to 0.9 in `complete` and `codes` and to None (off) in inspire, format and
-    understand, as upstream. Order: guidance, constraint, repetition penalty, temperature, top-k,
-    top-p, draw (upstream's default nano-vllm backend; its PyTorch backend applies temperature last).
-    """
-
-    temperature: float = 0.85
-    top_p: float | None = 0.9
-    top_k: int | None = None
-    guidance: float = 2.0
-    negative_prompt: str | None = None
-    repetition_penalty: float = 1.0
-
-    @classmethod
-    def of(cls, sampling: dict, top_p: float | None = 0.9) -> "SamplingOptions":
-        """Checked options from a call's `**sampling` keywords (`top_p`: this mode's default)."""
-        names = [f.name for f in cls.__dataclass_fields__.values()]
-        unknown = sorted(set(sampling) - set(names))
-        if unknown:
-            raise TaskError(f"unknown sampling option {', '.join(map(repr, unknown))}: "
-                            f"the options are {', '.join(names)}")
-        return cls(**{"top_p": top_p, **sampling}).check()
-
-    def check(self) -> "SamplingOptions":
-        _number("temperature", self.temperature, 0.0, 5.0, lo_open=True)
-        _number("top_p", self.top_p, 0.0, 1.0, lo_open=True, optional=True)
-        _number("top_k", self.top_k, 0, 10 ** 6, whole=True, optional=True)
-        _number("guidance", self.guidance, 1.0, 15.0)
-        _number("repetition_penalty", self.repetition_penalty, 1.0, 5.0)
-        if self.negative_prompt is not None:
-            if not isinstance(self.negative_prompt, str):
-                raise TaskError(f"negative_prompt must be text or None (got {type(self.negative_prompt).__name__})")
-            if len(self.negative_prompt) >= MAX_NEGATIVE_PROMPT_CHARS:
-                raise TaskError(f"negative_prompt must be shorter than {MAX_NEGATIVE_PROMPT_CHARS} characters "
-                                f"(got {len(self.negative_prompt)})")
-        return self
-
-
 def default_lm_dtype(device: torch.device) -> torch.dtype:
     """What "auto" means on `device` (`hardware.auto_dtype`): bf16 on CUDA with bf16 (fp16 before),
     bf16 on CPUs that multiply bf16 natively (AVX512-BF16, AMX), fp32 on other CPUs and on MPS."""
     from ..runtime.hardware import auto_dtype
 
     return auto_dtype(device)
-
-
-def load_genres_vocab(source) -> Vocabulary | None:
-    """A genres vocabulary from a file path, a list of genres, a Vocabulary, or None (then the
-    ACESTEP_GENRES_VOCAB environment variable, if set). Upstream's file: GENRES_VOCAB_URL."""
-    if source is None:
-        source = os.environ.get(ENV_GENRES_VOCAB) or None
-        if source is None:
-            return None
-    if isinstance(source, Vocabulary):
-        return source
-    try:
-        if isinstance(source, (str, Path)):
-            return Vocabulary.from_file(source)
-        if isinstance(source, (list, tuple, set, frozenset)) and all(isinstance(e, str) for e in source):
-            return Vocabulary(source, source="genres_vocab list")
-    except (OSError, ValueError) as exc:
-        raise TaskError(f"genres_vocab: {exc}") from None
-    raise TaskError(f"genres_vocab must be a file path, a list of genres or None (got {type(source).__name__})")
 
 
 class Planner:
@@ -181,9 +97,7 @@ class Planner:
         self.is_demo = bool(getattr(model.config, "acestep_workbench_random_weights", False)) \
             or (path is not None and (Path(path).parent / "acestep_workbench_checkpoints.json").is_file())
         self._lock = threading.Lock()
-        # transformers renamed the KV-cache argument (past_key_values -> cache); use what this version takes.
-        parameters = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
+        self.decoder = Decoder(self.model, tokenizer, self.table, device)
         if engine is not None:
             self.attach(engine)
 
@@ -204,7 +118,7 @@ class Planner:
         """
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-        from ..models.loader import resolve_device
+        from ..models.loader import resolve_device, transformers_attention
 
         folder = cls._resolve_folder(path_or_name, checkpoints_dir, allow_download)
         device, _ = resolve_device(device, None)
@@ -220,7 +134,8 @@ class Planner:
         tlogging.set_verbosity_error()
         tlogging.disable_progress_bar()
         try:
-            model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True).to(device)
+            model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
+                                                     attn_implementation=transformers_attention(device, dtype)).to(device)
             tokenizer = AutoTokenizer.from_pretrained(folder)
         finally:
             tlogging.set_verbosity(verbosity)
@@ -509,7 +424,7 @@ class Planner:
         with self._lock:
             self._move_in()
             try:
-                return self._decode(texts, shapes, seeds, options, report, cancel, stage, unconditional, decode)
+                return self.decoder.run(texts, shapes, seeds, options, report, cancel, stage, unconditional, decode)
             finally:
                 if self.offloading:
                     self._move_out()
@@ -545,7 +460,7 @@ class Planner:
     def _move_out(self) -> None:
         from ..runtime import parking
 
-        self._code_head_cache = (None,)  # a view of the LM head: it must not keep the old weights alive
+        self.decoder.forget_code_head()
         if self.device.type == "cpu":
             if not parking.is_parkable(self.model) and self.path is not None:  # attached on first use: its
                 files = sorted(Path(self.path).glob("*.safetensors"))      # hooks cost nothing until then
@@ -564,240 +479,6 @@ class Planner:
         elif next(self.model.parameters()).device.type != self.device.type:
             self.model.to(self.device)
 
-    @torch.no_grad()
-    def _decode(self, texts, shapes, seeds, options, report, cancel, stage, unconditional, decode):
-        table, device = self.table, self.device
-        rows = len(texts)
-        guided = unconditional is not None and options.guidance > 1.0
-        prompts_ = list(texts) + (list(unconditional) if guided else [])
-        ids, mask = self._left_padded(prompts_)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        constraint = PlannerConstraint(table, shapes)
-        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-        budget = max(_budget(shape) for shape in shapes)
-        history = ids[:rows].clone()
-        constraint.observe(history)
-        written: list[list[int]] = [[] for _ in range(rows)]
-
-        cache = _growing_cache()
-        codes_only = all(shape.start_codes for shape in shapes)
-        head = self._code_head() if codes_only else None
-        # The code phase's own step (same draws as the general one, over the code rows only) unless a
-        # repetition penalty needs the whole history.
-        fast = head is not None and options.repetition_penalty == 1.0
-        feed, feed_positions = ids, positions
-        produced = 0
-        started = time.perf_counter()
-        while not constraint.done:
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled("planning cancelled")
-            if fast:
-                chosen = self._code_step(feed, mask, feed_positions, cache, head, constraint, generators, options,
-                                         rows if guided else 0)
-            else:
-                chosen = self._general_step(feed, mask, feed_positions, cache, codes_only, constraint, history,
-                                            generators, options, rows if guided else 0)
-            for i in range(rows):
-                if not constraint.rows[i].done:
-                    written[i].extend(chosen[i].tolist())
-            history = torch.cat([history, chosen.to(history.device)], dim=1)
-            constraint.observe(history)
-            feed = torch.cat([chosen, chosen], dim=0) if guided else chosen
-            step_len = feed.shape[1]
-            mask = torch.cat([mask, torch.ones(mask.shape[0], step_len, dtype=mask.dtype, device=device)], dim=1)
-            last = feed_positions[:, -1:]
-            feed_positions = last + torch.arange(1, step_len + 1, device=device)
-            produced += step_len
-            if produced % 16 < step_len or constraint.done:
-                report(Progress(stage, min(produced, budget), budget, 0, rows,
-                                f"{stage}: {produced} tokens, {produced / (time.perf_counter() - started):.0f}/s"))
-            if produced > budget + 64:
-                raise TaskError(f"the planner did not finish within {budget} tokens")
-        for i in range(rows):
-            while written[i] and written[i][-1] == table.eos_id:
-                written[i].pop()
-        if not decode:
-            return written
-        return [self.tokenizer.decode(w, skip_special_tokens=False) for w in written]
-
-    def _general_step(self, feed, mask, positions, cache, codes_only, constraint, history, generators, options,
-                      guided_rows) -> torch.Tensor:
-        """One step of any phase: `[rows, n]` chosen tokens (n > 1 when forced text is fed at once)."""
-        logits = self._next_logits(feed, mask, positions, cache, codes_only)
-        if guided_rows:
-            cond, uncond = logits[:guided_rows], logits[guided_rows:]
-            logits = uncond + options.guidance * (cond - uncond)
-        scores = constraint(history, logits)
-        forced = constraint.forced()
-        if all(forced) and all(not row.done for row in constraint.rows):
-            step = min(len(run) for run in forced)
-            return torch.tensor([run[:step] for run in forced], device=self.device)
-        return self._sample(scores, history, generators, options).unsqueeze(1)
-
-    def _code_step(self, feed, mask, positions, cache, head, constraint, generators, options,
-                   guided_rows) -> torch.Tensor:
-        """One step of the code phase, `[rows, 1]`: the hidden state times the code rows of the LM head
-        only, guidance over those, and each row's draw among all codes (EOS, with no draw, once the
-        row has its count). Draws equal `_general_step`'s, which masks the same logits to the same
-        candidates, without building, masking and scanning vocabulary-wide tensors each token."""
-        first, weight = head
-        hidden = self.model.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
-                                  **{self._cache_arg: cache}).last_hidden_state[:, -1, :]
-        logits = (hidden @ weight.T).float()
-        if guided_rows:
-            cond, uncond = logits[:guided_rows], logits[guided_rows:]
-            logits = uncond + options.guidance * (cond - uncond)
-        chosen = []
-        for i, row in enumerate(constraint.rows):
-            if row.done or row.codes >= row.shape.codes:
-                chosen.append(self.table.eos_id)
-            else:
-                chosen.append(first + int(self._draw_row(logits[i], generators[i], options, dense=True)))
-        return torch.tensor(chosen, device=self.device).unsqueeze(1)
-
-    def _next_logits(self, feed, mask, positions, cache, codes_only) -> torch.Tensor:
-        """fp32 logits of the last position, `[rows, vocab]`. In the code phase only audio codes and
-        EOS can follow, so only their rows of the LM head are computed (about 30 % of the vocabulary
-        for the official LM; the others stay -inf, which the constraint would impose anyway)."""
-        kwargs = dict(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
-                      **{self._cache_arg: cache})
-        head = self._code_head() if codes_only else None
-        if head is None:
-            return self.model(**kwargs, logits_to_keep=1).logits[:, -1, :].float()
-        first, weight = head
-        hidden = self.model.model(**kwargs).last_hidden_state[:, -1, :]
-        logits = torch.full((hidden.shape[0], self.table.vocab_size), float("-inf"), device=hidden.device)
-        logits[:, first: first + weight.shape[0]] = (hidden @ weight.T).float()
-        eos = self.model.lm_head.weight[self.table.eos_id]
-        logits[:, self.table.eos_id] = (hidden @ eos).float()
-        return logits
-
-    def _code_head(self):
-        """(first token id, LM-head rows) of the valid audio codes when their ids are contiguous (they
-        are in the official tokenizer); the rows are a view, so nothing is copied."""
-        from ..runtime import parking
-
-        parking.restore(self.model)  # a parked LM's head is empty; the view below must see the weights
-        weight = self.model.lm_head.weight
-        key = (self.table.codebook_size, weight.data_ptr(), weight.device)  # new weights: a new view
-        if getattr(self, "_code_head_cache", (None,))[0] != key:
-            ids = [self.table.code_ids[c] for c in range(self.table.codebook_size)]
-            contiguous = ids == list(range(ids[0], ids[0] + len(ids)))
-            head = None
-            if contiguous and getattr(self.model.lm_head, "bias", None) is None:
-                head = ids[0], self.model.lm_head.weight[ids[0]: ids[0] + len(ids)]
-            self._code_head_cache = (key, head)
-        return self._code_head_cache[1]
-
-    def _left_padded(self, texts):
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.table.eos_id
-        encoded = [self.table.encode(text) for text in texts]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(texts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(texts), width), dtype=torch.long)
-        for i, e in enumerate(encoded):
-            ids[i, width - len(e):] = torch.tensor(e)
-            mask[i, width - len(e):] = 1
-        return ids.to(self.device), mask.to(self.device)
-
-    @staticmethod
-    def _sample(scores, history, generators, options: SamplingOptions) -> torch.Tensor:
-        """CFG'd, constrained logits -> repetition penalty -> temperature -> top-k -> top-p -> draw.
-
-        Each row samples among the tokens it may write, not the whole vocabulary."""
-        if options.repetition_penalty != 1.0:
-            scores = scores.clone()
-            seen = torch.gather(scores, 1, history)
-            seen = torch.where(seen < 0, seen * options.repetition_penalty, seen / options.repetition_penalty)
-            scores.scatter_(1, history, seen)
-        return torch.stack([Planner._draw_row(row, generator, options) for row, generator in zip(scores, generators)])
-
-    @staticmethod
-    def _draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -> torch.Tensor:
-        """One row, over the tokens it may write only (so each row's draw is independent of the batch).
-        `dense`: every entry of `scores` is a candidate (returns an index into `scores`)."""
-        if dense:
-            candidates = None
-        else:
-            candidates = torch.isfinite(scores).nonzero().squeeze(1)
-            if candidates.numel() == 1:  # forced: no draw, so the random stream follows real choices only
-                return candidates[0]
-            scores = scores[candidates]
-        scores = scores / options.temperature  # before top-p, as upstream's nano-vllm sampler
-        if options.top_k:
-            kth = torch.topk(scores, min(options.top_k, scores.numel())).values[-1]
-            scores = scores.masked_fill(scores < kth, float("-inf"))
-        if options.top_p is not None and options.top_p < 1.0:
-            ordered, order = torch.sort(scores, descending=True)
-            probs = ordered.softmax(-1)
-            drop = probs.cumsum(-1) - probs >= options.top_p  # the most likely token always stays
-            scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
-        pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
-        return pick if candidates is None else candidates[pick]
-
-
-def _growing_cache():
-    """A transformers DynamicCache whose layers grow in place: keys and values are written into
-    buffers with spare room (doubling when full) and handed out as views, instead of `torch.cat`
-    copying the whole cache every token (at 1,000 tokens that copy is a quarter of the bytes a
-    0.6B bf16 decode step reads). Falls back to the plain cache where transformers lacks `DynamicLayer`."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return cache
-    grown = _growing_layer_class(DynamicLayer)
-    if getattr(cache, "layer_class_to_replicate", None) is DynamicLayer:
-        cache.layer_class_to_replicate = grown
-    for layer in getattr(cache, "layers", []):
-        if type(layer) is DynamicLayer:
-            layer.__class__ = grown
-    return cache
-
-
-_GROWING_LAYERS: dict = {}
-
-
-def _growing_layer_class(base):
-    if base in _GROWING_LAYERS:
-        return _GROWING_LAYERS[base]
-
-    class GrowingLayer(base):
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            held = 0 if self.keys is None or self.keys.numel() == 0 else self.keys.shape[-2]
-            need = held + key_states.shape[-2]
-            buffers = getattr(self, "_grow_buffers", None)
-            if buffers is None or buffers[0].shape[-2] < need or buffers[0].shape[:-2] != key_states.shape[:-2] \
-                    or buffers[0].dtype != key_states.dtype:
-                room = max(need + 256, 2 * held)
-                shape = (*key_states.shape[:-2], room)
-                new = (key_states.new_empty(*shape, key_states.shape[-1]),
-                       value_states.new_empty(*shape, value_states.shape[-1]))
-                if held:
-                    new[0][..., :held, :] = self.keys
-                    new[1][..., :held, :] = self.values
-                buffers = self._grow_buffers = new
-            buffers[0][..., held:need, :] = key_states
-            buffers[1][..., held:need, :] = value_states
-            self.keys, self.values = buffers[0][..., :need, :], buffers[1][..., :need, :]
-            return self.keys, self.values
-
-    _GROWING_LAYERS[base] = GrowingLayer
-    return GrowingLayer
-
-
-def _budget(shape: Shape) -> int:
-    """An upper bound on the tokens a shape needs (for progress and a runaway guard)."""
-    if shape.start_codes:
-        return shape.codes + 1
-    if shape.max_tokens is not None:
-        return shape.max_tokens
-    cot = 64 + 600 + 250  # fields, caption and genres text
-    return cot + {"stop": 0, "codes": shape.codes + 1, "text": (shape.text_chars or 0) + 1}[shape.after]
 
 
 def _seeds(seeds, count: int) -> list[int]:
@@ -839,7 +520,7 @@ def _flag(name: str, value) -> bool:
 
 def _text_chars(value) -> int | None:
     """The `max_text_chars` option: 1 .. MAX_TEXT_CHARS, or None (no cap, as upstream)."""
-    return _number("max_text_chars", value, 1, MAX_TEXT_CHARS, whole=True, optional=True)
+    return check_number("max_text_chars", value, 1, MAX_TEXT_CHARS, whole=True, optional=True)
 
 
 def _fit_lyrics(text: str) -> str:

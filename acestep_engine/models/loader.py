@@ -265,10 +265,19 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     for name, module in modules.items():
         if module is not None:
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    from ..runtime.fast_paths import prepare_transformer
+    prepare_dit_modules(modules)
+    return cfg, modules, silence.to(device=device, dtype=dtype), weights_fingerprint(weights_path)
+
+
+def prepare_dit_modules(modules: dict) -> None:
+    """Fast paths on the DiT, and the attention path its device and dtype need on every module of the
+    DiT checkpoint (`acestep_engine.runtime.attention`)."""
+    from ..runtime.fast_paths import prepare_attention, prepare_transformer
 
     prepare_transformer(modules["transformer"])
-    return cfg, modules, silence.to(device=device, dtype=dtype), weights_fingerprint(weights_path)
+    for name in ("condition_encoder", "audio_tokenizer", "detokenizer"):
+        if modules.get(name) is not None:
+            prepare_attention(modules[name], modules["transformer"].acestep_attention)
 
 
 def load_vae(vae_dir: Path, device, dtype):
@@ -285,12 +294,21 @@ def load_vae(vae_dir: Path, device, dtype):
     return prepare_vae(vae.to(device).eval().requires_grad_(False))
 
 
+def transformers_attention(device, dtype) -> str | None:
+    """transformers' `attn_implementation` for a Qwen3 on `device` in `dtype`: "eager" (a float32
+    softmax) where SDPA's fp16 softmax overflows (`runtime.attention`), else its default (None)."""
+    from ..runtime.attention import FP32_SOFTMAX, attention_path_for
+
+    return "eager" if attention_path_for(device, dtype) == FP32_SOFTMAX else None
+
+
 def load_text_encoder(text_dir: Path, device, dtype):
     from transformers import AutoTokenizer, Qwen3Model
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_dir, trust_remote_code=False)
-        model = Qwen3Model.from_pretrained(text_dir, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        model = Qwen3Model.from_pretrained(text_dir, dtype=dtype, use_safetensors=True, trust_remote_code=False,
+                                           attn_implementation=transformers_attention(device, dtype))
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"the text encoder in {text_dir} could not be loaded: {exc}") from exc
     return model.to(device).eval().requires_grad_(False), tokenizer
@@ -334,7 +352,8 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
     from ..runtime.fast_paths import prepare_vae
 
     vae = prepare_vae(AutoencoderOobleck.from_pretrained(repo_dir / "vae", **kwargs).to(device).eval())
-    text_encoder = Qwen3Model.from_pretrained(repo_dir / "text_encoder", dtype=dtype, use_safetensors=True)
+    text_encoder = Qwen3Model.from_pretrained(repo_dir / "text_encoder", dtype=dtype, use_safetensors=True,
+                                              attn_implementation=transformers_attention(device, dtype))
     tokenizer = AutoTokenizer.from_pretrained(repo_dir / "tokenizer")
     cfg = dict(modules["transformer"].config)
     silence = modules["condition_encoder"].silence_latent.to(device=device, dtype=dtype)
@@ -348,9 +367,8 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
     )
     for module in (models.transformer, models.condition_encoder, models.vae, models.text_encoder):
         module.requires_grad_(False)
-    from ..runtime.fast_paths import prepare_transformer
-
-    prepare_transformer(models.transformer)
+    prepare_dit_modules({"transformer": models.transformer, "condition_encoder": models.condition_encoder,
+                         "audio_tokenizer": models.audio_tokenizer, "detokenizer": models.detokenizer})
     _check_consistency(models)
     parts = dict(condition_encoder="condition_encoder", audio_tokenizer="audio_tokenizer",
                  detokenizer="audio_token_detokenizer", text_encoder="text_encoder")

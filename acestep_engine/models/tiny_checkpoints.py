@@ -4,7 +4,10 @@ Tests, the offline demo and the notebooks run the real loader on these: the DiT 
 config.json with the official keys, a model.safetensors with the official tensor names, a
 silence_latent.pt and (like the hub) Python files, which here raise if anyone executes them; the
 VAE and text-encoder folders are written by diffusers' and transformers' own `save_pretrained`,
-and the tokenizer is a byte-level BPE we build ourselves. Random weights make noise, not music.
+and the tokenizer is a byte-level BPE we build ourselves (256 one-byte tokens), or, given
+`tokenizer=folder`, a real one such as Qwen3's: the text encoder then uses it as it is, the LM adds
+the 65,535 audio-code tokens to it, and both embedding tables are sized to it. Random weights make
+noise, not music.
 """
 
 from __future__ import annotations
@@ -169,16 +172,48 @@ def build_tokenizer(folder: Path, audio_codes: int = 0, chat_template: str | Non
     return tokenizer.get_vocab_size()
 
 
-def write_text_encoder(folder: Path, preset: str = "tiny", seed: int = 0) -> None:
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja")
+
+
+def _load_tokenizer(folder: Path):
+    """transformers' tokenizer of a folder of tokenizer files (checked: it must hold tokenizer.json)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").is_file():
+        raise ValueError(f"tokenizer must be a folder with tokenizer.json (got {str(folder)!r})")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def copy_tokenizer(source: Path, folder: Path) -> int:
+    """Copy a tokenizer's files unchanged into `folder`; returns its size (`len(tokenizer)`)."""
+    import shutil
+
+    tokenizer = _load_tokenizer(source)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, folder / name)
+    return len(tokenizer)
+
+
+def write_text_encoder(folder: Path, preset: str = "tiny", seed: int = 0, tokenizer: Path | None = None) -> None:
+    """A tiny Qwen3-Embedding in the official layout, on our byte-level tokenizer or on `tokenizer`."""
     from transformers import Qwen3Config, Qwen3Model
 
     p = PRESETS[preset]
-    build_tokenizer(folder)
-    vocab_size = 256 + len(SPECIAL_TOKENS)
+    if tokenizer is None:
+        build_tokenizer(folder)
+        vocab_size, special = 256 + len(SPECIAL_TOKENS), 256
+    else:
+        vocab_size = copy_tokenizer(tokenizer, folder)
+        special = _load_tokenizer(folder).convert_tokens_to_ids("<|endoftext|>")
     config = Qwen3Config(vocab_size=vocab_size, hidden_size=p["text_hidden_dim"],
                          intermediate_size=2 * p["text_hidden_dim"], num_hidden_layers=p["text_layers"],
                          num_attention_heads=2, num_key_value_heads=1, head_dim=8,
-                         max_position_embeddings=4096, bos_token_id=256, eos_token_id=256, pad_token_id=256)
+                         max_position_embeddings=4096, bos_token_id=special, eos_token_id=special,
+                         pad_token_id=special)
     torch.manual_seed(seed)
     Qwen3Model(config).save_pretrained(folder, safe_serialization=True)
 
@@ -187,18 +222,43 @@ LM_FOLDER = "acestep-5Hz-lm-0.6B"
 LM_CODE_TOKENS = 65535  # as the official LM: codes 0-65534, of which the FSQ codebook uses 0-63999
 
 
-def write_lm(folder: Path, preset: str = "tiny", seed: int = 0, with_model_prefix: bool = True) -> None:
+def write_lm_tokenizer(source: Path, folder: Path) -> int:
+    """The 5 Hz LM's tokenizer made from a Qwen3 tokenizer, as the official LM's is: the 65,535
+    `<|audio_code_N|>` tokens added in order (ids `len(source) + N`), `<|im_end|>` the end of a turn,
+    the source's own chat template kept. Returns the vocabulary size."""
+    from tokenizers import AddedToken
+
+    tokenizer = _load_tokenizer(source)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"tokenizer {source} has no chat template: the LM's prompts are rendered by it")
+    first = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(f"<|audio_code_{i}|>", special=False, normalized=False)
+                          for i in range(LM_CODE_TOKENS)])
+    if tokenizer.convert_tokens_to_ids("<|audio_code_0|>") != first:
+        raise ValueError(f"tokenizer {source}: the audio-code tokens did not get consecutive ids from {first}")
+    tokenizer.eos_token = "<|im_end|>"
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    return len(tokenizer)
+
+
+def write_lm(folder: Path, preset: str = "tiny", seed: int = 0, with_model_prefix: bool = True,
+             tokenizer: Path | None = None) -> None:
     """A tiny 5 Hz LM in the official layout: a Qwen3ForCausalLM (tied embeddings) saved as
     model.safetensors, and our byte-level tokenizer with the ChatML, think and audio-code tokens
-    and a chat template. `with_model_prefix=False` drops the `model.` key prefix, as some upstream
-    LM checkpoints do."""
+    and a chat template, or (`tokenizer=folder`) that Qwen3 tokenizer with the audio-code tokens
+    added (`write_lm_tokenizer`). `with_model_prefix=False` drops the `model.` key prefix, as some
+    upstream LM checkpoints do."""
     from safetensors.torch import save_file
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from .chat_template import CHAT_TEMPLATE
 
     p = PRESETS[preset]
-    vocab_size = build_tokenizer(folder, audio_codes=LM_CODE_TOKENS, chat_template=CHAT_TEMPLATE)
+    if tokenizer is None:
+        vocab_size = build_tokenizer(folder, audio_codes=LM_CODE_TOKENS, chat_template=CHAT_TEMPLATE)
+    else:
+        vocab_size = write_lm_tokenizer(tokenizer, folder)
     from tokenizers import Tokenizer
 
     tokens = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -281,12 +341,14 @@ def write_dit(folder: Path, vae, preset: str = "tiny", variant: str = "turbo", s
 
 
 def write_tiny_checkpoints(path, variant: str = "turbo", preset: str = "tiny", seed: int = 0,
-                           dtype=torch.float32, with_lm: bool = False) -> Path:
+                           dtype=torch.float32, with_lm: bool = False, tokenizer=None) -> Path:
     """Write a complete checkpoint set (DiT `variant`, VAE, text encoder) under `path`.
 
     `variant` is "turbo", "base" or "sft" (folder `acestep-v15-<variant>`). Several variants can
     share one folder: the VAE and text encoder are written once per preset. `with_lm` adds a tiny
-    5 Hz LM planner as `acestep-5Hz-lm-0.6B/`. Returns `path`.
+    5 Hz LM planner as `acestep-5Hz-lm-0.6B/`. `tokenizer` (a folder with a Qwen3 tokenizer.json,
+    tokenizer_config.json with its chat template, ...) builds the set on that real vocabulary
+    instead of our byte-level one (see the module docstring). Returns `path`.
     """
     if variant not in DIT_FOLDERS:
         raise ValueError(f"variant must be one of {', '.join(DIT_FOLDERS)} (got {variant!r})")
@@ -298,17 +360,30 @@ def write_tiny_checkpoints(path, variant: str = "turbo", preset: str = "tiny", s
     info = json.loads(marker.read_text()) if marker.is_file() else {}
     if info.get("preset") not in (None, preset):
         raise ValueError(f"{root} already holds '{info['preset']}' checkpoints; use another folder for '{preset}'")
+    vocabulary = "byte-level" if tokenizer is None else _tokenizer_fingerprint(tokenizer)
+    if info.get("vocabulary", "byte-level") != vocabulary and info:
+        raise ValueError(f"{root} already holds checkpoints on another tokenizer; use another folder")
     from diffusers import AutoencoderOobleck
 
     if (root / VAE_DIR / "config.json").is_file() and info.get("preset") == preset:
         vae = AutoencoderOobleck.from_pretrained(root / VAE_DIR)
     else:
         vae = write_vae(root / VAE_DIR, preset, seed)
-        write_text_encoder(root / TEXT_ENCODER_DIR, preset, seed)
+        write_text_encoder(root / TEXT_ENCODER_DIR, preset, seed, tokenizer=tokenizer)
     write_dit(root / DIT_FOLDERS[variant], vae, preset, variant, seed, dtype)
     if with_lm and not (root / LM_FOLDER / "model.safetensors").is_file():
-        write_lm(root / LM_FOLDER, preset, seed)
+        write_lm(root / LM_FOLDER, preset, seed, tokenizer=tokenizer)
     variants = sorted(set(info.get("variants", [])) | {variant})
-    marker.write_text(json.dumps({"preset": preset, "seed": seed, "variants": variants,
+    marker.write_text(json.dumps({"preset": preset, "seed": seed, "variants": variants, "vocabulary": vocabulary,
                                   "random_weights": True}, indent=2))
     return root
+
+
+def _tokenizer_fingerprint(folder) -> str:
+    """sha256 of a tokenizer folder's tokenizer.json (which tokenizer a checkpoint set was built on)."""
+    import hashlib
+
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(f"tokenizer must be a folder with tokenizer.json (got {str(folder)!r})")
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

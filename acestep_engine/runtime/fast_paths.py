@@ -8,7 +8,10 @@ hot pieces execute:
   layout, so each linear layer fell back to a batched matmul that copied its whole weight on
   every call); RMSNorm through `torch.nn.functional.rms_norm`; rotary embeddings applied in the
   model dtype (no fp32 round trip); attention straight to SDPA (its CPU flash kernel in bf16) when
-  diffusers' native backend is active, diffusers' own dispatch (flash, sage, ...) otherwise.
+  diffusers' native backend is active, diffusers' own dispatch (flash, sage, ...) otherwise. In fp16
+  on CUDA before Ampere attention takes its softmax in float32 instead (`attention.attention_path`),
+  in the DiT and in the condition encoder and audio (de)tokenizer (`prepare_attention`), with or
+  without the other fast paths: that one is about correct numbers, not speed.
 - VAE (`prepare_vae`): weight norm folded into plain conv weights once (the stock module recomputes
   `g * v / |v|` on every call); Snake `x + sin(a x)^2 / b` with `exp(a)` and `1 / (exp(b) + 1e-9)`
   precomputed and evaluated in one fused kernel (`torch.compile`, where it compiles) or in two
@@ -29,6 +32,8 @@ import threading
 
 import torch
 from torch import nn
+
+from .attention import FP32_SOFTMAX, PATHS, SDPA, attention_path_for, softmax_fp32_attention
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +71,17 @@ def _attention_processor_class():
                                                                     _get_current_attention_backend)
 
     class FastAceStepAttnProcessor(AceStepAttnProcessor2_0):
-        """diffusers' ACE-Step processor; on the native backend it calls SDPA itself with bf16 RoPE."""
+        """diffusers' ACE-Step processor; on the native backend (`fast`) it calls SDPA itself with bf16
+        RoPE, and on the FP32_SOFTMAX path it computes attention with a float32 softmax."""
+
+        def __init__(self, path: str = SDPA, fast: bool = True):
+            super().__init__()
+            self.path, self.fast = path, fast
 
         def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                      image_rotary_emb=None):
-            if _get_current_attention_backend(self).value != "native" or self._parallel_config is not None:
+            native = _get_current_attention_backend(self).value == "native" and self._parallel_config is None
+            if self.path != FP32_SOFTMAX and not (self.fast and native):
                 return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask,
                                         image_rotary_emb)
             is_cross = attn.is_cross_attention and encoder_hidden_states is not None
@@ -81,34 +92,70 @@ def _attention_processor_class():
             if not is_cross and image_rotary_emb is not None:
                 cos, sin = (t.to(query.dtype) for t in image_rotary_emb)
                 query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
-            out = torch.nn.functional.scaled_dot_product_attention(
-                query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask=attention_mask,
-                dropout_p=attn.dropout if attn.training else 0.0, scale=attn.scaling,
-                enable_gqa=attn.heads != attn.kv_heads)
+            query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+            if self.path == FP32_SOFTMAX:
+                out = softmax_fp32_attention(query, key, value, attention_mask, attn.scaling)
+            else:
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    query, key, value, attn_mask=attention_mask, dropout_p=attn.dropout if attn.training else 0.0,
+                    scale=attn.scaling, enable_gqa=attn.heads != attn.kv_heads)
             out = out.transpose(1, 2).flatten(2, 3)
             return attn.to_out[1](attn.to_out[0](out))
 
     return FastAceStepAttnProcessor
 
 
-def prepare_transformer(transformer: nn.Module, enabled: bool | None = None) -> nn.Module:
-    """Make diffusers' AceStepTransformer1DModel (in place) run closer to the matmul rate; returns it."""
+def _module_attention_path(module: nn.Module, attention: str | None) -> str:
+    if attention is None:
+        parameter = next(module.parameters(), None)
+        if parameter is None:
+            return SDPA
+        return attention_path_for(parameter.device, parameter.dtype)
+    if attention not in PATHS:
+        raise ValueError(f"attention must be one of {', '.join(PATHS)} or None (got {attention!r})")
+    return attention
+
+
+def prepare_attention(module: nn.Module, attention: str | None = None) -> nn.Module:
+    """Give every ACE-Step attention in `module` (condition encoder, audio tokenizer, detokenizer) the
+    attention path its device and dtype need (`attention`: a path of `attention.PATHS`, or None to
+    decide from the module's weights); SDPA leaves diffusers' processors as they are. Returns it."""
+    from diffusers.models.transformers.ace_step_transformer import AceStepAttention
+
+    path = _module_attention_path(module, attention)
+    if path != SDPA:
+        processor_class = _attention_processor_class()
+        for child in module.modules():
+            if isinstance(child, AceStepAttention):
+                child.set_processor(processor_class(path, fast=False))
+    module.acestep_attention = path
+    return module
+
+
+def prepare_transformer(transformer: nn.Module, enabled: bool | None = None, attention: str | None = None) -> nn.Module:
+    """Make diffusers' AceStepTransformer1DModel (in place) run closer to the matmul rate; returns it.
+
+    `attention`: the attention path (None: `attention.attention_path` of its weights' device and dtype),
+    recorded as `transformer.acestep_attention`."""
     enabled = fast_paths_enabled() if enabled is None else enabled
-    if not enabled or getattr(transformer, "acestep_fast", False):
+    if getattr(transformer, "acestep_attention", None) is not None:
         return transformer
     import types
 
     from diffusers.models.normalization import RMSNorm
     from diffusers.models.transformers.ace_step_transformer import AceStepAttention
 
-    transformer.proj_in_conv.register_forward_hook(_tokens_contiguous)
+    path = _module_attention_path(transformer, attention)
+    if enabled:
+        transformer.proj_in_conv.register_forward_hook(_tokens_contiguous)
     processor_class = _attention_processor_class()
     for module in transformer.modules():
-        if isinstance(module, RMSNorm):
+        if isinstance(module, RMSNorm) and enabled:
             module.forward = types.MethodType(_rms_norm_forward, module)
-        elif isinstance(module, AceStepAttention):
-            module.set_processor(processor_class())
-    transformer.acestep_fast = True
+        elif isinstance(module, AceStepAttention) and (enabled or path != SDPA):
+            module.set_processor(processor_class(path, fast=enabled))
+    transformer.acestep_fast = enabled
+    transformer.acestep_attention = path
     return transformer
 
 
