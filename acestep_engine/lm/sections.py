@@ -50,7 +50,7 @@ def take_sections(engine, take, *, store=None, min_score: float = MIN_ALIGNMENT_
     instrumental take, saying why."""
     import numbers
 
-    from . import LyricTimestamps, lyric_timestamps  # the wing's names: lm's modules are being split
+    from .scoring import LyricTimestamps, lyric_timestamps
 
     check_has_lyrics(take)
     if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real) or not 0.0 <= min_score <= 1.0:
