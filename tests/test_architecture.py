@@ -243,8 +243,8 @@ def test_the_engine_never_imports_widgets():
 
 PUBLIC_API = ["AceStepError", "Blueprint", "BlueprintError", "CheckpointError", "Complete", "Cover", "Engine",
               "Extend", "Extract", "ExtractAll", "GenerationCancelled", "GenerationError", "GenerationSettings",
-              "Lego", "LoRAError", "MissingCheckpointError", "Progress", "Regions", "Repaint", "Take", "TakeStore",
-              "TakeStoreError", "TaskError", "Text2Music", "__version__"]
+              "Lego", "LoRAError", "MissingCheckpointError", "Progress", "Regions", "Repaint", "Section", "Sections",
+              "Take", "TakeStore", "TakeStoreError", "TaskError", "Text2Music", "__version__", "take_sections"]
 
 
 def test_the_front_door_names_stay_and_each_wing_exports_its_own():

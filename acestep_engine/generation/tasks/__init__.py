@@ -46,6 +46,6 @@ def task_from_dict(data: dict, resolve_take=None):
             if resolve_take is None:
                 raise TaskError(f"the task's {key} is take {value['take']}: pass resolve_take to rebuild it")
             data[key] = resolve_take(value["take"])
-        elif isinstance(value, list) and key in ("regions", "tracks"):
+        elif isinstance(value, list) and key in ("regions", "tracks", "inserts", "sections"):
             data[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return TASKS[name](**data)

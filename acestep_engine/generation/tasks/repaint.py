@@ -126,7 +126,29 @@ class Repaint(Task):
     regions: tuple = ()
     reference: object = None
     audio_codes: object = None
+    inserts: tuple = ()
+    lyrics: str | None = None
+    caption: str | None = None
+    sections: tuple = ()
     name = "repaint"
+
+    @classmethod
+    def section(cls, take, section, lyrics=None, caption=None, *, sections=None, grow: bool = False,
+                mode: str = "balanced", strength: float = 0.5, reference=None) -> "Repaint":
+        """Regenerate a section of `take` by name ("chorus 2"), or several in one pass (a list of
+        names with a list of lyrics, or a dict name -> lyrics), with new `lyrics` (None keeps them).
+
+        The region is the section's span, with the mode's crossfade into its neighbours; the blueprint's
+        lyrics are the take's with only those sections' lines replaced; `caption` (None keeps it) is
+        the whole song's. The sections are the take's own (`take.notes["sections"]`, found by
+        `acestep_engine.lm.take_sections(engine, take)`) or `sections`. Lyrics that need more time than
+        the section has are refused with how much more; `grow=True` lengthens the section by that much
+        (in whole bars) and moves the rest of the song later. The new take's `task["sections"]`
+        records each section replaced, its span and its old and new lines."""
+        from .by_section import repaint_sections
+
+        return repaint_sections(cls, take, section, lyrics, caption, sections=sections, grow=grow, mode=mode,
+                                strength=strength, reference=reference)
 
     def region_set(self) -> Regions:
         """The regions to repaint, in seconds of the source's timeline."""
@@ -146,12 +168,16 @@ class Repaint(Task):
         check_source(self)
         _check_mode(self.mode, self.strength)
         self.region_set()
+        check_inserts(self.inserts)
+        check_text_edits(self)
         return self
 
     def plan(self, facts, blueprint):
         from ..sources import source_audio
 
         audio, take_id = source_audio(facts, self.source)
+        audio, latents = with_gaps(facts, audio, take_latents(facts, self.source), self.inserts)
+        blueprint = edited_blueprint(self, blueprint)
         duration = audio.shape[-1] / facts.sample_rate
         regions = self.region_set()
         for start, end in regions:
@@ -160,8 +186,7 @@ class Repaint(Task):
                                 "at most 600 s long")
         left = max(0.0, -regions.start)
         right = max(0.0, regions.end - duration)
-        return repaint_plan(facts, blueprint, audio, take_id, regions, left, right, self.mode, self.strength,
-                            take_latents(facts, self.source))
+        return repaint_plan(facts, blueprint, audio, take_id, regions, left, right, self.mode, self.strength, latents)
 
 
 @dataclass(frozen=True)
@@ -181,25 +206,50 @@ class Extend(Task):
     strength: float = 0.5
     reference: object = None
     audio_codes: object = None
+    inserts: tuple = ()
+    lyrics: str | None = None
+    caption: str | None = None
+    sections: tuple = ()
     name = "extend"
     capability = "repaint"
+
+    @classmethod
+    def section(cls, take, lyrics: str, where: str = "end", seconds: float | None = None, *, sections=None,
+                caption=None, context: float | None = None, mode: str = "balanced", strength: float = 0.5,
+                reference=None) -> "Extend":
+        """Add a section to `take`: `lyrics` is its `[tag]` line and its lines ("[bridge]\\n..."), `where`
+        is "start", "end", "after <section>" or "before <section>" (names as in `take_sections`).
+
+        `seconds` (None: from its lines at the take's pace, else two bars a line at the blueprint's BPM,
+        rounded up to whole bars) is the new part's length; the rest of the song is kept (outside the
+        new part and its crossfades, sample for sample) and the model sees it as context. The
+        blueprint's lyrics get the new section at the same place; `task["sections"]` records it."""
+        from .by_section import extend_section
+
+        return extend_section(cls, take, lyrics, where, seconds, sections=sections, caption=caption,
+                              context=context, mode=mode, strength=strength, reference=reference)
 
     def validate(self):
         self.check_common()
         check_source(self)
         check_seconds("left", self.left, 0.0, MAX_SECONDS)
         check_seconds("right", self.right, 0.0, MAX_SECONDS)
-        if self.left == 0 and self.right == 0:
-            raise TaskError("extend needs left or right to be more than 0 seconds")
+        inserts = check_inserts(self.inserts)
+        if self.left == 0 and self.right == 0 and not inserts:
+            raise TaskError("extend needs left or right to be more than 0 seconds (or inserts)")
         if self.context is not None:
             check_seconds("context", self.context, 1.0, MAX_SECONDS)
         _check_mode(self.mode, self.strength)
+        check_text_edits(self)
         return self
 
     def plan(self, facts, blueprint):
         from ..sources import source_audio
 
         audio, take_id = source_audio(facts, self.source)
+        gaps = check_inserts(self.inserts)
+        audio, latents = with_gaps(facts, audio, take_latents(facts, self.source), gaps)
+        blueprint = edited_blueprint(self, blueprint)
         rate = facts.sample_rate
         n = audio.shape[-1]
         left, right = float(self.left), float(self.right)
@@ -213,6 +263,9 @@ class Extend(Task):
         keep = int(round(context * rate))
         prefix = suffix = None
         if keep < n:
+            if gaps:
+                raise TaskError(f"context ({context:g} s) is shorter than the source ({n / rate:.1f} s): a context "
+                                "window applies to extending at the start or the end, not to inserting")
             if left and right:
                 raise TaskError(f"context ({context:g} s) is shorter than the source ({n / rate:.1f} s): "
                                 "extend one side at a time")
@@ -221,8 +274,8 @@ class Extend(Task):
             else:
                 audio, suffix = audio[:, :keep], audio[:, keep:]
         duration = audio.shape[-1] / rate
-        spans = ([(-left, 0.0)] if left else []) + ([(duration, duration + right)] if right else [])
-        latents = take_latents(facts, self.source)
+        spans = ([(-left, 0.0)] if left else []) + gap_spans(facts, gaps) + \
+            ([(duration, duration + right)] if right else [])
         hop = facts.hop_length
         if latents is not None and prefix is not None:
             latents = latents[prefix.shape[-1] // hop:] if prefix.shape[-1] % hop == 0 else None
@@ -235,6 +288,77 @@ class Extend(Task):
                  + (0 if suffix is None else suffix.shape[-1]))
         plan.blueprint = blueprint.replace(duration=min(MAX_SECONDS, max(10.0, round(total / rate, 2))))
         return plan
+
+
+def check_inserts(inserts) -> tuple[tuple[float, float], ...]:
+    """`inserts`: (at, seconds) pairs, each a gap of `seconds` (> 0) put into the source at `at` seconds."""
+    hint = f"inserts must be (at, seconds) pairs, e.g. ((42.0, 8.0),) (got {inserts!r})"
+    if isinstance(inserts, (str, bytes, dict)) or not hasattr(inserts, "__iter__"):
+        raise TaskError(hint)
+    out = []
+    for item in inserts:
+        if isinstance(item, (str, bytes, dict)) or not hasattr(item, "__iter__") or len(tuple(item)) != 2:
+            raise TaskError(hint)
+        at, seconds = tuple(item)
+        out.append((check_seconds("insert at", at, 0.0, MAX_SECONDS),
+                    check_seconds("insert seconds", seconds, 0.04, MAX_SECONDS)))
+    return tuple(sorted(out))
+
+
+def _gap_frames(facts, at: float, seconds: float) -> tuple[int, int]:
+    """(frame where a gap goes, its length in frames): whole latent frames, so a take's latents are reused."""
+    return int(round(at * facts.frame_rate)), max(1, int(round(seconds * facts.frame_rate)))
+
+
+def with_gaps(facts, audio: np.ndarray, latents, inserts):
+    """`audio` `[2, n]` (and its latents `[frames, C]`, or None) with silent gaps put in at each insert."""
+    if not inserts:
+        return audio, latents
+    hop, n = facts.hop_length, audio.shape[-1]
+    audio_parts, latent_parts, done_sample, done_frame = [], [], 0, 0
+    for at, seconds in inserts:
+        if at > n / facts.sample_rate + 1e-6:
+            raise TaskError(f"insert at must lie within the {n / facts.sample_rate:.2f} s source (got {at:g})")
+        frame, length = _gap_frames(facts, at, seconds)
+        sample = min(n, frame * hop)
+        audio_parts += [audio[:, done_sample:sample], np.zeros((audio.shape[0], length * hop), np.float32)]
+        if latents is not None:
+            latent_parts += [latents[done_frame:frame], facts.silence(length).to(latents)]
+        done_sample, done_frame = sample, frame
+    audio_parts.append(audio[:, done_sample:])
+    if latents is not None:
+        latent_parts.append(latents[done_frame:])
+        latents = torch.cat(latent_parts)
+    return np.ascontiguousarray(np.concatenate(audio_parts, axis=-1), dtype=np.float32), latents
+
+
+def gap_spans(facts, inserts) -> list[tuple[float, float]]:
+    """Where the gaps lie in the lengthened song (seconds), each as generated region."""
+    spans, shift = [], 0
+    for at, seconds in inserts:
+        frame, length = _gap_frames(facts, at, seconds)
+        spans.append(((frame + shift) / facts.frame_rate, (frame + shift + length) / facts.frame_rate))
+        shift += length
+    return spans
+
+
+def check_text_edits(task) -> None:
+    """The new whole-song `lyrics` and `caption` a section edit sets, checked as the blueprint checks them."""
+    from ...blueprint import MAX_CAPTION_CHARS, MAX_LYRICS_CHARS
+
+    for field, limit in (("lyrics", MAX_LYRICS_CHARS), ("caption", MAX_CAPTION_CHARS)):
+        value = getattr(task, field)
+        if value is not None and not isinstance(value, str):
+            raise TaskError(f"{field} must be text or None (got {type(value).__name__})")
+        if value is not None and len(value) >= limit:
+            raise TaskError(f"{field} would be {len(value)} characters with the new section; it must be shorter "
+                            f"than {limit}")
+
+
+def edited_blueprint(task, blueprint):
+    """The blueprint with the task's new lyrics and caption (a section edit), else unchanged."""
+    changes = {field: getattr(task, field) for field in ("lyrics", "caption") if getattr(task, field) is not None}
+    return blueprint.replace(**changes) if changes else blueprint
 
 
 def take_latents(facts, source) -> torch.Tensor | None:
