@@ -46,7 +46,7 @@ class Workbench(StateView):
         self.generate_panel = GeneratePanel(engine, self.editor, state=state, on_recall=self.recall)
         self.look = LookView(state, listen=ListenPanel(state=state, follow_current=True))
         self.painter = RepaintPainter(state=state)
-        self.cover_lab = CoverLab(state=state)
+        self.cover_lab = CoverLab(state=state, editor=self.editor, on_edit=self._edit_blueprint)
         self.tracks = TracksPanel(state=state)
         self.lora_panel = LoRAPanel(state=state, generate_panel=self.generate_panel)
         self._views = [self.editor, self.generate_panel, self.look, self.painter, self.cover_lab, self.tracks,
@@ -104,6 +104,9 @@ class Workbench(StateView):
     def recall(self, take) -> None:
         """Put a take's blueprint in the editor and its task and seed in the generate panel."""
         self.generate_panel.recall(take)
+        self.tabs.selected_index = 0
+
+    def _edit_blueprint(self) -> None:
         self.tabs.selected_index = 0
 
     def use_as_source(self, take) -> None:

@@ -212,8 +212,11 @@ class TakeBrowser(LazyView, StateView):
             self.detail.children = (self.compare_view.widget,)
         else:
             self.compare_view.show(None)
-            self.player.play(take)
+            self.player.cue(take)
             self.detail.children = (self.player.widget,)
+
+    def audio_players(self) -> list:
+        return [self.player, self.compare_view]
 
     def _with_take(self, callback) -> None:
         if callback is None:

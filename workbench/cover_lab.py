@@ -17,13 +17,33 @@ from .state import WorkbenchState
 from .views import AudioPlayer, LazyView, TakeCard, heading, replace_children
 
 
+def blueprint_summary(blueprint) -> str:
+    """One short paragraph of a blueprint: caption, then the metadata and the first lyric lines."""
+    if blueprint is None:
+        return "<i>no blueprint yet: write one in the Blueprint tab</i>"
+    metas = [f"{blueprint.bpm} BPM" if blueprint.bpm else "auto BPM", blueprint.keyscale or "auto key",
+             f"{blueprint.timesignature}/4" if blueprint.timesignature else "auto time signature",
+             f"{blueprint.duration:g} s", blueprint.language or "unknown language"]
+    if blueprint.instrumental:
+        metas.append("instrumental")
+    lyrics = " / ".join(line for line in (blueprint.lyrics or "").splitlines() if line.strip())
+    lyrics = lyrics[:120] + ("..." if len(lyrics) > 120 else "")
+    problems = blueprint.errors()
+    warning = (f"<br><span style='color:#b00020'>{html.escape('; '.join(problems.values()))}</span>"
+               if problems else "")
+    return (f"<div style='border-left:3px solid #ccc;padding:2px 8px'><b>{html.escape(blueprint.caption or '(no caption)')}</b>"
+            f"<br><small>{html.escape(' · '.join(str(m) for m in metas))}"
+            + (f"<br>{html.escape(lyrics)}" if lyrics else "") + f"</small>{warning}</div>")
+
+
 class CoverLab(JobPanel, LazyView):
     """Restyle the current take with a new caption and metadata. The sliders say what they do:
     "restyle <-> keep structure" (upstream's cover strength) and "start from noise <-> from the
     source" (cover noise strength). The source is the shared state's current take; the lineage
     (source, cover 1, cover 2, ...) is drawn when the tab is shown, with one player for all of it."""
 
-    def __init__(self, source=None, engine=None, store=None, state: WorkbenchState | None = None):
+    def __init__(self, source=None, engine=None, store=None, state: WorkbenchState | None = None,
+                 editor: BlueprintEditor | None = None, on_edit=None):
         if state is None:
             state = WorkbenchState(engine=engine, store=store, current_take=source)
         elif source is not None:
@@ -32,7 +52,15 @@ class CoverLab(JobPanel, LazyView):
         self.source = None
         self.result = None
         first = state.current_take
-        self.editor = BlueprintEditor(first.blueprint if first is not None else None, state=state)
+        # In the Workbench the cover follows the Blueprint tab's editor, shown here in brief; alone,
+        # the lab has an editor of its own, which starts from each new source's blueprint.
+        self.own_editor = editor is None
+        self.editor = editor if editor is not None else BlueprintEditor(
+            first.blueprint if first is not None else None, state=state, shared=True)
+        self.blueprint_view = widgets.HTML()
+        self.edit_button = widgets.Button(description="Edit in the Blueprint tab", icon="pencil",
+                                          layout=widgets.Layout(width="auto"))
+        self.edit_button.on_click(lambda _: on_edit() if on_edit is not None else None)
         self.heading = widgets.HTML()
         self.strength = widgets.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05, readout_format=".2f",
                                             layout=widgets.Layout(width="320px"))
@@ -49,8 +77,11 @@ class CoverLab(JobPanel, LazyView):
         self._cards: list[TakeCard] = []
         self.generate_button.on_click(lambda _: self.cover())
         self.next_button.on_click(lambda _: self.result is not None and self.set_source(self.result))
+        blueprint_box = (self.editor.widget if self.own_editor else
+                         widgets.VBox([self.blueprint_view, self.edit_button] if on_edit is not None
+                                      else [self.blueprint_view]))
         self.controls = widgets.VBox([
-            widgets.HTML("<b>New caption and metadata</b> (the cover follows these)"), self.editor.widget,
+            widgets.HTML("<b>New caption and metadata</b> (the cover follows these)"), blueprint_box,
             widgets.HBox([widgets.HTML("restyle"), self.strength, widgets.HTML("keep structure")]),
             widgets.HBox([widgets.HTML("start from noise"), self.noise_strength, widgets.HTML("from the source")]),
             widgets.HBox([self.seed, self.generate_button, self.cancel_button, self.next_button, self.progress]),
@@ -58,7 +89,14 @@ class CoverLab(JobPanel, LazyView):
         ])
         self.widget = widgets.VBox([self.heading, self.controls])
         state.observe(lambda change: self._source_changed(), names="current_take")
+        state.observe(lambda change: self._show_blueprint(), names="blueprint")
         self._source_changed()
+        self._show_blueprint()
+
+    def _show_blueprint(self) -> None:
+        if self.own_editor:
+            return
+        self.blueprint_view.value = blueprint_summary(self.state.blueprint)
 
     def set_source(self, take) -> None:
         """Cover `take` next (it becomes the current take of every tab)."""
@@ -80,7 +118,8 @@ class CoverLab(JobPanel, LazyView):
             self.lineage.append(take)
         else:
             self.lineage = [take]
-            self.editor.set_blueprint(take.restore())  # a new lineage starts from its source's blueprint
+            if self.own_editor:  # a new lineage starts from its source's blueprint
+                self.editor.set_blueprint(take.restore())
         self.result = None
         self.next_button.disabled = True
         self.status.value = f"source: <b>{html.escape(take.title)}</b>"
@@ -151,7 +190,7 @@ class CoverLab(JobPanel, LazyView):
     def _cover_inputs(self):
         if self.source is None:
             raise AceStepError("generate or select a take first: the cover starts from the current take")
-        blueprint = self.editor.valid_blueprint()
+        blueprint = self.editor.valid_blueprint()  # the Blueprint tab's, in the Workbench
         task = Cover(self.source, strength=self.strength.value, noise_strength=self.noise_strength.value)
         return blueprint, task.validate(), self.seed_field()
 

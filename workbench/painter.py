@@ -246,6 +246,9 @@ class RepaintPainter(JobPanel, LazyView):
         if self.take is not None:
             self.canvas.set_take(self.take)
 
+    def audio_players(self) -> list:
+        return [self.comparison]
+
     def add_region(self, start: float | None = None, end: float | None = None) -> None:
         duration = self.take.duration
         start = duration * 0.45 if start is None else start

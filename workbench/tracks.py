@@ -13,12 +13,12 @@ from acestep_engine.errors import AceStepError
 from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
-from .views import AudioPlayer, CardList, TakeCard, heading
+from .views import AudioPlayer, CardList, LazyView, TakeCard, heading
 
 BASE_VARIANT = "acestep-v15-base"
 
 
-class TracksPanel(JobPanel):
+class TracksPanel(JobPanel, LazyView):
     """Extract one or several of the 12 tracks, lego one track (optionally in a region), or complete
     a vocal with accompaniment tracks, from the current take. On turbo/sft the controls are disabled
     with the reason and a button that loads the base checkpoint (downloading it only if the engine
