@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 import numpy as np
@@ -283,9 +284,11 @@ class TakeCard:
         self.badge = widgets.HTML()
         self.show_notes(take.notes)
         self.image = widgets.Image(value=thumbnail_png(take), format="png", layout=widgets.Layout(width="320px"))
+        # Recall and Use as source exist only where they have something to do
         self.recall_button = widgets.Button(description="Recall", tooltip="put this take's blueprint in the editor",
-                                            layout=widgets.Layout(width="auto"))
-        self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"))
+                                            layout=widgets.Layout(width="auto")) if on_recall else None
+        self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"),
+                                            tooltip="cover this take next") if on_use_as_source else None
         # Alone (in a notebook) the card brings its own player, shown once Play is pressed.
         self.player = AudioPlayer("Playing") if player is None else None
         target = player if player is not None else self.player
@@ -312,8 +315,6 @@ class TakeCard:
 
     def close(self) -> None:
         close_tree(self.widget)
-        for button in (self.recall_button, self.source_button):  # not shown, still live
-            close_tree(button)
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)
@@ -412,6 +413,16 @@ class LazyView:
             self._draw()
         else:
             self._stale = True
+
+    @staticmethod
+    @contextmanager
+    def built_hidden():
+        """Views constructed inside start hidden: they draw nothing until `set_visible(True)`."""
+        LazyView.visible = False
+        try:
+            yield
+        finally:
+            LazyView.visible = True
 
     def set_visible(self, visible: bool) -> None:
         self.visible = visible
