@@ -293,7 +293,7 @@ def test_a_fresh_workbench_is_few_widget_models_and_builds_a_tab_when_it_is_firs
     bench = Workbench(turbo, TakeStore(tmp_path / "takes"), blueprint=BP)
     try:
         fresh = len(live_widgets()) - before
-        assert fresh <= 320, f"{fresh} widget models for a fresh workbench"
+        assert fresh <= 220, f"{fresh} widget models for a fresh workbench"
         assert bench._views[3] is None and bench.tabs.children[3].children == ()
         bench.tabs.selected_index = 3  # the Repaint tab is built when shown, on the current state
         assert bench._views[3] is bench.painter and bench.tabs.children[3].children == (bench.painter.widget,)

@@ -51,12 +51,13 @@ class Workbench(StateView):
             3: lambda: RepaintPainter(state=state),
             4: lambda: CoverLab(state=state, editor=self.editor, on_edit=self._edit_blueprint),
             5: lambda: TracksPanel(state=state),
+            6: lambda: TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source, state=state),
             7: lambda: LoRAPanel(state=state, generate_panel=self.generate_panel),
         }
         self._views = [self.editor, self.generate_panel, None, None, None, None, None, None]
-        self._show_only(0)  # before the Takes list makes its newest take current: nothing hidden draws
-        self.browser = TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source, state=state)
-        self._views[6] = self.browser
+        if state.current_take is None and store is not None:  # the newest take in the store, if any
+            newest = store.list()[-1:]
+            state.current_take = store.load(newest[0]["id"]) if newest else None
         self._boxes = [view.widget if view is not None else widgets.VBox() for view in self._views]
         self.tabs = widgets.Tab(children=self._boxes)
         for i, title in enumerate(TITLES):
@@ -87,6 +88,7 @@ class Workbench(StateView):
     painter = property(lambda self: self._view(3), doc="The Repaint tab (RepaintPainter).")
     cover_lab = property(lambda self: self._view(4), doc="The Cover tab (CoverLab).")
     tracks = property(lambda self: self._view(5), doc="The Tracks tab (TracksPanel).")
+    browser = property(lambda self: self._view(6), doc="The Takes tab (TakeBrowser).")
     lora_panel = property(lambda self: self._view(7), doc="The LoRA tab (LoRAPanel).")
 
     @property
