@@ -1,6 +1,7 @@
 """The workbench as a whole, driven from Python: one shared state, one job runner, views that cost
 what is on screen. Runs on ipywidgets 7.x (Colab) and 8.x alike."""
 
+import json
 import threading
 import time
 
@@ -95,24 +96,49 @@ def test_refreshing_takes_never_brings_an_old_take_back(bench):
     assert bench.current_take.id == first.id and first.id in bench.painter.heading.value
 
 
-def test_takes_made_in_any_tab_appear_in_takes_at_once(bench, base):
+def test_every_result_becomes_the_current_take_of_every_tab(bench, base):
     source, = generate(bench, "5")
     painter = bench.painter
     painter.regions = [(2.0, 4.0)]
     painter.repaint_button.click()
     repainted, = painter.job.result(timeout=120)
     assert repainted.id in [v for _, v in bench.browser.takes.options]
-    assert bench.current_take is source  # the painter keeps showing before/after until Continue
+    assert bench.current_take is repainted and all(repainted.id in text for text in headings(bench).values())
+    assert painter.comparison.take is source and painter.comparison.compare is repainted  # before/after stays
+    assert painter.take is repainted and painter.regions == []  # the next repaint paints on the result
+    painter.back_button.click()  # back to the source, for another try
+    assert bench.current_take is source and painter.comparison.widget.layout.display == "none"
     bench.cover_lab.generate_button.click()
     cover, = bench.cover_lab.job.result(timeout=120)
-    assert cover.id in [v for _, v in bench.browser.takes.options]
+    assert bench.current_take is cover and all(cover.id in text for text in headings(bench).values())
+    assert [t.id for t in bench.cover_lab.lineage] == [source.id, cover.id]
     bench.state.engines = {**bench.state.engines, base.variant.name: base}  # as Load acestep-v15-base does
     assert bench.tracks.capable and "acestep-v15-base" in bench.header.models.value
     bench.tracks.run_button.click()
     vocals, = bench.tracks.job.result(timeout=300)
-    assert vocals.id in [v for _, v in bench.browser.takes.options] and vocals.parent_id == source.id
-    painter.next_button.click()  # Continue from result: every tab follows
-    assert bench.current_take is repainted and repainted.id in bench.look.heading.value
+    assert vocals.parent_id == cover.id and bench.current_take is vocals
+    assert all(vocals.id in text for text in headings(bench).values()) and bench.browser.selected == vocals.id
+    assert "vocals" in bench.tracks.results.cards[vocals.id].info.value  # the card says which stem
+
+
+def test_after_delete_the_neighbour_is_current_and_after_undo_the_restored_take(bench, tmp_path):
+    takes = [generate(bench, str(seed))[0] for seed in (1, 2, 3)]  # listed newest first: 3, 2, 1
+    browser = bench.browser
+    browser.select(takes[1].id)
+    browser.delete_button.click()
+    assert bench.current_take.id == takes[0].id == browser.selected  # the next one down the list
+    browser.select(takes[0].id)  # the oldest: its neighbour is the next newer
+    browser.delete_button.click()
+    assert bench.current_take.id == takes[2].id == browser.selected
+    browser.undo_button.click()
+    assert bench.current_take.id == takes[0].id == browser.selected
+    assert takes[0].id in bench.look.heading.value and takes[0].id in bench.painter.heading.value
+    browser.export_path.value = str(tmp_path / "out")
+    browser.export_button.click()  # the export writes the take that is shown as current
+    exported = json.loads((tmp_path / "out" / f"{takes[0].id}.json").read_text())
+    assert exported["id"] == takes[0].id
+    browser.undo_button.click()
+    assert bench.current_take.id == takes[1].id == browser.selected and browser.undo_button.disabled
 
 
 def test_plan_then_cancelled_plan_leave_the_plan_buttons_enabled(bench):

@@ -265,11 +265,20 @@ class SpectrogramView:
 
 
 # ---------------------------------------------------------------------- cards
+def task_words(task: dict) -> str:
+    """What a take's task did, in a few words: 'extract vocals', 'lego drums', 'complete with bass + drums'."""
+    name = str(task.get("name"))
+    tracks = task.get("tracks") or ([task["track"]] if task.get("track") else [])
+    if name == "complete" and tracks:
+        return f"complete with {' + '.join(tracks)}"
+    return f"{name} {' + '.join(tracks)}" if tracks else name
+
+
 def take_summary(take) -> str:
     bp = take.blueprint
     return (f"<b>{html.escape(take.title)}</b><br>seed {take.seed} &middot; {take.duration:.1f} s &middot; "
             f"{bp.bpm or 'auto'} BPM &middot; {html.escape(bp.keyscale or 'auto key')} &middot; "
-            f"{html.escape(str(take.task.get('name')))}")
+            f"{html.escape(task_words(take.task))}")
 
 
 class TakeCard:
