@@ -115,3 +115,27 @@ def test_bad_requests_are_named(store, tmp_path):
     assert not (tmp_path / "x").exists()  # checked before anything was written
     with pytest.raises(TakeStoreError, match="at least one take"):
         export_takes(store, [], tmp_path / "y")
+
+
+def test_exported_files_get_the_permissions_a_new_file_gets_like_the_takes(tmp_path, turbo):
+    """mkstemp makes 0o600 files: an export (audio, .lrc, .json, zip) must be as readable as the takes."""
+    import os
+    import stat
+
+    from acestep_engine import Blueprint, TakeStore
+    from acestep_engine.takes import export_batch
+
+    store = TakeStore(tmp_path / "takes")
+    take, = turbo.generate(Blueprint(caption="perms", duration=10.0), seeds=1, steps=2)
+    take.notes["lrc"] = "[00:01.00]line\n"
+    store.save(take)
+    umask = os.umask(0o027)
+    try:
+        expected = 0o666 & ~0o027
+        written = [store.export(take.id, tmp_path / "out" / f"song.{fmt}") for fmt in ("wav", "mp3", "opus")]
+        written += [tmp_path / "out" / "song.lrc", tmp_path / "out" / "song.json",
+                    export_batch(store, take.id, tmp_path / "out" / "batch.zip")]
+    finally:
+        os.umask(umask)
+    assert {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in written} == \
+        {path.name: oct(expected) for path in written}

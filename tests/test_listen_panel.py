@@ -92,7 +92,12 @@ def test_synced_player_traits(takes):
     a.notes["lrc"] = LRC
     player = SyncedPlayer(a, use_custom_widget=True)
     canvas = player.canvas
-    assert canvas.audio_a[:4] == b"RIFF" and canvas.audio_b == b"" and canvas.image_a.startswith("data:image/png")
+    # no audio in the widget state until the browser asks for a side's audio (Play)
+    assert canvas.audio_a == b"" and canvas.audio_b == b"" and canvas.image_a.startswith("data:image/png")
+    canvas._message(canvas, {"event": "load", "side": "a"}, [])
+    assert canvas.audio_a[:4] == b"RIFF" and canvas.audio_b == b""
+    player.release()
+    assert canvas.audio_a == b"" and not canvas.playing
     assert canvas.lines_a == [[1.0, "first line sung"], [4.5, "second line sung"], [8.0, "third line sung"]]
     assert 0.0 < canvas.plot_left < canvas.plot_right < 1.0 and canvas.duration_a == pytest.approx(a.duration)
     assert player.current_line == -1
@@ -101,8 +106,8 @@ def test_synced_player_traits(takes):
     player.set_takes(a, b, compare_lrc="[00:02.00]other take")
     player.current = "b"
     assert player.lines == [[2.0, "other take"]] and player.current_line == 0 and canvas.label_b.startswith("B:")
-    player.play()
-    assert canvas.playing
+    player.play()  # playing from Python sends the shown side's audio
+    assert canvas.playing and canvas.audio_b[:4] == b"RIFF" and canvas.audio_a == b""
     assert "export default" in canvas._esm
 
 
@@ -146,7 +151,11 @@ def test_look_tab_plays_the_current_batch_and_cards_show_the_badges(turbo, plann
         listen = bench.look.listen
         assert set(listen.sorted_ids()) == {first.id, second.id}  # the current take's batch
         assert listen.player.take.id == bench.current_take.id and listen.player.is_custom
+        listen.player.play()
         assert listen.player.canvas.audio_a[:4] == b"RIFF"
+        bench.tabs.selected_index = 1  # a hidden tab holds no audio
+        assert listen.player.canvas.audio_a == b"" and not listen.player.playing
+        bench.tabs.selected_index = 2
         card = panel.results.cards[second.id]
         assert card.badge.layout.display == "none"  # nothing measured yet
         listen.row_buttons[second.id]["score"].click()

@@ -455,11 +455,11 @@ def test_bad_preparation_inputs(engine, tmp_path):
     with pytest.raises(LoRAError, match=r"max_seconds must be between 1 and 600 seconds \(got 0\)"):
         prepare_dataset(engine, folder, tmp_path / "cache", max_seconds=0)
     (folder / "a.json").write_text(json.dumps({"caption": "x", "bpm": 500}))
-    with pytest.raises(LoRAError, match=r"a.json: bpm must be between 30 and 300 \(got 500\)"):
+    with pytest.raises(LoRAError, match=r"no song in .* could be prepared \(a.wav: .*a.json: bpm must be between 30 "
+                                        r"and 300 \(got 500\)\)"):
         prepare_dataset(engine, folder, tmp_path / "cache")
     (folder / "a.json").write_text(json.dumps({"caption": "x", "tempo": 120}))
-    with pytest.raises(LoRAError, match="'tempo' is not a sidecar field"):
-        prepare_dataset(engine, folder, tmp_path / "cache")
+    assert prepare_dataset(engine, folder, tmp_path / "cache").ignored == {"a.json": ["tempo"]}
     (folder / "a.json").write_text("{not json")
     with pytest.raises(LoRAError, match="a.json is not valid JSON"):
         prepare_dataset(engine, folder, tmp_path / "cache")
@@ -559,3 +559,25 @@ def test_a_dit_with_an_adapter_parks_its_own_weights_and_keeps_the_adapter(tiny_
     assert lora and all(p.numel() > 0 for p in lora)  # adapters are in no checkpoint file: they stay
     assert all(p.numel() == 0 for n, p in dit.named_parameters() if "base_layer" in n)  # the wrapped weights park
     assert np.array_equal(parked.latents, resident.latents)
+
+
+def test_a_folder_of_workbench_exports_prepares_and_a_bad_song_is_skipped_with_its_reason(engine, tmp_path):
+    """The Takes tab's exports: audio beside the take's sidecar (fields under "blueprint", plus id,
+    seed, format_version, exported_as, ...), a manifest.json and .lrc files."""
+    from acestep_engine import TakeStore
+    from acestep_engine.takes import export_batch
+
+    store = TakeStore(tmp_path / "takes")
+    takes = engine.generate(Blueprint(caption="exported song", bpm=100, duration=10.0), batch_size=2, seeds=3,
+                            steps=2)
+    for take in takes:
+        store.save(take)
+    exports = export_batch(store, takes[0].id, tmp_path / "exports", format="flac")
+    (exports / "03-broken.wav").write_bytes(b"RIFF not really audio")
+    dataset = prepare_dataset(engine, exports, tmp_path / "cache")
+    assert len(dataset) == 2 and all(s.labelled_by == "sidecar" for s in dataset.songs)
+    assert {s.blueprint["caption"] for s in dataset.songs} == {"exported song"}
+    assert dataset.songs[0].blueprint["bpm"] == 100
+    assert [name for name, _ in dataset.skipped] == ["03-broken.wav"] and "03-broken.wav" in dataset.skipped[0][1]
+    assert "format_version" in dataset.ignored["01-" + takes[0].id + ".json"]
+    assert LoRADataset.load(tmp_path / "cache").skipped == dataset.skipped  # kept in the manifest

@@ -126,12 +126,33 @@ def test_panel_stop_button_saves_the_adapter_at_the_current_step(engine, songs, 
 
 def test_panel_reports_mistakes_in_plain_words(engine, songs, tmp_path):
     panel = LoRAPanel(engine)
+    songs_box = panel.widget.children[0]
+
+    def under(box):  # the status line is shown inside that step's box
+        found = []
+
+        def walk(w):
+            found.append(w)
+            for child in getattr(w, "children", ()):
+                walk(child)
+        walk(box)
+        return panel.status in found
+
     panel.prepare_button.click()
     assert "choose the songs folder first" in panel.status.value and panel.job is None
+    assert under(songs_box) and not under(panel.widget.children[1])  # under "1. Songs", not "2. Train"
     panel.folder.value = str(tmp_path / "no-such-folder")
     panel.prepare_button.click()
     panel.job.wait(60)
     assert "does not exist" in panel.status.value and not panel.prepare_button.disabled
+    (tmp_path / "empty-folder").mkdir()
+    panel.folder.value = str(tmp_path / "empty-folder")
+    panel.prepare_button.click()
+    panel.job.wait(60)
+    assert "holds no audio files" in panel.status.value and under(songs_box)
+    panel.apply_button.click()  # nothing typed in Adapter: said under "3. Save and apply"
+    assert "train an adapter or type an adapter folder first" in panel.status.value
+    assert under(panel.widget.children[2])
     panel.folder.value = str(songs)
     panel.cache_dir.value = str(tmp_path / "empty-cache")
     panel.train_button.click()

@@ -1,9 +1,11 @@
 """Panels driven from Python on the tiny checkpoint: set fields, click, wait for the worker, check."""
 
 import html
+import stat
 import threading
 
 import pytest
+import soundfile as sf
 
 from acestep_engine import Blueprint, TakeStore
 from workbench import BlueprintEditor, GeneratePanel, SpectrogramView, TakeCard
@@ -223,9 +225,13 @@ def test_take_browser_lists_filters_renames_deletes_with_undo_and_exports(turbo,
     browser.rename_button.click()
     assert store.record(first.id)["name"] == "keeper"
     browser.export_path.value = str(tmp_path / "out")
-    browser.export_format.value = "flac"
-    browser.export_button.click()
-    assert (tmp_path / "out" / "keeper.flac").is_file()
+    assert [value for _, value in browser.export_format.options] == ["wav", "flac", "mp3", "ogg", "opus"]
+    for fmt, suffix in (("flac", "flac"), ("mp3", "mp3"), ("ogg", "ogg"), ("opus", "opus")):
+        browser.export_format.value = fmt
+        browser.export_button.click()
+        written = tmp_path / "out" / f"keeper.{suffix}"
+        assert written.is_file() and sf.info(str(written)).frames > 0, browser.status.value
+        assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(next((tmp_path / "takes").glob(f"{first.id}.*")).stat().st_mode)
     browser.compare_with.value = second.id
     assert "SpectrogramView" not in browser.status.value and len(browser.detail.children) == 1
     browser.recall_button.click()

@@ -20,7 +20,7 @@ from .painter import RepaintPainter
 from .state import WorkbenchState, demo_notice_silenced
 from .state_view import StateView
 from .tracks import TracksPanel
-from .views import HeaderView, LookView, close_tree
+from .views import HeaderView, LazyView, LookView, close_tree
 from .weights import WeightsPanel
 
 DEFAULT_BLUEPRINT = Blueprint(
@@ -44,28 +44,64 @@ class Workbench(StateView):
         self.header = HeaderView(state)
         self.editor = BlueprintEditor(state=state, shared=True)
         self.generate_panel = GeneratePanel(engine, self.editor, state=state, on_recall=self.recall)
-        self.look = LookView(state, listen=ListenPanel(state=state, follow_current=True))
-        self.painter = RepaintPainter(state=state)
-        self.cover_lab = CoverLab(state=state)
-        self.tracks = TracksPanel(state=state)
-        self.lora_panel = LoRAPanel(state=state, generate_panel=self.generate_panel)
-        self._views = [self.editor, self.generate_panel, self.look, self.painter, self.cover_lab, self.tracks,
-                       None, self.lora_panel]
-        self._show_only(0)  # before the Takes list makes its newest take current: nothing hidden draws
-        self.browser = TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source, state=state)
-        self._views[6] = self.browser
-        self.tabs = widgets.Tab(children=[view.widget for view in self._views])
+        # Tabs that only work on what is made elsewhere are built when first shown (or named from
+        # Python): every widget is a model that each browser tab restores when it opens or reloads.
+        self._factories = {
+            2: lambda: LookView(state, listen=ListenPanel(state=state, follow_current=True)),
+            3: lambda: RepaintPainter(state=state),
+            4: lambda: CoverLab(state=state, editor=self.editor, on_edit=self._edit_blueprint),
+            5: lambda: TracksPanel(state=state),
+            6: lambda: TakeBrowser(store, on_recall=self.recall, on_use_as_source=self.use_as_source, state=state),
+            7: lambda: LoRAPanel(state=state, generate_panel=self.generate_panel),
+        }
+        self._views = [self.editor, self.generate_panel, None, None, None, None, None, None]
+        if state.current_take is None and store is not None:  # the newest take in the store, if any
+            newest = store.list()[-1:]
+            state.current_take = store.load(newest[0]["id"]) if newest else None
+        self._boxes = [view.widget if view is not None else widgets.VBox() for view in self._views]
+        self.tabs = widgets.Tab(children=self._boxes)
         for i, title in enumerate(TITLES):
             self.tabs.set_title(i, title)
         self.tabs.observe(lambda change: self._show_only(change["new"]), names="selected_index")
         self._show_only(self.tabs.selected_index or 0)
-        # "Get the real weights": closed, it costs nothing (the hub is asked when it is opened)
-        self.weights = WeightsPanel(state, visible=False)
-        self.weights_section = widgets.Accordion(children=[self.weights.widget], selected_index=None)
+        # "Get the real weights": closed, it costs nothing (built, and the hub asked, when opened)
+        self._weights = None
+        self.weights_section = widgets.Accordion(children=[widgets.VBox()], selected_index=None)
         self.weights_section.set_title(0, "Get the real weights")
-        self.weights_section.observe(lambda change: self.weights.set_visible(change["new"] == 0),
-                                     names="selected_index")
+        self.weights_section.observe(lambda change: self._weights_opened(change["new"] == 0), names="selected_index")
         self.widget = widgets.VBox([self.header.widget, self.weights_section, self.tabs])
+
+    # ------------------------------------------------------------------ tabs built when first needed
+    def _view(self, index: int):
+        if self._views[index] is None:
+            with LazyView.built_hidden():
+                view = self._views[index] = self._factories[index]()
+            if hasattr(view, "set_visible"):
+                view.set_visible(self.tabs.selected_index == index)
+            self._boxes[index].children = (view.widget,)
+            for panel in (view, getattr(view, "listen", None)):  # built while a job runs: locked too
+                if hasattr(panel, "_sync_buttons"):
+                    panel._sync_buttons()
+        return self._views[index]
+
+    look = property(lambda self: self._view(2), doc="The Look tab (LookView).")
+    painter = property(lambda self: self._view(3), doc="The Repaint tab (RepaintPainter).")
+    cover_lab = property(lambda self: self._view(4), doc="The Cover tab (CoverLab).")
+    tracks = property(lambda self: self._view(5), doc="The Tracks tab (TracksPanel).")
+    browser = property(lambda self: self._view(6), doc="The Takes tab (TakeBrowser).")
+    lora_panel = property(lambda self: self._view(7), doc="The LoRA tab (LoRAPanel).")
+
+    @property
+    def weights(self) -> WeightsPanel:
+        """The "Get the real weights" section (WeightsPanel)."""
+        if self._weights is None:
+            self._weights = WeightsPanel(self.state, visible=False)
+            self.weights_section.children[0].children = (self._weights.widget,)
+        return self._weights
+
+    def _weights_opened(self, opened: bool) -> None:
+        if opened or self._weights is not None:
+            self.weights.set_visible(opened)
 
     @classmethod
     def demo(cls, takes_dir=None, device="auto", planner: bool = True) -> "Workbench":
@@ -97,6 +133,8 @@ class Workbench(StateView):
 
     # ------------------------------------------------------------------ composition
     def _show_only(self, index) -> None:
+        if index in self._factories and getattr(self, "_boxes", None) is not None:
+            self._view(index)
         for i, view in enumerate(self._views):
             if view is not None and hasattr(view, "set_visible"):
                 view.set_visible(i == index)
@@ -104,6 +142,9 @@ class Workbench(StateView):
     def recall(self, take) -> None:
         """Put a take's blueprint in the editor and its task and seed in the generate panel."""
         self.generate_panel.recall(take)
+        self.tabs.selected_index = 0
+
+    def _edit_blueprint(self) -> None:
         self.tabs.selected_index = 0
 
     def use_as_source(self, take) -> None:

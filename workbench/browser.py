@@ -13,6 +13,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from acestep_engine.errors import AceStepError
+from acestep_engine.takes.export import FORMAT_LABELS, FORMATS
 
 from .display import widget_bundle
 from .state import WorkbenchState
@@ -61,8 +62,9 @@ class TakeBrowser(LazyView, StateView):
         self.rename_button = widgets.Button(description="Rename")
         self.delete_button = widgets.Button(description="Delete", button_style="danger", icon="trash")
         self.undo_button = widgets.Button(description="Undo delete", disabled=True)
-        self.export_format = widgets.Dropdown(description="Export as", options=["wav", "flac"], value="wav",
-                                              style=wide, layout=widgets.Layout(width="160px"))
+        self.export_format = widgets.Dropdown(description="Export as", value="wav", style=wide,
+                                              options=[(FORMAT_LABELS.get(f, f), f) for f in FORMATS],
+                                              layout=widgets.Layout(width="220px"))
         self.export_path = widgets.Text(description="to folder", value="exports", style=wide)
         self.export_button = widgets.Button(description="Export", icon="download")
         self.recall_button = widgets.Button(description="Recall", tooltip="put this take's blueprint in the editor")
@@ -212,8 +214,11 @@ class TakeBrowser(LazyView, StateView):
             self.detail.children = (self.compare_view.widget,)
         else:
             self.compare_view.show(None)
-            self.player.play(take)
+            self.player.cue(take)
             self.detail.children = (self.player.widget,)
+
+    def audio_players(self) -> list:
+        return [self.player, self.compare_view]
 
     def _with_take(self, callback) -> None:
         if callback is None:
@@ -237,22 +242,29 @@ class TakeBrowser(LazyView, StateView):
         self.state.store_changed()
 
     def delete(self) -> None:
+        """Move the selected take to the store's trash; its neighbour in the list (the next older,
+        else the next newer) becomes the selected and current take."""
         if self.selected is None:
             return
+        ids = [value for _, value in self.takes.options]
+        index = ids.index(self.selected)
+        neighbours = ids[index + 1:index + 2] + ids[index - 1:index] if index > 0 else ids[index + 1:index + 2]
         take_id = self.store.delete(self.selected)
         self._deleted.append(take_id)
         self.undo_button.disabled = False
-        self.status.value = f"deleted {take_id} (Undo delete brings it back)"
+        self.state.current_take = self.store.load(neighbours[0]) if neighbours else None
         self.state.store_changed()
+        self.status.value = f"deleted {html.escape(take_id)} (Undo delete brings it back)"
 
     def undo_delete(self) -> None:
+        """Bring back the last deleted take; it becomes the selected and current take."""
         if not self._deleted:
             return
         take_id = self.store.undelete(self._deleted.pop())
         self.undo_button.disabled = not self._deleted
-        self.status.value = f"restored {take_id}"
+        self.state.current_take = self.store.load(take_id)
         self.state.store_changed()
-        self.select(take_id)
+        self.status.value = f"restored {html.escape(take_id)}: it is the current take again"
 
     def export(self) -> Path | None:
         if self.selected is None:
@@ -262,7 +274,8 @@ class TakeBrowser(LazyView, StateView):
             folder.mkdir(parents=True, exist_ok=True)
             record = self.store.record(self.selected)
             stem = (record.get("name") or self.selected).replace("/", "_")
-            path = self.store.export(self.selected, folder / f"{stem}.{self.export_format.value}")
+            suffix = FORMATS[self.export_format.value][2]
+            path = self.store.export(self.selected, folder / f"{stem}.{suffix}", format=self.export_format.value)
         except (AceStepError, OSError) as exc:
             self.status.value = error_html(f"export failed: {exc}")
             return None

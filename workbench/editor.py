@@ -164,18 +164,18 @@ class BlueprintEditor(JobPanel):
         return self.blueprint.validate()
 
     def _refresh_errors(self) -> None:
+        errors = self.errors  # shown first: nothing that follows the shared blueprint can hide them
+        if errors:
+            items = "".join(f"<li>{html.escape(message)}</li>" for message in errors.values())
+            self.error_box.value = f"<div style='color:#b00020'>Fix before generating:<ul>{items}</ul></div>"
+        else:
+            self.error_box.value = ""
         if self.shared:  # the Blueprint tab's blueprint is part of the shared state
             self._publishing = True
             try:
                 self.state.blueprint = self.blueprint
             finally:
                 self._publishing = False
-        errors = self.errors
-        if errors:
-            items = "".join(f"<li>{message}</li>" for message in errors.values())
-            self.error_box.value = f"<div style='color:#b00020'>Fix before generating:<ul>{items}</ul></div>"
-        else:
-            self.error_box.value = ""
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> Path | None:

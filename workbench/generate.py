@@ -13,7 +13,7 @@ from acestep_engine.generation import GenerationSettings
 from .display import widget_bundle
 from .jobs import TIME, JobPanel
 from .state import WorkbenchState
-from .views import AudioPlayer, CardList, TakeCard
+from .views import AudioPlayer, CardList, LazyView, TakeCard
 
 RESULTS_SHOWN = 6  # cards shown at once; "show more" reveals the rest
 
@@ -46,7 +46,7 @@ def next_seeds(seeds, batch: int) -> str:
     return str(max(used) + 1)
 
 
-class GeneratePanel(JobPanel):
+class GeneratePanel(JobPanel, LazyView):
     """Task, batch, seeds and sampler settings (prefilled with the loaded variant's preset);
     Generate runs on a worker thread with a progress bar, status line and a working Cancel.
     New takes become the current take of the shared state (every tab follows) and appear as
@@ -216,7 +216,7 @@ class GeneratePanel(JobPanel):
                     self.on_take(take)
             self.results.add(takes)
             if takes:
-                self.player.play(takes[0])
+                self.player.cue(takes[0])  # one click plays the newest take
             if seeds is not None and self.after_run.value != "same":
                 self.seeds.value = next_seeds(seeds, batch) if self.after_run.value == "next" else ""
             where = f", saved to {html.escape(str(self.store.folder))}" if self.store is not None else ""

@@ -4,7 +4,9 @@ A `Job` runs `work(cancel)` on a worker thread. Its life has two halves:
 - on the worker: the work, then `on_done(job)` for model state (saving takes), so `job.result()`
   returns with the takes already in the store; then `job.state` becomes "done", "failed" or
   "cancelled";
-- on the kernel's main thread (through `post`): `on_ended(job)`, which redraws the panel.
+- on the kernel's main thread (through `post`): `on_ended(job)`, which redraws the panel. A cell
+  that waits in `job.result()` blocks that loop, so `result()` runs the redraw itself first: what
+  it returns is complete, the current take and the panels included.
 Because the state is final before the panel redraws, buttons derived from it can never stay locked.
 
 `JobPanel` is the base of every panel that runs work: its status line, progress bar, Cancel
@@ -73,6 +75,8 @@ class Job:
         self._work = work
         self._on_done = on_done
         self._on_ended = on_ended
+        self._redraw_lock = threading.Lock()
+        self._redrawn = False
         self.thread = threading.Thread(target=self._run, name=f"acestep-{name}", daemon=True)
 
     def _run(self):
@@ -90,10 +94,19 @@ class Job:
                       (self.error is not None and self.cancel_event.is_set()) else
                       FAILED if self.error is not None else DONE)
         try:
-            if self._on_ended is not None:
-                post(lambda: self._on_ended(self))
+            post(self._redraw)
         finally:
             self.done.set()
+
+    def _redraw(self) -> None:
+        """`on_ended`, once: from the kernel's event loop, or from `result()` on the main thread when
+        a cell waits for the job (the loop cannot run the redraw while the cell blocks it)."""
+        with self._redraw_lock:
+            if self._redrawn:
+                return
+            self._redrawn = True
+        if self._on_ended is not None:
+            self._on_ended(self)
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -102,8 +115,12 @@ class Job:
         return self.done.wait(timeout)
 
     def result(self, timeout: float | None = None):
+        """Wait for the work and return its value (or raise its error). On the kernel's main thread
+        the panel has redrawn when it returns: the current take, lists and buttons are final."""
         if not self.done.wait(timeout):
             raise TimeoutError(f"{self.name} is still running after {timeout} s")
+        if threading.current_thread() is threading.main_thread():
+            self._redraw()
         if self.error is not None:
             raise self.error
         return self.value

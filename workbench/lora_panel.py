@@ -149,20 +149,25 @@ class LoRAPanel(JobPanel):
         self._show_loaded()
         self._update_buttons()
 
+        # The progress, Stop and status line sit under the step that was started last (Prepare,
+        # Train, or Save / Apply), so what a button did is said next to it.
+        self.job_line = widgets.VBox([widgets.HBox([self.progress, self.stop_button]), self.status])
+        self._slots = {name: widgets.VBox() for name in ("songs", "train", "apply")}
+        self.status_section = "train"
+        self._slots["train"].children = (self.job_line,)
         data_box = widgets.VBox([widgets.HTML("<b>1. Songs</b>"), self.folder, self.cache_dir,
                                  widgets.HBox([self.max_seconds, self.use_planner]), self.prepare_button,
-                                 self.dataset_info])
+                                 self._slots["songs"], self.dataset_info])
         config_box = widgets.VBox([
             widgets.HTML("<b>2. Train</b>"), widgets.HBox([self.rank, self.alpha, self.dropout]), self.targets,
             widgets.HBox([self.lr, self.steps]), widgets.HBox([self.batch_size, self.grad_accum, self.warmup]),
             widgets.HBox([self.objective, self.cfg_dropout]), widgets.HBox([self.save_every, self.seed]),
-            self.output_dir, self.resume, widgets.HBox([self.train_button, self.stop_button, self.progress]),
-            self.status, self.loss_plot])
+            self.output_dir, self.resume, self.train_button, self._slots["train"], self.loss_plot])
         apply_box = widgets.VBox([
             widgets.HTML("<b>3. Save and apply</b>"), self.adapter_path,
             widgets.HBox([self.save_path, self.save_button]),
             widgets.HBox([self.adapter_name, self.scale]), widgets.HBox([self.apply_button, self.unload_button]),
-            self.loaded])
+            self._slots["apply"], self.loaded])
         self.widget = widgets.VBox([data_box, config_box, apply_box])
 
     # ------------------------------------------------------------------ helpers
@@ -176,6 +181,13 @@ class LoRAPanel(JobPanel):
         self.use_planner.value = not missing
         self.use_planner.description = ("label songs without a sidecar with the planner" if not missing else
                                         "label songs with the planner (load one in the Blueprint tab)")
+
+    def _status_in(self, section: str) -> None:
+        """Move the job line (progress, Stop, status) under `section` ("songs", "train" or "apply")."""
+        if section != self.status_section:
+            self._slots[self.status_section].children = ()
+            self._slots[section].children = (self.job_line,)
+            self.status_section = section
 
     def _set_status(self, text: str, error: bool = False) -> None:
         color = "#b00020" if error else "inherit"
@@ -223,10 +235,19 @@ class LoRAPanel(JobPanel):
             f"<tr><td>{html.escape(s.audio)}</td><td>{s.seconds:.1f} s</td><td>{s.labelled_by}</td>"
             f"<td>{html.escape((s.blueprint.get('caption') or '')[:60]) or '<i>no caption</i>'}</td></tr>"
             for s in dataset.songs)
-        self.dataset_info.value = (f"<b>{len(dataset)} songs, {dataset.seconds:.1f} s</b> cached in "
-                                   f"<code>{html.escape(str(dataset.cache_dir))}</code><table>"
-                                   "<tr><th>song</th><th>length</th><th>labels</th><th>caption</th></tr>"
-                                   f"{rows}</table>")
+        skipped = "".join(f"<li><code>{html.escape(name)}</code>: {html.escape(reason)}</li>"
+                          for name, reason in dataset.skipped)
+        ignored = ", ".join(f"{html.escape(name)} ({html.escape(', '.join(keys))})"
+                            for name, keys in dataset.ignored.items())
+        self.dataset_info.value = (
+            f"<b>{len(dataset)} songs, {dataset.seconds:.1f} s</b> cached in "
+            f"<code>{html.escape(str(dataset.cache_dir))}</code><table>"
+            "<tr><th>song</th><th>length</th><th>labels</th><th>caption</th></tr>"
+            f"{rows}</table>"
+            + (f"<div style='color:#8a6d00'>Skipped {len(dataset.skipped)} file(s):<ul>{skipped}</ul></div>"
+               if skipped else "")
+            + (f"<details><summary><small>sidecar keys left out (not blueprint fields)</small></summary>"
+               f"<small>{ignored}</small></details>" if ignored else ""))
 
     def _show_loaded(self) -> None:
         loras = self.state.loras
@@ -239,6 +260,7 @@ class LoRAPanel(JobPanel):
     # ------------------------------------------------------------------ prepare
     def prepare(self):
         """Encode the folder's songs on a worker thread; returns the Job (`job.result()` is the dataset)."""
+        self._status_in("songs")
         if self._busy("prepare"):
             return None
         try:
@@ -259,7 +281,8 @@ class LoRAPanel(JobPanel):
 
         def show(dataset):
             self._show_dataset(dataset)
-            return html.escape(f"{len(dataset)} songs ready: press Train") + " {time}"
+            skipped = f", {len(dataset.skipped)} skipped (see below)" if dataset.skipped else ""
+            return html.escape(f"{len(dataset)} songs ready{skipped}: press Train") + " {time}"
 
         return self.run_job("preparation", work, show=show,
                             cancelled="stopped: the songs prepared so far stay cached")
@@ -268,6 +291,7 @@ class LoRAPanel(JobPanel):
     def train(self):
         """Train on the prepared songs on a worker thread; returns the Job (`job.result()` is the
         TrainingResult). The loss plot updates as it runs; Stop saves the adapter at the current step."""
+        self._status_in("train")
         if self._busy("train"):
             return None
         try:
@@ -330,6 +354,7 @@ class LoRAPanel(JobPanel):
     # ------------------------------------------------------------------ save and apply
     def save(self) -> Path | None:
         """Copy the adapter (adapter_config.json + adapter_model.safetensors) to `save_path`."""
+        self._status_in("apply")
         try:
             source = Path(self.adapter_path.value.strip())
             if not (source / ADAPTER_WEIGHTS).is_file():
@@ -351,6 +376,7 @@ class LoRAPanel(JobPanel):
 
     def apply(self) -> str | None:
         """Load the adapter onto the engine at the slider's scale (replacing one of the same name)."""
+        self._status_in("apply")
         if self._busy("apply an adapter"):
             return None
         try:
@@ -378,6 +404,7 @@ class LoRAPanel(JobPanel):
 
     def unload(self) -> None:
         """Remove the applied adapter (or every adapter if none was applied here) from the engine."""
+        self._status_in("apply")
         if self._busy("unload"):
             return
         names = [a["name"] for a in self.engine.loras()]

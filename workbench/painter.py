@@ -188,9 +188,10 @@ class RepaintPainter(JobPanel, LazyView):
         self.seed = widgets.Text(description="Seed", placeholder="random", style=style,
                                  layout=widgets.Layout(width="180px"))
         self.repaint_button = widgets.Button(description="Repaint", button_style="primary", icon="paint-brush")
-        self.next_button = widgets.Button(description="Continue from result", disabled=True,
-                                          tooltip="make the result the current take, to paint on it",
+        self.back_button = widgets.Button(description="Back to the source", disabled=True,
+                                          tooltip="make the take you repainted current again, to try another repaint",
                                           layout=widgets.Layout(width="auto"))
+        self.before = None  # the take the last result was repainted from
         self._init_jobs(state, [self.repaint_button])
         self.comparison = SpectrogramView()
         self.comparison.widget.layout.display = "none"
@@ -199,14 +200,14 @@ class RepaintPainter(JobPanel, LazyView):
         self.canvas.observe(lambda change: self._canvas_changed(), names="regions")
         self.add_button.on_click(lambda _: self.add_region())
         self.repaint_button.on_click(lambda _: self.repaint())
-        self.next_button.on_click(lambda _: self.result is not None and self.set_take(self.result))
+        self.back_button.on_click(lambda _: self.before is not None and self.set_take(self.before))
         self.mode.observe(lambda change: setattr(self.strength, "disabled", change["new"] != "balanced"),
                           names="value")
         self.controls = widgets.VBox([
             self.canvas, self.rows, self.add_button,
             widgets.HBox([self.extend_left, self.extend_right, self.context]),
             widgets.HBox([self.mode, self.strength, self.seed]),
-            widgets.HBox([self.repaint_button, self.cancel_button, self.next_button, self.progress]),
+            widgets.HBox([self.repaint_button, self.cancel_button, self.back_button, self.progress]),
             self.status, self.comparison.widget,
         ])
         self.widget = widgets.VBox([self.heading, self.controls])
@@ -235,16 +236,24 @@ class RepaintPainter(JobPanel, LazyView):
         self.take = take
         self.canvas.duration = take.duration
         self.regions = []
-        self.result = None
-        self.next_button.disabled = True
-        self.comparison.show(None)
-        self.comparison.widget.layout.display = "none"
-        self.status.value = f"painting on <b>{html.escape(take.title)}</b> ({take.duration:.1f} s)"
+        if take is not self.result:  # another take: the last before/after no longer applies
+            self.result = self.before = None
+            self.back_button.disabled = True
+            self.comparison.show(None)
+            self.comparison.widget.layout.display = "none"
+            self.status.value = self._painting_on(take)
         self._invalidate()
+
+    @staticmethod
+    def _painting_on(take) -> str:
+        return f"painting on <b>{html.escape(take.title)}</b> ({take.duration:.1f} s)"
 
     def _draw(self) -> None:
         if self.take is not None:
             self.canvas.set_take(self.take)
+
+    def audio_players(self) -> list:
+        return [self.comparison]
 
     def add_region(self, start: float | None = None, end: float | None = None) -> None:
         duration = self.take.duration
@@ -323,13 +332,17 @@ class RepaintPainter(JobPanel, LazyView):
             return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
                                    cancel=cancel)
 
+        done = "extended" if isinstance(task, Extend) else "repainted"
+
         def show(takes):
-            self.state.takes_added(takes, make_current=False)
-            self.next_button.disabled = False
+            result = self.result = takes[0]
+            self.before = source
+            self.state.takes_added(takes)  # the result is the current take of every tab (and painted on next)
+            self.back_button.disabled = False
             self.comparison.widget.layout.display = None
-            self.comparison.show(source, self.result, regions=before, compare_regions=after)
-            return (f"repainted: <b>{html.escape(self.result.title)}</b> ({self.result.duration:.1f} s), "
-                    f"from {html.escape(source.title)}. A = before, B = after")
+            self.comparison.show(source, result, regions=before, compare_regions=after)
+            return (f"{done}: <b>{html.escape(result.title)}</b> ({result.duration:.1f} s), "
+                    f"from {html.escape(source.title)}. A = before, B = after; the result is now the current take")
 
         return self.run_job("repaint", work, save=self.saving(keep=self._keep_result), show=show)
 

@@ -22,6 +22,7 @@ from acestep_engine.takes import wav_bytes
 
 from .display import widget_bundle
 from .painter import painter_png
+from .views import AudioPlayer
 
 _JS = Path(__file__).with_name("static") / "synced_player.js"
 
@@ -75,19 +76,47 @@ def _make_player_canvas_class():
         playing = traitlets.Bool(False).tag(sync=True)
         current = traitlets.Unicode("a").tag(sync=True)
 
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.takes = {"a": None, "b": None}
+            self.on_msg(self._message)
+            self.observe(lambda change: change["new"] and self.load_audio(self.current), names="playing")
+            self.observe(lambda change: self.playing and self.load_audio(change["new"]), names="current")
+
         def load(self, side: str, take, lines) -> None:
+            """Show `take` on `side`; its audio is sent when the browser plays it (`load_audio`)."""
+            old, self.takes[side] = self.takes[side], take
             if take is None:
                 setattr(self, f"audio_{side}", b"")
                 setattr(self, f"lines_{side}", [])
                 setattr(self, f"label_{side}", "")
                 return
+            setattr(self, f"lines_{side}", lines)
+            if old is not None and old.id == take.id:
+                return
+            setattr(self, f"audio_{side}", b"")
             png, left, right = painter_png(take)
             self.plot_left, self.plot_right = left, right
             setattr(self, f"image_{side}", "data:image/png;base64," + base64.b64encode(png).decode())
             setattr(self, f"duration_{side}", float(take.duration))
             setattr(self, f"label_{side}", f"{side.upper()}: {take.title}")
-            setattr(self, f"lines_{side}", lines)
-            setattr(self, f"audio_{side}", wav_bytes(take.audio, take.sample_rate))
+            if self.playing and side == self.current:
+                self.load_audio(side)
+
+        def load_audio(self, side: str) -> None:
+            """Send the audio of `side` (once, until released)."""
+            take = self.takes.get(side)
+            if take is not None and not getattr(self, f"audio_{side}"):
+                setattr(self, f"audio_{side}", wav_bytes(take.audio, take.sample_rate))
+
+        def release(self) -> None:
+            """Drop the audio (a hidden view): Play asks for it again."""
+            self.playing = False
+            self.audio_a = self.audio_b = b""
+
+        def _message(self, widget, content, buffers) -> None:
+            if isinstance(content, dict) and content.get("event") == "load" and content.get("side") in ("a", "b"):
+                self.load_audio(content["side"])
 
         def lines_of(self, side: str) -> list:
             return list(getattr(self, f"lines_{side}"))
@@ -124,6 +153,7 @@ class CorePlayer(widgets.VBox):
         self.children = [widgets.HBox([self.ticker, self.side, self.clock]), self.image, self.marker, self.slider,
                          self.audio_box, self.lyrics]
         self._takes = {"a": None, "b": None}
+        self._audio: dict = {}  # side -> AudioPlayer
         self._lines = {"a": [], "b": []}
         self._plot = (0.0, 1.0)
         self.slider.observe(lambda change: self._slider_moved(change["new"]), names="value")
@@ -138,9 +168,10 @@ class CorePlayer(widgets.VBox):
             self.players[side] = widgets.Box()
             self.side.options = [("A", "a")] if side == "b" else self.side.options
         else:
-            label = widgets.Label(f"{side.upper()}: {take.title}")
-            audio = widgets.Audio(value=wav_bytes(take.audio, take.sample_rate), format="wav", autoplay=False)
-            self.players[side] = widgets.VBox([label, audio])
+            player = self._audio.get(side) or AudioPlayer(side.upper())
+            player.cue(take)  # its audio is loaded when its Play is pressed
+            self._audio[side] = player
+            self.players[side] = player.widget
             if side == "b":
                 self.side.options = [("A", "a"), ("B", "b")]
         self._show(reload=True)
@@ -151,6 +182,11 @@ class CorePlayer(widgets.VBox):
     def set_lines(self, side: str, lines) -> None:
         self._lines[side] = lines
         self._show()
+
+    def release(self) -> None:
+        self.playing = False
+        for player in self._audio.values():
+            player.release()
 
     @property
     def _take(self):
@@ -216,6 +252,10 @@ class SyncedPlayer:
         self.canvas.load("b", compare, lyric_lines(compare, compare_lrc) if compare is not None else [])
         if compare is None:
             self.canvas.current = "a"
+
+    def release(self) -> None:
+        """Let go of the audio sent to the browser (it is sent again when played)."""
+        self.canvas.release()
 
     def set_lrc(self, lrc: str, side: str = "a") -> None:
         """Replace the lyrics of one side (after LRC was computed)."""

@@ -13,12 +13,12 @@ from acestep_engine.errors import AceStepError
 from .display import widget_bundle
 from .jobs import JobPanel
 from .state import WorkbenchState
-from .views import AudioPlayer, CardList, TakeCard, heading
+from .views import AudioPlayer, CardList, LazyView, TakeCard, heading, task_words
 
 BASE_VARIANT = "acestep-v15-base"
 
 
-class TracksPanel(JobPanel):
+class TracksPanel(JobPanel, LazyView):
     """Extract one or several of the 12 tracks, lego one track (optionally in a region), or complete
     a vocal with accompaniment tracks, from the current take. On turbo/sft the controls are disabled
     with the reason and a button that loads the base checkpoint (downloading it only if the engine
@@ -156,9 +156,9 @@ class TracksPanel(JobPanel):
                                    cancel=cancel)
 
         def show(takes):
-            self.state.takes_added(takes, make_current=False)
             self.results.add(takes)
-            names = ", ".join(t.task.get("track") or "+".join(t.task.get("tracks", [])) for t in takes)
+            self.state.takes_added(takes)  # the first result is the current take of every tab
+            names = ", ".join(task_words(t.task) for t in takes)
             return f"{len(takes)} take(s) from {html.escape(source.title)}: {html.escape(names)}"
 
         return self.run_job("tracks", work, save=self.saving(keep=self._keep_takes), show=show)

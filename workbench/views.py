@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 import numpy as np
@@ -153,31 +154,60 @@ def thumbnail_png(take, width: int = 320, height: int = 72) -> bytes:
     return buffer.getvalue()
 
 
-def audio_player(take) -> widgets.Audio:
-    return widgets.Audio(value=wav_bytes(take.audio, take.sample_rate), format="wav", autoplay=False, loop=False)
-
-
 # ---------------------------------------------------------------------- the one player of a view
 class AudioPlayer:
-    """One player per view: `play(take)` hands a take's audio to it, replacing what it held."""
+    """One player per view. `cue(take)` names a take and offers a Play button without holding its
+    audio; `play(take)` loads the audio and starts it (the click on a Play button is the gesture a
+    browser asks for before it plays sound); `release()` drops the audio of a view that is hidden.
+    Audio lives in the widget state only while it is asked for: every byte held there is sent
+    again to every browser tab that opens or reloads the notebook."""
 
     def __init__(self, label: str = "Playing"):
         self.take = None
         self.prefix = label
         self.label = widgets.HTML()
-        self.audio = widgets.Audio(value=b"", format="wav", autoplay=False, loop=False)
-        self.widget = widgets.HBox([self.label, self.audio], layout=widgets.Layout(align_items="center"))
+        self.play_button = widgets.Button(description="Play", icon="play", layout=widgets.Layout(width="auto"),
+                                          tooltip="load this take's audio and play it")
+        self.audio = widgets.Audio(value=b"", format="wav", autoplay=True, loop=False)
+        self.audio.layout.display = "none"
+        self.play_button.on_click(lambda _: self.play())
+        self.widget = widgets.HBox([self.play_button, self.label, self.audio],
+                                   layout=widgets.Layout(align_items="center"))
         self.clear()
 
-    def play(self, take) -> None:
+    @property
+    def loaded(self) -> bool:
+        return bool(self.audio.value)
+
+    def cue(self, take) -> None:
+        """Show `take` with a Play button; its audio is loaded when Play is pressed."""
+        if self.take is not None and take is not None and self.take.id == take.id:
+            return
         self.take = take
-        self.audio.value = wav_bytes(take.audio, take.sample_rate)
+        self.release()
         self.label.value = f"{self.prefix}: <b>{html.escape(take.title)}</b>&nbsp;"
         self.widget.layout.display = None
 
+    def play(self, take=None) -> None:
+        """Load `take` (default: the cued one) and play it from the start."""
+        take = take if take is not None else self.take
+        if take is None:
+            return
+        self.cue(take)
+        if self.loaded:
+            self.audio.value = b""  # a new value restarts the browser's player (autoplay)
+        self.audio.value = wav_bytes(take.audio, take.sample_rate)
+        self.audio.layout.display = None
+
+    def release(self) -> None:
+        """Drop the audio (the take stays cued: Play loads it again)."""
+        if self.loaded:
+            self.audio.value = b""
+        self.audio.layout.display = "none"
+
     def clear(self) -> None:
         self.take = None
-        self.audio.value = b""
+        self.release()
         self.widget.layout.display = "none"
 
     def _repr_mimebundle_(self, **kwargs):
@@ -196,8 +226,9 @@ class SpectrogramView:
         self.beat_grid = widgets.Checkbox(value=beat_grid, description="beat grid (from BPM)", indent=False,
                                           layout=widgets.Layout(width="auto"))
         self.image = widgets.Image(format="png")
-        self.player_a, self.player_b = AudioPlayer("A"), AudioPlayer("B")
-        self.players = widgets.HBox([self.player_a.widget, self.player_b.widget])
+        self.player_a = AudioPlayer("A") if players else None
+        self.player_b = AudioPlayer("B") if players else None
+        self.players = widgets.HBox([self.player_a.widget, self.player_b.widget]) if players else None
         self.beat_grid.observe(lambda change: self.refresh(), names="value")
         self.widget = widgets.VBox([self.beat_grid, self.image] + ([self.players] if players else []))
         if take is not None:
@@ -211,35 +242,49 @@ class SpectrogramView:
     def refresh(self) -> None:
         if self.take is None:
             self.image.value = b""
-            self.player_a.clear()
-            self.player_b.clear()
+            self.release(clear=True)
             return
         self.image.value = spectrogram_png(self.take, self.compare, self.beat_grid.value, regions=self.regions,
                                            compare_regions=self.compare_regions)
         if not self.with_players:
             return
-        self.player_a.play(self.take)
+        self.player_a.cue(self.take)
         if self.compare is not None:
-            self.player_b.play(self.compare)
+            self.player_b.cue(self.compare)
         else:
             self.player_b.clear()
+
+    def release(self, clear: bool = False) -> None:
+        """Drop the players' audio (and, with `clear`, what they offer to play)."""
+        for player in (self.player_a, self.player_b):
+            if player is not None:
+                player.clear() if clear else player.release()
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)
 
 
 # ---------------------------------------------------------------------- cards
+def task_words(task: dict) -> str:
+    """What a take's task did, in a few words: 'extract vocals', 'lego drums', 'complete with bass + drums'."""
+    name = str(task.get("name"))
+    tracks = task.get("tracks") or ([task["track"]] if task.get("track") else [])
+    if name == "complete" and tracks:
+        return f"complete with {' + '.join(tracks)}"
+    return f"{name} {' + '.join(tracks)}" if tracks else name
+
+
 def take_summary(take) -> str:
     bp = take.blueprint
     return (f"<b>{html.escape(take.title)}</b><br>seed {take.seed} &middot; {take.duration:.1f} s &middot; "
             f"{bp.bpm or 'auto'} BPM &middot; {html.escape(bp.keyscale or 'auto key')} &middot; "
-            f"{html.escape(str(take.task.get('name')))}")
+            f"{html.escape(task_words(take.task))}")
 
 
 class TakeCard:
     """Small spectrogram, seed, duration, BPM and key, with Recall and Use-as-source buttons (each
-    shown only when it has something to do). Inside a panel, pass the panel's `player`: the card's
-    Play button hands its audio to it; alone (in a notebook), the card has a player of its own."""
+    shown only when it has something to do) and Play. Inside a panel, pass the panel's `player`: the
+    card's Play button plays the take there; alone (in a notebook), the card has a player of its own."""
 
     def __init__(self, take, on_recall=None, on_use_as_source=None, player: AudioPlayer | None = None,
                  extra=()):
@@ -248,25 +293,25 @@ class TakeCard:
         self.badge = widgets.HTML()
         self.show_notes(take.notes)
         self.image = widgets.Image(value=thumbnail_png(take), format="png", layout=widgets.Layout(width="320px"))
+        # Recall and Use as source exist only where they have something to do
         self.recall_button = widgets.Button(description="Recall", tooltip="put this take's blueprint in the editor",
-                                            layout=widgets.Layout(width="auto"))
-        self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"))
-        buttons = list(extra)
-        if player is not None:
-            self.play_button = widgets.Button(description="Play", icon="play", layout=widgets.Layout(width="auto"))
-            self.play_button.on_click(lambda _: player.play(take))
-            buttons.append(self.play_button)
-            self.player = None
-        else:
-            self.play_button = None
-            self.player = audio_player(take)
+                                            layout=widgets.Layout(width="auto")) if on_recall else None
+        self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"),
+                                            tooltip="cover this take next") if on_use_as_source else None
+        # Alone (in a notebook) the card brings its own player, shown once Play is pressed.
+        self.player = AudioPlayer("Playing") if player is None else None
+        target = player if player is not None else self.player
+        self.play_button = widgets.Button(description="Play", icon="play", layout=widgets.Layout(width="auto"),
+                                          tooltip="play this take")
+        self.play_button.on_click(lambda _: target.play(take))
+        buttons = list(extra) + [self.play_button]
         if on_recall is not None:
             self.recall_button.on_click(lambda _: on_recall(take))
             buttons.append(self.recall_button)
         if on_use_as_source is not None:
             self.source_button.on_click(lambda _: on_use_as_source(take))
             buttons.append(self.source_button)
-        side = [self.info, self.badge] + ([self.player] if self.player is not None else []) + [widgets.HBox(buttons)]
+        side = [self.info, self.badge, widgets.HBox(buttons)] + ([self.player.widget] if self.player else [])
         self.widget = widgets.HBox([self.image, widgets.VBox(side)],
                                    layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="2px 0"))
 
@@ -279,8 +324,6 @@ class TakeCard:
 
     def close(self) -> None:
         close_tree(self.widget)
-        for button in (self.recall_button, self.source_button):  # not shown, still live
-            close_tree(button)
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)
@@ -359,13 +402,19 @@ class CardList:
 class LazyView:
     """Mixin: `_invalidate()` redraws now if the view is on screen, else when it is shown next
     (`set_visible(True)`). Standalone views are always visible; the Workbench hides the tabs that
-    are not selected, so a batch of takes redraws only the tab in front."""
+    are not selected, so a batch of takes redraws only the tab in front, and a hidden tab lets go
+    of the audio its players held (`audio_players()`)."""
 
     visible = True
     _stale = False
 
-    def _draw(self) -> None:  # pragma: no cover - every subclass draws
-        raise NotImplementedError
+    def _draw(self) -> None:
+        """Redraw from the shared state (views with nothing to redraw keep this)."""
+
+    def audio_players(self) -> list:
+        """The players whose audio is dropped when the view is hidden (each has `release()`)."""
+        player = getattr(self, "player", None)
+        return [player] if player is not None else []
 
     def _invalidate(self) -> None:
         if self.visible:
@@ -374,8 +423,21 @@ class LazyView:
         else:
             self._stale = True
 
+    @staticmethod
+    @contextmanager
+    def built_hidden():
+        """Views constructed inside start hidden: they draw nothing until `set_visible(True)`."""
+        LazyView.visible = False
+        try:
+            yield
+        finally:
+            LazyView.visible = True
+
     def set_visible(self, visible: bool) -> None:
         self.visible = visible
+        if not visible:
+            for player in self.audio_players():
+                player.release()
         if visible and self._stale:
             self._stale = False
             self._draw()
@@ -469,7 +531,13 @@ class HeaderView:
             return
         from acestep_engine.runtime import device_summary
 
-        seconds = getattr(self.state.blueprint, "duration", None) or 30.0
+        blueprint = self.state.blueprint
+        seconds = getattr(blueprint, "duration", None) or 30.0
+        if blueprint is not None and "duration" in blueprint.errors():
+            # the editor shows the error under the field; the header names no tier for a bad length
+            self.machine.value = (f"<small>{html.escape(engine.device.type.upper())} &middot; no memory estimate "
+                                  f"until the duration is between 10 and 600 s</small>")
+            return
         s = device_summary(engine, seconds=float(seconds))
         budget = f"memory budget {s['memory_budget_gib']:g} GiB, " if s["memory_budget_gib"] is not None else ""
         lm = s["recommended_lm"] or "none"

@@ -2,7 +2,10 @@
 
 Each song `song.wav` may come with a sidecar: `song.json` (any of caption, lyrics, bpm,
 keyscale, timesignature, language, instrumental; upstream's spellings such as `prompt`,
-`key_scale`, `vocal_language` are accepted) or `song.txt` (the caption) and `song.lyrics.txt`.
+`key_scale`, `vocal_language` are accepted; a workbench export's sidecar, whose fields sit under
+"blueprint", too; other keys are ignored and listed) or `song.txt` (the caption) and `song.lyrics.txt`.
+A song that cannot be used (unreadable audio, a bad sidecar) is skipped with its reason
+(`dataset.skipped`); the others are prepared.
 A song without a sidecar is labelled by `planner.understand` when a planner is given, and
 otherwise trains with an empty caption and "[Instrumental]".
 
@@ -85,8 +88,9 @@ def sidecar_files(audio: Path) -> list[Path]:
     return [p for p in candidates if p.is_file()]
 
 
-def read_sidecar(audio) -> Blueprint | None:
-    """The blueprint the sidecar files of `audio` describe (not validated), or None without any."""
+def read_sidecar(audio, ignored: list | None = None) -> Blueprint | None:
+    """The blueprint the sidecar files of `audio` describe (not validated), or None without any.
+    Keys that are not sidecar fields are ignored; with `ignored`, their names are appended to it."""
     audio = Path(audio)
     files = sidecar_files(audio)
     if not files:
@@ -97,12 +101,17 @@ def read_sidecar(audio) -> Blueprint | None:
         data = read_json(json_path, LoRAError, expect=None)
         if not isinstance(data, dict):
             raise LoRAError(f"{json_path} must hold an object such as {{\"caption\": ..., \"lyrics\": ...}}")
+        nested = data.get("blueprint")
+        if isinstance(nested, dict):  # a take's sidecar, as the workbench exports it beside the audio
+            data = {**{k: v for k, v in nested.items() if k in BLUEPRINT_FIELDS},
+                    **{k: v for k, v in data.items() if k != "blueprint"}}
         for key, value in data.items():
             if key in SIDECAR_IGNORED:
                 continue
             if key not in SIDECAR_FIELDS:
-                raise LoRAError(f"{json_path}: {key!r} is not a sidecar field "
-                                f"(fields: {', '.join(dict.fromkeys(SIDECAR_FIELDS))})")
+                if ignored is not None:
+                    ignored.append(key)
+                continue
             if isinstance(value, list) and SIDECAR_FIELDS[key] == "caption":
                 value = ", ".join(map(str, value))
             values[SIDECAR_FIELDS[key]] = value
@@ -211,6 +220,16 @@ class LoRADataset(torch.utils.data.Dataset):
     def seconds(self) -> float:
         return sum(s.seconds for s in self.songs)
 
+    @property
+    def skipped(self) -> list[list[str]]:
+        """`[[file name, reason], ...]`: the songs of the folder that could not be prepared."""
+        return [list(item) for item in self.info.get("skipped", [])]
+
+    @property
+    def ignored(self) -> dict[str, list[str]]:
+        """`{sidecar name: [keys]}`: sidecar keys that are not blueprint fields (left out)."""
+        return dict(self.info.get("ignored", {}))
+
     def check_engine(self, engine) -> None:
         """The cached latents and conditions belong to the weights that made them."""
         if self.info.get("weights") != engine.models.fingerprint or self.info.get("dtype") != _dtype_name(engine):
@@ -301,10 +320,8 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
     as upstream). The caption prompt's duration is the clip's length, brought into the
     blueprint's 10-600 s range. `progress(LoRAProgress)` is called per song; setting `cancel`
     (a threading.Event) stops between songs with GenerationCancelled (songs done stay cached).
+    A song that cannot be used is skipped (`dataset.skipped` says why); LoRAError when none can.
     """
-    from ..generation.conditioning import encode_conditions
-    from ..takes.audio_io import AudioFileError, load_source_audio
-
     folder = Path(folder)
     max_seconds = check_max_seconds(max_seconds)
     songs_on_disk = find_songs(folder)
@@ -321,6 +338,8 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
             "weights": engine.models.fingerprint, "dtype": _dtype_name(engine), "sample_rate": engine.sample_rate,
             "frame_rate": engine.frame_rate, "latent_channels": engine.latent_channels, "max_seconds": max_seconds}
     prepared: list[PreparedSong] = []
+    skipped: list[list[str]] = []
+    ignored: dict[str, list[str]] = {}
     taken: set[str] = set()
     total = len(songs_on_disk)
     for index, audio_path in enumerate(songs_on_disk):
@@ -328,58 +347,79 @@ def prepare_dataset(engine, folder, cache_dir=None, planner=None, max_seconds: f
             _write_manifest(cache_dir, info, prepared)
             raise GenerationCancelled(f"preparation cancelled after {index} of {total} songs")
         report(LoRAProgress("prepare", index, total, f"{audio_path.name} ({index + 1}/{total})"))
-        sidecar = read_sidecar(audio_path)
-        sidecar_text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sidecar_files(audio_path))
-        labels = f"sidecar:{sidecar_text}" if sidecar is not None else "no sidecar"
-        key = _cache_key(engine, audio_path, labels, max_seconds)
-        song_id = _unique_id(audio_path.stem, taken)
-        old = previous.get(audio_path.name)
-        relabel = old is not None and old.labelled_by == "none" and planner is not None
-        if old is not None and old.key == key and not relabel and (cache_dir / old.file).is_file():
-            old.id = song_id
-            prepared.append(old)
+        try:
+            song = _prepare_song(engine, audio_path, cache_dir, previous, taken, planner, max_seconds, ignored)
+        except LoRAError as exc:  # this song cannot be used: say why, prepare the others
+            skipped.append([audio_path.name, str(exc)])
             continue
-        try:
-            audio = load_source_audio(audio_path, engine.sample_rate)
-        except AudioFileError as exc:
-            raise LoRAError(str(exc)) from None
-        audio = audio[:, : int(max_seconds * engine.sample_rate)]
-        frames = audio.shape[-1] // engine.hop_length
-        if frames < 1:
-            raise LoRAError(f"{audio_path} is too short: {audio.shape[-1]} samples, less than one latent frame")
-        seconds = audio.shape[-1] / engine.sample_rate
-        if sidecar is not None:
-            blueprint, labelled_by, where = sidecar, "sidecar", sidecar_files(audio_path)[0]
-        elif planner is not None:
-            blueprint, labelled_by, where = _understand(planner, audio_path, engine), "planner", "planner.understand"
-        else:
-            blueprint, labelled_by, where = Blueprint(), "none", audio_path
-        lo, hi = DURATION_RANGE
-        try:
-            blueprint = blueprint.replace(duration=float(min(max(seconds, lo), hi))).validate()
-        except BlueprintError as exc:
-            raise LoRAError(f"{where}: {exc}") from None
-        caption_prompt, lyric_prompt = blueprint.caption_prompt(), blueprint.lyric_prompt()
-        latents = engine.encode_audio(audio)[:frames]
-        if not bool(torch.isfinite(latents).all()):
-            raise LoRAError(f"{audio_path}: the VAE turned this song into NaN or infinite latents; it cannot be "
-                            "trained on (try float32, or check the file)")
-        conditions = encode_conditions(engine.models, [caption_prompt], [lyric_prompt])
-        context = torch.cat([engine.silence(frames), torch.ones_like(latents)], dim=-1)
-        song = PreparedSong(song_id, f"{song_id}-{key[:8]}.safetensors", audio_path.name, round(seconds, 3),
-                            int(frames), labelled_by, _blueprint_dict(blueprint), caption_prompt, lyric_prompt, key)
-        tensors = {"target_latents": latents.to(engine.dtype), "context_latents": context.to(engine.dtype),
-                   "encoder_hidden_states": conditions.states[0].to(engine.dtype),
-                   "encoder_attention_mask": conditions.mask[0].bool()}
-        _atomic_save(tensors, cache_dir / song.file, {"format": "pt", METADATA_KEY: json.dumps(song.to_dict())})
         prepared.append(song)
+    info["skipped"], info["ignored"] = skipped, ignored
+    if not prepared:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in skipped)
+        raise LoRAError(f"no song in {folder} could be prepared ({reasons})")
     _write_manifest(cache_dir, info, prepared)
     kept = {s.file for s in prepared}
     for old in previous.values():
         if old.file not in kept and (cache_dir / old.file).is_file():
             (cache_dir / old.file).unlink()
-    report(LoRAProgress("done", total, total, f"{total} songs ready in {cache_dir}"))
+    left_out = f" ({len(skipped)} skipped)" if skipped else ""
+    report(LoRAProgress("done", total, total, f"{len(prepared)} songs ready in {cache_dir}{left_out}"))
     return LoRADataset(cache_dir, prepared, info)
+
+
+def _prepare_song(engine, audio_path: Path, cache_dir: Path, previous: dict, taken: set, planner,
+                  max_seconds: float, ignored: dict) -> PreparedSong:
+    """Encode one song (or reuse its cached tensors); LoRAError says why it cannot be used."""
+    from ..generation.conditioning import encode_conditions
+    from ..takes.audio_io import AudioFileError, load_source_audio
+
+    keys: list = []
+    sidecar = read_sidecar(audio_path, keys)
+    if keys:
+        ignored[audio_path.with_suffix(".json").name] = keys
+    sidecar_text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in sidecar_files(audio_path))
+    labels = f"sidecar:{sidecar_text}" if sidecar is not None else "no sidecar"
+    key = _cache_key(engine, audio_path, labels, max_seconds)
+    song_id = _unique_id(audio_path.stem, taken)
+    old = previous.get(audio_path.name)
+    relabel = old is not None and old.labelled_by == "none" and planner is not None
+    if old is not None and old.key == key and not relabel and (cache_dir / old.file).is_file():
+        old.id = song_id
+        return old
+    try:
+        audio = load_source_audio(audio_path, engine.sample_rate)
+    except AudioFileError as exc:
+        raise LoRAError(str(exc)) from None
+    audio = audio[:, : int(max_seconds * engine.sample_rate)]
+    frames = audio.shape[-1] // engine.hop_length
+    if frames < 1:
+        raise LoRAError(f"{audio_path} is too short: {audio.shape[-1]} samples, less than one latent frame")
+    seconds = audio.shape[-1] / engine.sample_rate
+    if sidecar is not None:
+        blueprint, labelled_by, where = sidecar, "sidecar", sidecar_files(audio_path)[0]
+    elif planner is not None:
+        blueprint, labelled_by, where = _understand(planner, audio_path, engine), "planner", "planner.understand"
+    else:
+        blueprint, labelled_by, where = Blueprint(), "none", audio_path
+    lo, hi = DURATION_RANGE
+    try:
+        blueprint = blueprint.replace(duration=float(min(max(seconds, lo), hi))).validate()
+    except BlueprintError as exc:
+        raise LoRAError(f"{where}: {exc}") from None
+    caption_prompt, lyric_prompt = blueprint.caption_prompt(), blueprint.lyric_prompt()
+    latents = engine.encode_audio(audio)[:frames]
+    if not bool(torch.isfinite(latents).all()):
+        raise LoRAError(f"{audio_path}: the VAE turned this song into NaN or infinite latents; it cannot be "
+                        "trained on (try float32, or check the file)")
+    conditions = encode_conditions(engine.models, [caption_prompt], [lyric_prompt])
+    context = torch.cat([engine.silence(frames), torch.ones_like(latents)], dim=-1)
+    song = PreparedSong(song_id, f"{song_id}-{key[:8]}.safetensors", audio_path.name, round(seconds, 3),
+                        int(frames), labelled_by, _blueprint_dict(blueprint), caption_prompt, lyric_prompt, key)
+    tensors = {"target_latents": latents.to(engine.dtype), "context_latents": context.to(engine.dtype),
+               "encoder_hidden_states": conditions.states[0].to(engine.dtype),
+               "encoder_attention_mask": conditions.mask[0].bool()}
+    _atomic_save(tensors, cache_dir / song.file, {"format": "pt", METADATA_KEY: json.dumps(song.to_dict())})
+    return song
 
 
 def check_max_seconds(value) -> float:

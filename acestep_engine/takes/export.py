@@ -6,7 +6,8 @@
     export_lineage(store, take_id, "history/")                 # its ancestors, root first
 
 Formats (all written by soundfile's libsndfile): WAV 16/24-bit or float, FLAC 16/24-bit, MP3, Ogg
-Vorbis and Ogg Opus. Opus and MP3 only take some sample rates; other rates are resampled to
+Vorbis and Ogg Opus. Exported files get the permissions of any new file (0o666 less the umask),
+as the takes do. Opus and MP3 only take some sample rates; other rates are resampled to
 48 kHz (said in the manifest). Next to each audio file go its lyric timestamps as `.lrc` (when the
 take has them) and its sidecar `.json` (everything needed to reproduce it).
 """
@@ -18,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -41,6 +43,24 @@ ALLOWED_RATES = {"opus": (8000, 12000, 16000, 24000, 48000),
                  "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)}
 _SUFFIX_FORMAT = {"wav": "wav", "wave": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg", "oga": "ogg",
                   "opus": "opus"}
+
+
+FORMAT_LABELS = {"wav": "WAV (24-bit)", "flac": "FLAC (24-bit)", "mp3": "MP3", "ogg": "Ogg Vorbis", "opus": "Ogg Opus"}
+_UMASK_LOCK = threading.Lock()
+
+
+def _file_mode() -> int:
+    """The mode a plain `open()` would give a new file (0o666 less the umask): a temporary file from
+    `mkstemp` is 0o600, and an exported file is meant to be shared like the takes themselves."""
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _publish(tmp: str, path: Path) -> None:
+    os.chmod(tmp, _file_mode())
+    os.replace(tmp, path)
 
 
 def resolve_format(path: Path, format: str | None) -> str:
@@ -88,7 +108,7 @@ def write_audio_as(path, audio: np.ndarray, sample_rate: int, format: str | None
         # Lossy encoders need samples in [-1, 1]; lossless float keeps them exactly.
         data = audio if subtype == "FLOAT" else np.clip(audio, -1.0, 1.0)
         sf.write(tmp, data.T, int(sample_rate), format=FORMATS[format][0], subtype=subtype)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -100,7 +120,7 @@ def _write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -166,7 +186,7 @@ def export_takes(store, take_ids, dest, format: str = "wav", bit_depth=None, ext
                 with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                     for file in sorted(folder.iterdir()):
                         archive.write(file, arcname=file.name)
-                os.replace(tmp, dest)
+                _publish(tmp, dest)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)

@@ -1,7 +1,9 @@
 // Synced player for acestep-workbench: play/pause, a playhead over the spectrogram, click to seek,
 // the current lyric line highlighted, and an A/B switch that keeps the position. Audio arrives as
-// binary WAV buffers (traits audio_a / audio_b), lyrics as [[seconds, text], ...] per take.
-// Syncs `position` (throttled), `playing` and `current` back to Python. No external imports.
+// binary WAV buffers (traits audio_a / audio_b) when it is first played: the player asks Python
+// for a side's audio ({event: "load", side}) so the widget state holds no audio nobody listens to.
+// Lyrics come as [[seconds, text], ...] per take. Syncs `position` (throttled), `playing` and
+// `current` back to Python. No external imports.
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "acestep-synced-player";
@@ -52,23 +54,42 @@ function render({ model, el }) {
   const players = { a: new Audio(), b: new Audio() };
   const urls = { a: null, b: null };
   for (const side of ["a", "b"]) players[side].preload = "auto";
-  const side = () => (model.get("current") === "b" && model.get("audio_b") ? "b" : "a");
+  const has = (which) => Boolean(model.get("label_" + which));  // a take is loaded on that side
+  // The side shown here: the switch compares against it, never against the model's `current`,
+  // which Python may already have set when the change reaches us.
+  let shown = model.get("current") === "b" && has("b") ? "b" : "a";
+  const side = () => shown;
   const audio = () => players[side()];
+  let pendingPlay = false;  // Play was pressed before the side's audio arrived
+  const pendingSeek = { a: null, b: null };
+  const requested = { a: false, b: false };
+  const ensureAudio = (which) => {
+    if (urls[which] || requested[which] || !has(which)) return Boolean(urls[which]);
+    requested[which] = true;
+    if (model.send) model.send({ event: "load", side: which });
+    return false;
+  };
   const duration = () => model.get("duration_" + side()) || 1;
   const lines = () => model.get("lines_" + side()) || [];
 
+  const syncButton = () => { play.textContent = audio().paused ? "▶ Play" : "❚❚ Pause"; };
   const loadAudio = (which) => {
     const data = model.get("audio_" + which);
     if (urls[which]) URL.revokeObjectURL(urls[which]);
     urls[which] = null;
+    requested[which] = false;
     if (data && data.byteLength) {
       const bytes = data.buffer ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
       urls[which] = URL.createObjectURL(new Blob([bytes], { type: model.get("mime") || "audio/wav" }));
       players[which].src = urls[which];
+      if (pendingSeek[which] !== null) players[which].currentTime = pendingSeek[which];
+      pendingSeek[which] = null;
+      if (pendingPlay && which === side()) { pendingPlay = false; setPlaying(true); }
     } else {
       players[which].removeAttribute("src");
     }
-    sideB.disabled = !urls.b;
+    sideB.disabled = !has("b");
+    syncButton();
   };
 
   const toX = (t, width) => {
@@ -96,8 +117,9 @@ function render({ model, el }) {
     lines().forEach(([start], i) => { if (start <= t + 1e-3) index = i; });
     return index;
   };
+  const now = () => (urls[side()] ? audio().currentTime || 0 : pendingSeek[side()] || 0);
   const draw = () => {
-    const t = audio().currentTime || 0;
+    const t = now();
     layer.width = layer.clientWidth;
     layer.height = layer.clientHeight;
     const ctx = layer.getContext("2d");
@@ -126,10 +148,10 @@ function render({ model, el }) {
 
   let lastSent = 0;
   const sendPosition = (force) => {
-    const now = performance.now();
-    if (!force && now - lastSent < 250) return;
-    lastSent = now;
-    model.set("position", audio().currentTime || 0);
+    const stamp = performance.now();
+    if (!force && stamp - lastSent < 250) return;
+    lastSent = stamp;
+    model.set("position", now());
     model.save_changes();
   };
   let frame = null;
@@ -139,12 +161,15 @@ function render({ model, el }) {
     frame = audio().paused ? null : requestAnimationFrame(tick);
   };
   const seek = (t) => {
-    audio().currentTime = Math.min(Math.max(t, 0), duration());
+    const at = Math.min(Math.max(t, 0), duration());
+    if (urls[side()]) audio().currentTime = at; else pendingSeek[side()] = at;
     draw();
     sendPosition(true);
   };
   const setPlaying = (on) => {
     const a = audio();
+    if (on && !ensureAudio(side())) { pendingPlay = true; play.textContent = "… loading"; return; }
+    if (!on && pendingPlay) { pendingPlay = false; syncButton(); }
     if (on && a.paused) {
       const started = a.play();
       if (started && started.catch) started.catch(() => {});
@@ -154,6 +179,7 @@ function render({ model, el }) {
   };
   for (const which of ["a", "b"]) {
     players[which].addEventListener("play", () => {
+      if (which !== side()) return;
       play.textContent = "❚❚ Pause";
       if (model.get("playing") !== true) { model.set("playing", true); model.save_changes(); }
       if (!frame) frame = requestAnimationFrame(tick);
@@ -167,20 +193,24 @@ function render({ model, el }) {
     });
     players[which].addEventListener("ended", () => { play.textContent = "▶ Play"; });
   }
-  play.addEventListener("click", () => setPlaying(audio().paused));
+  play.addEventListener("click", () => setPlaying(pendingPlay ? false : audio().paused));
 
   let switching = false;
   const switchTo = (which) => {
-    if (which === side() || (which === "b" && !urls.b)) return;
-    const from = audio(), t = from.currentTime || 0, wasPlaying = !from.paused;
+    if (which === shown || (which === "b" && !has("b"))) return;
+    const from = audio(), t = from.currentTime || pendingSeek[shown] || 0;
+    const wasPlaying = !from.paused || pendingPlay;
     switching = true;
     from.pause();
-    model.set("current", which);
-    model.save_changes();
+    pendingPlay = false;
+    shown = which;
+    if (model.get("current") !== which) { model.set("current", which); model.save_changes(); }
     showSide();
-    audio().currentTime = Math.min(t, duration());
+    const at = Math.min(t, duration());
+    if (urls[which]) audio().currentTime = at; else pendingSeek[which] = at;
     switching = false;
     if (wasPlaying) setPlaying(true);
+    syncButton();
     draw();
   };
   sideA.addEventListener("click", () => switchTo("a"));
@@ -207,14 +237,22 @@ function render({ model, el }) {
 
   model.on("change:position", () => {
     const t = model.get("position");
+    if (!urls[side()]) { pendingSeek[side()] = t; draw(); return; }
     if (Math.abs((audio().currentTime || 0) - t) > 0.05) { audio().currentTime = t; draw(); }
   });
   model.on("change:playing", () => setPlaying(model.get("playing")));
   model.on("change:current", () => switchTo(model.get("current") === "b" ? "b" : "a"));
   model.on("change:audio_a", () => { loadAudio("a"); showSide(); });
   model.on("change:audio_b", () => { loadAudio("b"); showSide(); });
-  for (const name of ["image_a", "image_b", "lines_a", "lines_b", "label_a", "label_b", "duration_a", "duration_b"]) {
+  for (const name of ["image_a", "image_b", "lines_a", "lines_b", "duration_a", "duration_b"]) {
     model.on("change:" + name, showSide);
+  }
+  for (const which of ["a", "b"]) {
+    model.on("change:label_" + which, () => {
+      if (which === "b" && !has("b") && shown === "b") switchTo("a");
+      sideB.disabled = !has("b");
+      showSide();
+    });
   }
   img.addEventListener("load", draw);
   loadAudio("a");
