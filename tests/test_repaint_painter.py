@@ -99,5 +99,7 @@ def test_a_seed_that_is_not_a_number_is_refused_by_name(turbo, take):
     painter.regions = [(2.0, 4.0)]
     painter.seed.value = "forty-two"
     assert painter.repaint() is None and painter.job is None
-    assert "seed must be a whole number, or empty for a random one" in painter.status.value
+    assert "seed must be a whole number &gt;= 0, or empty for a random one" in painter.status.value
     assert "forty-two" in painter.status.value
+    painter.seed.value = "-3"
+    assert painter.repaint() is None and "(got &#x27;-3&#x27;)" in painter.status.value

@@ -1,6 +1,7 @@
 """Panels driven from Python on the tiny checkpoint: set fields, click, wait for the worker, check."""
 
 import html
+import re
 import stat
 import threading
 
@@ -334,3 +335,57 @@ def test_workbench_loads_the_planner_beside_the_dit_and_thinks_first(turbo, plan
     expected = planner.codes_batch(Blueprint(caption="x", duration=10, bpm=90), 2, seeds=7)
     assert [t.task["audio_codes"] for t in takes] == expected
     assert all(t.duration == pytest.approx(10.0, abs=0.05) for t in takes)
+
+
+def test_the_words_a_musician_reads(turbo, tmp_path):
+    """Item 10 of issue 22: ranges instead of silent clamps, no repr in the header, plain key and
+    language lists, messages that follow what was done."""
+    from workbench import RepaintPainter, Workbench
+    from workbench.editor import LANGUAGE_NAMES
+
+    bench = Workbench(turbo, TakeStore(tmp_path / "takes"), blueprint=BP)
+    try:
+        models = bench.header.models.value
+        shown = re.sub(r"title='[^']*'", "", models)  # the full description stays in the tooltip
+        assert "<b>turbo</b> &middot; CPU fp32 &middot; demo weights" in shown and "Engine(" not in shown
+        assert "takes saved in <code>" in models
+        keys = bench.editor.keyscale.options
+        assert not any(k.split()[0] in ("B#", "Cb", "E#", "Fb") for k in keys if k != "auto") and "F# minor" in keys
+        languages = dict((v, label) for label, v in bench.editor.language.options)
+        assert languages["yue"] == "Cantonese (yue)" and languages["ht"] == "Haitian Creole (ht)"
+        assert set(languages) == set(LANGUAGE_NAMES)
+        panel = bench.generate_panel
+        for steps in (0, 100):  # refused with the range, never clamped
+            panel.steps.value = steps
+            assert panel.generate() is None and f"steps must be between 1 and 20 (got {steps})" in panel.status.value
+        panel.steps.value = 8
+        panel.seeds.value = "-1"
+        assert panel.generate() is None and "seeds must be whole numbers &gt;= 0 (got -1)" in panel.status.value
+        panel.seeds.value = "2"
+        take, = panel.generate().result(timeout=120)
+        bench.use_as_source(take)  # says what it did
+        assert panel.task.value == "cover" and "press Generate to cover it" in panel.status.value
+    finally:
+        bench.close()
+    painter = RepaintPainter(take, turbo)
+    assert painter.repaint() is None and "paint a region" in painter.status.value
+    painter.regions = [(1.0, 2.0)]  # the complaint goes once a region is painted
+    assert "paint a region" not in painter.status.value
+    painter.regions = []
+    painter.extend_right.value = 2.0
+    painter.repaint_button.click()
+    painter.job.result(timeout=120)
+    assert painter.status.value.startswith("extended:")
+
+
+def test_inspire_keeps_one_step_of_undo(turbo, planner, tmp_path):
+    editor = BlueprintEditor(BP, planner=planner)
+    typed = editor.blueprint
+    assert editor.undo_plan_button.disabled
+    editor.idea.value = "a song about trains"
+    editor.inspire_button.click()
+    planned = editor.plan_job.result(timeout=300)
+    assert editor.blueprint.caption == planned.caption and not editor.undo_plan_button.disabled
+    editor.undo_plan_button.click()
+    assert editor.blueprint == typed and editor.undo_plan_button.disabled
+    assert "back as it was" in editor.plan_status.value

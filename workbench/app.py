@@ -149,7 +149,6 @@ class Workbench(StateView):
 
     def use_as_source(self, take) -> None:
         self.generate_panel.set_source(take)
-        self.generate_panel.task.value = "cover"
         self.tabs.selected_index = 1
 
     def close(self) -> None:

@@ -17,7 +17,28 @@ from .state import WorkbenchState
 
 AUTO = "auto"
 PLANNED_MARK = " ✦"  # appended to the label of a field the planner wrote, until the user edits it
-_ASCII_KEYS = [k for k in KEYSCALES if "♯" not in k and "♭" not in k]
+# The keys a musician writes: B#, Cb, E# and Fb are spelled B, C, F and E (the planner's keys are
+# shown as it wrote them, added to the list when a blueprint uses one).
+_ODD_SPELLINGS = ("B#", "Cb", "E#", "Fb")
+_ASCII_KEYS = [k for k in KEYSCALES if "♯" not in k and "♭" not in k and k.split()[0] not in _ODD_SPELLINGS]
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan", "cs": "Czech",
+    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "fa": "Persian",
+    "fi": "Finnish", "fr": "French", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "ht": "Haitian Creole",
+    "hu": "Hungarian", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese", "ko": "Korean",
+    "la": "Latin", "lt": "Lithuanian", "ms": "Malay", "ne": "Nepali", "nl": "Dutch", "no": "Norwegian",
+    "pa": "Punjabi", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sa": "Sanskrit",
+    "sk": "Slovak", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai",
+    "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "yue": "Cantonese",
+    "zh": "Chinese (Mandarin)", "unknown": "unknown / let the model decide",
+}
+
+
+def language_options() -> list[tuple[str, str]]:
+    """(label, code) pairs, English first, then by name; the code stays the value."""
+    named = sorted((code for code in LANGUAGES if code not in ("en", "unknown")),
+                   key=lambda code: LANGUAGE_NAMES.get(code, code))
+    return [(f"{LANGUAGE_NAMES.get(code, code)} ({code})", code) for code in ["unknown", "en", *named]]
 
 
 def _wide(**kwargs):
@@ -48,7 +69,7 @@ class BlueprintEditor(JobPanel):
                                               options=[(AUTO, AUTO), ("2/4", 2), ("3/4", 3), ("4/4", 4), ("6/8", 6)],
                                               value=AUTO, style=style)
         self.duration = widgets.FloatText(description="Duration (s)", value=30.0, step=1.0, style=style)
-        self.language = widgets.Dropdown(description="Language", options=list(LANGUAGES), value="unknown",
+        self.language = widgets.Dropdown(description="Language", options=language_options(), value="unknown",
                                          style=style)
         self.instrumental = widgets.Checkbox(description="Instrumental (no vocals)", indent=False,
                                              layout=widgets.Layout(width="auto", margin="0 0 0 16px"))
@@ -65,6 +86,10 @@ class BlueprintEditor(JobPanel):
         self.load_planner_button = widgets.Button(description="Load planner", icon="download",
                                                   tooltip="load the 5 Hz LM (the demo one on the demo checkpoint)",
                                                   layout=widgets.Layout(width="auto"))
+        self.undo_plan_button = widgets.Button(description="Undo planner", icon="undo", disabled=True,
+                                               tooltip="put back the blueprint as it was before the planner wrote it",
+                                               layout=widgets.Layout(width="auto"))
+        self.before_plan: Blueprint | None = None  # what was typed before the last plan (one step of undo)
         for button in (self.inspire_button, self.fill_button, self.format_button):
             button.layout.width = "auto"
         self._init_jobs(state, [self.inspire_button, self.fill_button, self.format_button], progress_width="200px")
@@ -86,6 +111,7 @@ class BlueprintEditor(JobPanel):
         self.fill_button.on_click(lambda _: self._plan("complete"))
         self.format_button.on_click(lambda _: self._plan("format"))
         self.load_planner_button.on_click(lambda _: self.load_planner())
+        self.undo_plan_button.on_click(lambda _: self.undo_plan())
         state.observe(lambda change: self._planner_changed(), names="planner")
         if shared:
             state.observe(lambda change: self._shared_blueprint_changed(change["new"]), names="blueprint")
@@ -96,8 +122,9 @@ class BlueprintEditor(JobPanel):
             widgets.HBox([self.language, self.instrumental]), self.error_box,
             widgets.HBox([self.path, self.load_button, self.save_button, self.file_status]),
             widgets.HTML("<b>Planner</b>"), self.idea,
-            widgets.HBox([self.inspire_button, self.fill_button, self.format_button, self.plan_cancel_button,
-                          self.plan_progress, self.load_planner_button]), self.plan_status,
+            widgets.HBox([self.inspire_button, self.fill_button, self.format_button, self.undo_plan_button,
+                          self.plan_cancel_button, self.plan_progress, self.load_planner_button],
+                         layout=widgets.Layout(flex_flow="row wrap")), self.plan_status,
         ])
         self.set_blueprint(blueprint or (state.blueprint if shared and state.blueprint is not None else Blueprint()))
         self._planner_changed()
@@ -266,13 +293,24 @@ class BlueprintEditor(JobPanel):
             return planner.format(before, **options)
 
         def show(blueprint):
+            self.before_plan = self.blueprint  # as typed, kept for one step of undo
+            self.undo_plan_button.disabled = False
             self.set_blueprint(blueprint)
             marked = ", ".join(sorted(self.planned_fields)) or "nothing (every field was set)"
             demo = " (demo planner: random weights, random text)" if getattr(planner, "is_demo", False) else ""
-            return f"planned{PLANNED_MARK}: <b>{marked}</b>{demo}"
+            return f"planned{PLANNED_MARK}: <b>{marked}</b>{demo}; Undo planner puts back what was there"
 
         return self.run_job(f"planner ({how})", work, show=show,
                             cancelled="planning cancelled: the blueprint is unchanged")
+
+    def undo_plan(self) -> None:
+        """Put back the blueprint as it was before the last Inspire, Fill or Format (one step)."""
+        if self.before_plan is None:
+            return
+        self.set_blueprint(self.before_plan)
+        self.before_plan = None
+        self.undo_plan_button.disabled = True
+        self._set_status("the blueprint is back as it was before the planner")
 
     def cancel_plan(self) -> None:
         self.cancel()

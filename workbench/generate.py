@@ -29,7 +29,10 @@ def parse_seeds(text: str, batch: int):
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise ValueError(f"seeds must be whole numbers separated by commas (got {text!r})") from None
+        raise ValueError(f"seeds must be whole numbers >= 0 separated by commas (got {text!r})") from None
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise ValueError(f"seeds must be whole numbers >= 0 (got {negative[0]})")
     return values[0] if len(values) == 1 else values
 
 
@@ -80,16 +83,17 @@ class GeneratePanel(JobPanel, LazyView):
         self.after_run = widgets.Dropdown(description="after a run", options=AFTER_RUN, value="next", style=style,
                                           layout=widgets.Layout(width="220px"),
                                           tooltip="what the Seeds box holds after a run with fixed seeds")
-        self.steps = widgets.BoundedIntText(description="Steps", value=preset.steps, min=bounds["steps"]["min"],
-                                            max=bounds["steps"]["max"], style=style,
-                                            layout=widgets.Layout(width="160px"))
-        self.shift = widgets.BoundedFloatText(description="Shift", value=preset.shift, min=bounds["shift"]["min"],
-                                              max=bounds["shift"]["max"], step=0.5 if not turbo else 1.0,
-                                              style=style, layout=widgets.Layout(width="160px"))
-        self.guidance = widgets.BoundedFloatText(description="Guidance", value=preset.guidance,
-                                                 min=bounds["guidance"]["min"], max=bounds["guidance"]["max"],
-                                                 step=0.5, style=style, disabled=turbo,
-                                                 layout=widgets.Layout(width="170px"))
+        # Plain number boxes: a value out of range is refused with the range when Generate is pressed
+        # (a bounded box would clamp it silently).
+        self.steps = widgets.IntText(description="Steps", value=preset.steps, style=style,
+                                     tooltip=f"{bounds['steps']['min']}-{bounds['steps']['max']}",
+                                     layout=widgets.Layout(width="160px"))
+        self.shift = widgets.FloatText(description="Shift", value=preset.shift, step=0.5 if not turbo else 1.0,
+                                       tooltip=f"{bounds['shift']['min']:g}-{bounds['shift']['max']:g}",
+                                       style=style, layout=widgets.Layout(width="160px"))
+        self.guidance = widgets.FloatText(description="Guidance", value=preset.guidance, step=0.5, style=style,
+                                          disabled=turbo, layout=widgets.Layout(width="170px"),
+                                          tooltip=f"{bounds['guidance']['min']:g}-{bounds['guidance']['max']:g}")
         self.preset_note = widgets.HTML(
             f"<small>{engine.variant.name}: preset {preset.steps} steps, shift {preset.shift:g}, "
             f"guidance {preset.guidance:g}"
@@ -125,8 +129,12 @@ class GeneratePanel(JobPanel, LazyView):
 
     # ------------------------------------------------------------------ controls
     def set_source(self, take) -> None:
+        """Cover `take` next (Use as source): the task becomes cover and the status line says so."""
         self.source = take
+        self.task.value = "cover"
         self._update_task_controls()
+        self._set_status(f"source: <b>{html.escape(take.title)}</b>; press Generate to cover it "
+                         "(Keep structure sets how closely)")
 
     def _update_task_controls(self) -> None:
         cover = self.task.value == "cover"
@@ -181,6 +189,8 @@ class GeneratePanel(JobPanel, LazyView):
             blueprint = self.editor.valid_blueprint()
             task = self.build_task()
             seeds = parse_seeds(self.seeds.value, self.batch_size.value)
+            GenerationSettings.build(self.engine.variant, steps=self.steps.value, shift=self.shift.value,
+                                     guidance=None if self.engine.variant.turbo else self.guidance.value)
         except (AceStepError, ValueError) as exc:
             self._set_status(str(exc), error=True)
             return None

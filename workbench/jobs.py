@@ -282,9 +282,12 @@ class JobPanel(StateView):
         if not text:
             return None
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
-            raise ValueError(f"seed must be a whole number, or empty for a random one (got {text!r})") from None
+            value = -1
+        if value < 0:
+            raise ValueError(f"seed must be a whole number >= 0, or empty for a random one (got {text!r})")
+        return value
 
     def saving(self, keep: Callable[[list], None] | None = None) -> Callable[[list, JobProgress], None]:
         """The `save` step of a job that makes takes: `keep(takes)` (the panel remembers its result),

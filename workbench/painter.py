@@ -262,6 +262,8 @@ class RepaintPainter(JobPanel, LazyView):
         self.regions = self.regions + [(round(start, 2), round(end, 2))]
 
     def _canvas_changed(self) -> None:
+        if self.regions and self.take is not None and "paint a region" in self.status.value:
+            self.status.value = self._painting_on(self.take)  # the complaint is answered
         if self._syncing:
             return
         rows = list(self.rows.children)

@@ -487,6 +487,23 @@ class LookView(LazyView):
         return widget_bundle(self.widget, **kwargs)
 
 
+def variant_word(name: str) -> str:
+    """'acestep-v15-turbo' -> 'turbo' (the word a musician uses for the model)."""
+    return name.replace("acestep-v15-", "")
+
+
+_DTYPE_WORDS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def engine_words(engine) -> str:
+    """'<b>turbo</b> · CPU bf16 · demo weights', the full description in its tooltip."""
+    dtype = str(engine.dtype).replace("torch.", "")
+    weights = "demo weights" if engine.is_demo else "real weights"
+    return (f"<span title='{html.escape(repr(engine), quote=True)}'><b>{html.escape(variant_word(engine.variant.name))}"
+            f"</b> &middot; {html.escape(engine.device.type.upper())} {_DTYPE_WORDS.get(dtype, dtype)} &middot; "
+            f"{weights}</span>")
+
+
 class HeaderView:
     """The line above the tabs: models loaded (with LoRAs and the planner), the store, the running job."""
 
@@ -511,13 +528,15 @@ class HeaderView:
                              "1.5 weights for songs.</div>" if demo else "")
         others = [name for name in state.engines if state.engine is None or name != state.engine.variant.name]
         loras = ", ".join(f"{html.escape(a['name'])} &times; {a['scale']:g}" for a in state.loras)
-        parts = [f"<b>{html.escape(repr(state.engine))}</b>"]
+        parts = [engine_words(state.engine)] if state.engine is not None else ["no model loaded"]
         if others:
-            parts.append("also loaded: " + ", ".join(html.escape(o) for o in others))
-        parts.append(f"LoRA: {loras}" if loras else "no LoRA")
-        parts.append(f"planner: {html.escape(state.planner.name)}" if state.planner is not None else "no planner")
+            parts.append("also loaded: " + ", ".join(f"<span title='{html.escape(o, quote=True)}'>"
+                                                     f"{html.escape(variant_word(o))}</span>" for o in others))
+        parts.append(f"LoRA {loras}" if loras else "no LoRA")
+        parts.append(f"planner {html.escape(state.planner.name.replace('acestep-5Hz-lm-', 'LM '))}"
+                     if state.planner is not None else "no planner")
         if state.store is not None:
-            parts.append(f"takes in <code>{html.escape(str(state.store.folder))}</code>")
+            parts.append(f"takes saved in <code>{html.escape(str(state.store.folder))}/</code>")
         self.models.value = " &middot; ".join(parts)
         self._machine_changed()
 
