@@ -80,8 +80,8 @@ class Workbench(StateView):
                 view.set_visible(self.tabs.selected_index == index)
             self._boxes[index].children = (view.widget,)
             for panel in (view, getattr(view, "listen", None)):  # built while a job runs: locked too
-                if hasattr(panel, "_sync_buttons"):
-                    panel._sync_buttons()
+                if hasattr(panel, "sync_buttons"):
+                    panel.sync_buttons()
         return self._views[index]
 
     look = property(lambda self: self._view(2), doc="The Look tab (LookView).")

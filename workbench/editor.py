@@ -240,7 +240,7 @@ class BlueprintEditor(JobPanel):
                                          ": Planner.from_pretrained(...), then editor.set_planner(planner).</i>"))
         else:
             self.plan_status.value = f"planner: <b>{html.escape(repr(planner))}</b>"
-        self._sync_buttons()
+        self.sync_buttons()
 
     def _update_planner_controls(self) -> None:
         self._planner_changed()

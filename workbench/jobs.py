@@ -234,13 +234,13 @@ class JobPanel(StateView):
         self.cancel_button = widgets.Button(description="Cancel", icon="stop", disabled=True)
         self.cancel_button.on_click(lambda _: self.cancel())
         self._start_buttons = list(start_buttons)
-        state.observe(lambda change: self._sync_buttons(), names="job")
+        state.observe(lambda change: self.sync_buttons(), names="job")
 
     # ------------------------------------------------------------------ buttons and status
     def _button_enabled(self, button) -> bool:
         return True
 
-    def _sync_buttons(self) -> None:
+    def sync_buttons(self) -> None:
         job = self.state.job
         busy = job is not None and job.running
         for button in self._start_buttons:
@@ -343,7 +343,7 @@ class JobPanel(StateView):
                 self._set_status(f"{type(exc).__name__} while showing the result: {exc}", error=True)
             finally:
                 self.state.job_ended(job)
-                self._sync_buttons()
+                self.sync_buttons()
 
         self.progress.value = 0
         self.status.value = "starting..."
@@ -354,5 +354,5 @@ class JobPanel(StateView):
 
         self.state.runner.start(name, lambda cancel: work(cancel, progress), on_done=on_done, on_ended=on_ended,
                                 owner=self, on_start=announce)
-        self._sync_buttons()
+        self.sync_buttons()
         return self.job

@@ -80,7 +80,7 @@ class ListenPanel(JobPanel, LazyView):
             self.player_box,
             widgets.HBox([self.sort, self.refresh_button, self.measure_all_button, self.score_all_button]),
             widgets.HBox([self.progress, self.cancel_button]), self.status, self.rows])
-        state.observe(lambda change: self._sync_buttons(), names="planner")
+        state.observe(lambda change: self.sync_buttons(), names="planner")
         state.observe(lambda change: self._invalidate(), names=["planner", "revision"])
         if follow_current:
             state.observe(lambda change: self._invalidate(), names="current_take")
@@ -170,7 +170,7 @@ class ListenPanel(JobPanel, LazyView):
             b for buttons in self.row_buttons.values() for name, b in buttons.items()
             if name in ("measure", "score", "lrc")]
         replace_children(self.rows, rows or [widgets.HTML("<i>no takes yet</i>")])
-        self._sync_buttons()
+        self.sync_buttons()
         for buttons in self.row_buttons.values():
             buttons["compare"].disabled = self.player is None
 

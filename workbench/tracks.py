@@ -94,7 +94,7 @@ class TracksPanel(JobPanel, LazyView):
         for control in (self.operation, self.extract_tracks, self.lego_track, self.lego_start, self.lego_end,
                         self.complete_tracks):
             control.disabled = not capable
-        self._sync_buttons()
+        self.sync_buttons()
         if capable:
             self.gate.value = f"<small>running on {html.escape(self.engine.variant.name)}</small>"
             self.load_base_button.layout.display = "none"

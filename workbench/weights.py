@@ -197,7 +197,7 @@ class WeightsPanel(JobPanel):
         self.summary.value = f"<table style='border-collapse:collapse'>{''.join(rows)}</table><div>{total}</div>"
         self.offline_note.value = self._offline_paragraph() if self.offline and not plan.complete else ""
         self.download_button.description = "Download" if plan.complete else f"Download {format_bytes(need)}"
-        self._sync_buttons()
+        self.sync_buttons()
 
     def _disk_share(self, need: int) -> str:
         """How much of the disk under the folder `need` bytes take: "12 % of this 78.0 GB disk (free: ...)"."""
