@@ -88,14 +88,14 @@ def test_seeds_resolve_in_one_place():
 def test_the_take_records_the_settings_object(turbo, base):
     settings = GenerationSettings.build(turbo.variant, steps=4, method="sde", normalization_db=-3.0)
     take, = turbo.generate(BP, seeds=1, settings=settings)
-    assert take.sampling == settings.record()
+    assert take.sampling == {**settings.record(), "batch_seeds": [1]}  # and the batch it was made in
     assert np.max(np.abs(take.audio)) == pytest.approx(10 ** (-3 / 20), rel=1e-5)
     # keyword overrides apply on top of a settings object
     take, = turbo.generate(BP, seeds=1, settings=settings, solver="heun")
-    assert take.sampling == settings.replace(solver="heun").record()
+    assert take.sampling == {**settings.replace(solver="heun").record(), "batch_seeds": [1]}
     # the default: the variant's preset
     take, = base.generate(BP, seeds=1, steps=2)
-    assert take.sampling == GenerationSettings.build(base.variant, steps=2).record()
+    assert take.sampling == {**GenerationSettings.build(base.variant, steps=2).record(), "batch_seeds": [1]}
     with pytest.raises(TaskError, match="settings were built for a turbo variant"):
         base.generate(BP, settings=settings)
     with pytest.raises(TaskError, match="unknown generation setting"):

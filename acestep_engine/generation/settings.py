@@ -1,5 +1,6 @@
 """Generation settings: one frozen object, built once from a variant's preset and the overrides,
-validated once, and recorded in every take as it is (`take.sampling == settings.record()`).
+validated once, and recorded in every take as it is (`take.sampling` is `settings.record()` plus the
+batch's seeds, `batch_seeds`, which `Engine.replay` reruns).
 
     settings = GenerationSettings.build(engine.variant, steps=4, solver="heun")
     takes = engine.generate(blueprint, settings=settings)
