@@ -403,9 +403,16 @@ def test_nan_songs_are_refused_at_preparation(turbo, tmp_path):
     audio = np.zeros((48000, 2), np.float32)
     audio[100] = np.nan
     sf.write(str(songs / "nan.wav"), audio, 48000, subtype="FLOAT")
-    with pytest.raises(LoRAError, match="nan.wav: holds NaN"):
-        prepare_dataset(turbo, songs, tmp_path / "cache")
+    dataset = prepare_dataset(turbo, songs, tmp_path / "cache")  # the NaN song is skipped with its reason
+    assert len(dataset) == 1 and [name for name, _ in dataset.skipped] == ["nan.wav"]
+    assert "nan.wav: holds NaN" in dataset.skipped[0][1]
     (songs / "nan.wav").unlink()
+    (songs / "ok.wav").rename(songs / "nan.wav")  # alone, a bad song leaves nothing to prepare: refused by name
+    sf.write(str(songs / "nan.wav"), audio, 48000, subtype="FLOAT")
+    with pytest.raises(LoRAError, match="nan.wav: holds NaN"):
+        prepare_dataset(turbo, songs, tmp_path / "cache2")
+    (songs / "nan.wav").rename(songs / "ok.wav")
+    sf.write(str(songs / "ok.wav"), np.zeros((48000, 2), np.float32), 48000, subtype="FLOAT")
     (songs / "ok.txt").write_bytes(b"caf\xe9")
     with pytest.raises(LoRAError, match="ok.txt is not UTF-8"):
         prepare_dataset(turbo, songs, tmp_path / "cache")
