@@ -59,10 +59,18 @@ def test_repaint_button_makes_a_linked_take_and_shows_before_after(turbo, take, 
     assert painter.comparison.regions == [(3.0, 5.0), (7.0, 8.0)] and "A = before" in painter.status.value
     keep = slice(0, int(2.8 * 48000))
     assert np.array_equal(result.audio[:, keep], take.audio[:, keep])
-    assert painter.take is result and painter.regions == []  # the result is current: painted on next
+    assert painter.take is result and painter.regions == [(3.0, 5.0), (7.0, 8.0)]  # current, the same bars painted
     assert painter.comparison.compare is result  # ... and the before/after stays
     painter.back_button.click()
     assert painter.take is take and painter.comparison.widget.layout.display == "none"
+    assert painter.regions == [(3.0, 5.0), (7.0, 8.0)]  # back on the source, ready for another try
+    painter.regions = [(2.0, 3.0)]
+    painter.extend_left.value = 1.5
+    painter.repaint_button.click()
+    longer, = painter.job.result(timeout=120)
+    assert painter.take is longer and painter.regions == [(3.5, 4.5)]  # the bars moved with the music
+    painter.set_take(result)  # another take: nothing painted on it
+    assert painter.regions == []
 
 
 def test_regions_past_the_end_are_refused_and_shading_follows_what_the_job_did(turbo, take):

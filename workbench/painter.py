@@ -192,6 +192,7 @@ class RepaintPainter(JobPanel, LazyView):
                                           tooltip="make the take you repainted current again, to try another repaint",
                                           layout=widgets.Layout(width="auto"))
         self.before = None  # the take the last result was repainted from
+        self._kept_regions: dict[str, list] = {}  # take id -> regions to paint on it: the last job's source and result
         self._init_jobs(state, [self.repaint_button])
         self.comparison = SpectrogramView()
         self.comparison.widget.layout.display = "none"
@@ -235,7 +236,9 @@ class RepaintPainter(JobPanel, LazyView):
             return
         self.take = take
         self.canvas.duration = take.duration
-        self.regions = []
+        self.regions = self._kept_regions.get(take.id, [])  # the same bars again, on the result or back on the source
+        if take.id not in self._kept_regions:
+            self._kept_regions = {}
         if take is not self.result:  # another take: the last before/after no longer applies
             self.result = self.before = None
             self.back_button.disabled = True
@@ -329,6 +332,8 @@ class RepaintPainter(JobPanel, LazyView):
         task, seed = inputs
         source, engine = self.take, self.engine
         before, after = shaded_regions(task, source.duration)  # what this job changes, not what is painted later
+        painted = self.regions
+        shift = 0.0 if isinstance(task, Extend) else self.extend_left.value
 
         def work(cancel, progress):
             return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
@@ -339,6 +344,7 @@ class RepaintPainter(JobPanel, LazyView):
         def show(takes):
             result = self.result = takes[0]
             self.before = source
+            self._kept_regions = {source.id: painted, result.id: [(s + shift, e + shift) for s, e in painted]}
             self.state.takes_added(takes)  # the result is the current take of every tab (and painted on next)
             self.back_button.disabled = False
             self.comparison.widget.layout.display = None
