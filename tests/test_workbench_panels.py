@@ -266,9 +266,9 @@ def test_workbench_composes_panels_around_one_store(turbo, tmp_path):
     bench.generate_panel.generate_button.click()
     take, = bench.generate_panel.job.result(timeout=120)
     assert bench.current_take is take and bench.browser.selected == take.id
-    assert bench.look.view.take is None  # the Look tab is not shown: it draws when it is
+    assert bench.look.listen.player is None  # the Look tab is not shown: it draws when it is
     bench.tabs.selected_index = 2
-    assert bench.look.view.take is take and bench.look.view.image.value[:4] == b"\x89PNG"
+    assert bench.look.listen.player.take is take and bench.look.listen.player.canvas.image_a.startswith("data:image/png")
     bench.use_as_source(take)
     assert bench.generate_panel.source is take and bench.generate_panel.task.value == "cover"
     bench.editor.caption.value = "changed"

@@ -59,7 +59,7 @@ def test_every_tab_follows_the_newest_take_and_memory_stays_flat(audio_before, b
         name = list(TABS)[i % len(TABS)]  # look at one tab after each take, as a person would
         bench.tabs.selected_index = TABS[name]
         if name == "Look":
-            assert bench.look.view.take is take
+            assert bench.look.listen.player.take is take
         if name == "Repaint":
             assert bench.painter.take is take and bench.painter.canvas.duration == pytest.approx(take.duration)
         if name == "Cover":

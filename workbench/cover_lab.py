@@ -74,7 +74,7 @@ class CoverLab(JobPanel, LazyView):
                                           layout=widgets.Layout(width="auto"))
         self.before = None  # the take the last result was made from
         self._init_jobs(state, [self.generate_button])
-        self.player = AudioPlayer("Playing")
+        self.player = AudioPlayer("Take")
         self.lineage_box = widgets.VBox()
         self._cards: list[TakeCard] = []
         self.generate_button.on_click(lambda _: self.cover())
@@ -86,7 +86,8 @@ class CoverLab(JobPanel, LazyView):
             widgets.HTML("<b>New caption and metadata</b> (the cover follows these)"), blueprint_box,
             widgets.HBox([widgets.HTML("restyle"), self.strength, widgets.HTML("keep structure")]),
             widgets.HBox([widgets.HTML("start from noise"), self.noise_strength, widgets.HTML("from the source")]),
-            widgets.HBox([self.seed, self.generate_button, self.cancel_button, self.back_button, self.progress]),
+            widgets.HBox([self.seed, self.generate_button, self.cancel_button, self.back_button, self.progress],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             self.status, widgets.HTML("<b>Lineage</b>"), self.player.widget, self.lineage_box,
         ])
         self.widget = widgets.VBox([self.heading, self.controls])

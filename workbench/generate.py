@@ -106,7 +106,7 @@ class GeneratePanel(JobPanel, LazyView):
         self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
         self._init_jobs(state, [self.generate_button], progress_width="320px")
         self.status.value = "ready"
-        self.player = AudioPlayer("Playing")
+        self.player = AudioPlayer("Take")
         self.results = CardList(self._card, limit=RESULTS_SHOWN, load=self._load_take)
         self.source_label = widgets.HTML()
         self.generate_button.on_click(lambda _: self.generate())

@@ -137,7 +137,7 @@ class ListenPanel(JobPanel, LazyView):
             take_id = record["id"]
             title = widgets.HTML(f"<b>{html.escape(record.get('name') or take_id)}</b> &middot; seed "
                                  f"{record.get('seed')} &middot; {record.get('duration', 0):.1f} s",
-                                 layout=widgets.Layout(width="300px"))
+                                 layout=widgets.Layout(flex="1 1 auto", margin="0 8px 0 0"))
             badge = widgets.HTML(badge_html(record, planner))
             small = {"width": "auto"}
             blueprint = record.get("blueprint", {})
@@ -164,7 +164,10 @@ class ListenPanel(JobPanel, LazyView):
             buttons["score"].on_click(lambda _, i=take_id: self.score(i))
             buttons["lrc"].on_click(lambda _, i=take_id: self.lrc(i))
             self.row_buttons[take_id], self.badges[take_id] = buttons, badge
-            rows.append(widgets.VBox([widgets.HBox([title, *buttons.values()]), badge],
+            # the buttons wrap below the title as one group on a narrow screen, never mid-line
+            rows.append(widgets.VBox([widgets.HBox([title, widgets.HBox(list(buttons.values()))],
+                                                   layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+                                      badge],
                                      layout=widgets.Layout(border="1px solid #ddd", padding="2px 4px")))
         self._start_buttons = [self.measure_all_button, self.score_all_button] + [
             b for buttons in self.row_buttons.values() for name, b in buttons.items()

@@ -30,6 +30,12 @@ _JS = Path(__file__).with_name("static") / "region_canvas.js"
 
 def painter_png(take) -> tuple[bytes, float, float]:
     """A wide log-mel spectrogram and the horizontal span of its plot area (figure fractions)."""
+    png, (left, right, _, _) = painter_plot(take)
+    return png, left, right
+
+
+def painter_plot(take) -> tuple[bytes, tuple[float, float, float, float]]:
+    """A wide log-mel spectrogram and its plot area as figure fractions (left, right, bottom, top)."""
     import librosa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -47,7 +53,7 @@ def painter_png(take) -> tuple[bytes, float, float]:
     position = ax.get_position()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue(), float(position.x0), float(position.x1)
+    return buffer.getvalue(), (float(position.x0), float(position.x1), float(position.y0), float(position.y1))
 
 
 def _custom_widgets_available() -> bool:
@@ -70,11 +76,14 @@ def _make_region_canvas_class():
         duration = traitlets.Float(1.0).tag(sync=True)
         plot_left = traitlets.Float(0.0).tag(sync=True)
         plot_right = traitlets.Float(1.0).tag(sync=True)
+        plot_bottom = traitlets.Float(0.0).tag(sync=True)
+        plot_top = traitlets.Float(1.0).tag(sync=True)
         regions = traitlets.List().tag(sync=True)
 
         def set_take(self, take) -> None:
-            png, left, right = painter_png(take)
+            png, (left, right, bottom, top) = painter_plot(take)
             self.duration, self.plot_left, self.plot_right = take.duration, left, right
+            self.plot_bottom, self.plot_top = bottom, top
             self.image = "data:image/png;base64," + base64.b64encode(png).decode()
 
     return RegionCanvas
@@ -208,7 +217,8 @@ class RepaintPainter(JobPanel, LazyView):
             self.canvas, self.rows, self.add_button,
             widgets.HBox([self.extend_left, self.extend_right, self.context]),
             widgets.HBox([self.mode, self.strength, self.seed]),
-            widgets.HBox([self.repaint_button, self.cancel_button, self.back_button, self.progress]),
+            widgets.HBox([self.repaint_button, self.cancel_button, self.back_button, self.progress],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             self.status, self.comparison.widget,
         ])
         self.widget = widgets.VBox([self.heading, self.controls])

@@ -51,7 +51,7 @@ class TracksPanel(JobPanel, LazyView):
                                                layout=widgets.Layout(width="auto"))
         self._init_jobs(state, [self.run_button, self.load_base_button])
         self.gate = widgets.HTML()
-        self.player = AudioPlayer("Playing")
+        self.player = AudioPlayer("Take")
         self.results = CardList(lambda take: TakeCard(take, player=self.player), limit=6,
                                 load=lambda take_id: self.store.load(take_id))
         self.options = widgets.VBox()

@@ -299,7 +299,7 @@ class TakeCard:
         self.source_button = widgets.Button(description="Use as source", layout=widgets.Layout(width="auto"),
                                             tooltip="cover this take next") if on_use_as_source else None
         # Alone (in a notebook) the card brings its own player, shown once Play is pressed.
-        self.player = AudioPlayer("Playing") if player is None else None
+        self.player = AudioPlayer("Take") if player is None else None
         target = player if player is not None else self.player
         self.play_button = widgets.Button(description="Play", icon="play", layout=widgets.Layout(width="auto"),
                                           tooltip="play this take")
@@ -460,8 +460,9 @@ class LookView(LazyView):
         self.state = state
         self.heading = widgets.HTML()
         self.listen = listen  # a ListenPanel following the current take (the Workbench gives one)
-        self.view = SpectrogramView(players=listen is None)
-        self.widget = widgets.VBox([self.heading, self.view.widget] + ([listen.widget] if listen is not None else []))
+        # With the synced player (which draws the spectrogram under its playhead) no second picture.
+        self.view = SpectrogramView(players=True) if listen is None else None
+        self.widget = widgets.VBox([self.heading, listen.widget if listen is not None else self.view.widget])
         state.observe(lambda change: self._take_changed(), names="current_take")
         self._take_changed()
 
@@ -475,6 +476,8 @@ class LookView(LazyView):
         self._invalidate()
 
     def _draw(self) -> None:
+        if self.view is None:
+            return  # the listen panel follows the current take itself
         take = self.state.current_take
         if take is None:
             self.view.widget.layout.display = "none"
@@ -482,6 +485,9 @@ class LookView(LazyView):
             return
         self.view.widget.layout.display = None
         self.view.show(take)
+
+    def audio_players(self) -> list:
+        return [self.view] if self.view is not None else []
 
     def _repr_mimebundle_(self, **kwargs):
         return widget_bundle(self.widget, **kwargs)
@@ -512,8 +518,11 @@ class HeaderView:
         self.banner = widgets.HTML()
         self.models = widgets.HTML()
         self.machine = widgets.HTML()
-        self.activity = widgets.HTML()
-        self.widget = widgets.VBox([self.banner, self.models, self.machine, self.activity])
+        self.activity = widgets.HTML(layout=widgets.Layout(margin="0 0 0 12px", flex="0 0 auto"))
+        # the running job is named at the end of the machine line: the tabs below never move
+        self.widget = widgets.VBox([self.banner, self.models,
+                                    widgets.HBox([self.machine, self.activity], layout=widgets.Layout(
+                                        align_items="baseline", flex_flow="row wrap"))])
         state.observe(lambda change: self._models_changed(), names=["engine", "engines", "planner", "loras", "store"])
         state.observe(lambda change: self._machine_changed(change["old"], change["new"]), names="blueprint")
         state.observe(lambda change: self._job_changed(), names="job")
@@ -572,4 +581,5 @@ class HeaderView:
 
     def _job_changed(self) -> None:
         job = self.state.job
-        self.activity.value = f"<small>running: {html.escape(job.name)}</small>" if job is not None else ""
+        self.activity.value = (f"<small style='color:#0b6b2f'>&#9679; running: {html.escape(job.name)}</small>"
+                               if job is not None else "")

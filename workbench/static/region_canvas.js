@@ -40,12 +40,15 @@ function render({ model, el }) {
     const ctx = layer.getContext("2d");
     ctx.clearRect(0, 0, layer.width, layer.height);
     const regions = drag && drag.preview ? model.get("regions").concat([drag.preview]) : model.get("regions");
+    // only over the plot area: the time axis and its label below stay readable
+    const top = (1 - (model.get("plot_top") ?? 1)) * layer.height;
+    const bottom = (1 - (model.get("plot_bottom") ?? 0)) * layer.height;
     for (const [start, end] of regions) {
       const a = toX(Math.min(start, end), layer.width), b = toX(Math.max(start, end), layer.width);
       ctx.fillStyle = "rgba(44, 160, 44, 0.30)";
-      ctx.fillRect(a, 0, b - a, layer.height);
+      ctx.fillRect(a, top, b - a, bottom - top);
       ctx.strokeStyle = "rgba(20, 110, 20, 0.9)";
-      ctx.strokeRect(a, 0, b - a, layer.height);
+      ctx.strokeRect(a, top, b - a, bottom - top);
     }
   };
   const hit = (t) => {
