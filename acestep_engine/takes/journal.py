@@ -47,8 +47,9 @@ def _is_file_of(name: str, take_id: str) -> bool:
 
 
 def _plain_name(name) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
-        and "\x00" not in name
+    """A file name without a folder: no separator of this system, not "." or ".."."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and os.sep not in name \
+        and (os.altsep is None or os.altsep not in name) and "\x00" not in name
 
 
 class Journal:
