@@ -27,7 +27,7 @@ def path_argument(value, name: str, error: type[AceStepError], kind: str | None 
     """`value` (text or a path object) as a Path. `kind` "file" or "folder" refuses an existing path of
     the other kind; a name the system cannot hold (too long) is refused here, by `name`."""
     if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
-        what = {"file": "a file path", "folder": "a folder path"}.get(kind, "a file path")
+        what = "a path to a folder" if kind == "folder" else "a file path"
         raise error(f"{name} must be {what} (text or a pathlib.Path; got {type(value).__name__} {shown(value)})")
     path = Path(value)
     if not str(value):
