@@ -80,9 +80,18 @@ def _is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _blank(value) -> bool:
+    return value is None or isinstance(value, str) and value == ""
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({type(value).__name__} of {len(text)} characters)"
+
+
 def _check_keyscale(value):
     """Case and spacing are forgiven ("c# MINOR", "bb maj" -> "C# minor", "Bb major"); '♯'/'♭' stay as written."""
-    if value is None or value == "":
+    if _blank(value):
         return None
     if isinstance(value, str):
         match = _KEY_RE.fullmatch(value)
@@ -91,20 +100,23 @@ def _check_keyscale(value):
             mode = "major" if mode.lower().startswith("maj") else "minor"
             return f"{letter.upper()}{accidental.lower()} {mode}"
     raise BlueprintError("keyscale", f"must be one of the {len(KEYSCALES)} names like 'C major', 'F# minor', "
-                                     f"'Bb major' (got {value!r})")
+                                     f"'Bb major' (got {_shown(value)})")
 
 
 def _check_bpm(value):
     """Accepts an int, an int-valued float (120.0) or a digit string ("120"); returns an int or None."""
     lo, hi = BPM_RANGE
-    if value is None or value == "":
+    if _blank(value):
         return None
     if isinstance(value, str) and value.strip().isdecimal():
-        value = int(value.strip())
+        digits = value.strip()
+        if len(digits) > 9:  # never convert an enormous digit string (Python refuses beyond 4300 digits)
+            raise BlueprintError("bpm", f"must be between {lo} and {hi} (got a number of {len(digits)} digits)")
+        value = int(digits)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
     if not _is_integer(value):
-        raise BlueprintError("bpm", f"must be a whole number between {lo} and {hi} (got {value!r})")
+        raise BlueprintError("bpm", f"must be a whole number between {lo} and {hi} (got {_shown(value)})")
     if not lo <= value <= hi:
         raise BlueprintError("bpm", f"must be between {lo} and {hi} (got {value})")
     return int(value)
@@ -112,16 +124,17 @@ def _check_bpm(value):
 
 def _check_timesignature(value):
     """Accepts 4, 4.0, "4" or "4/4" (the numerator is kept, as upstream does); returns an int or None."""
-    if value is None or value == "":
+    if _blank(value):
         return None
     number = value
     if isinstance(value, str):
         match = _TIMESIG_RE.fullmatch(value)
-        number = int(match.group(1)) if match else None
+        number = int(match.group(1)) if match and len(match.group(1)) <= 3 else None
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     if not _is_integer(number) or number not in TIME_SIGNATURES:
-        raise BlueprintError("timesignature", f"must be one of {', '.join(map(str, TIME_SIGNATURES))} (got {value!r})")
+        raise BlueprintError("timesignature", f"must be one of {', '.join(map(str, TIME_SIGNATURES))} "
+                                              f"(got {_shown(value)})")
     return int(number)
 
 
@@ -129,7 +142,7 @@ def _check_duration(value):
     """Seconds; an int is accepted and returned as a float."""
     lo, hi = DURATION_RANGE
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise BlueprintError("duration", f"must be a number of seconds between {lo:g} and {hi:g} (got {value!r})")
+        raise BlueprintError("duration", f"must be a number of seconds between {lo:g} and {hi:g} (got {value!r:.80})")
     if not lo <= value <= hi:
         raise BlueprintError("duration", f"must be between {lo:g} and {hi:g} seconds (got {value})")
     return float(value)
@@ -157,11 +170,11 @@ def _check_encodable(field: str, value: str) -> None:
 
 def _check_language(value):
     """A code of LANGUAGES, case and surrounding spaces forgiven ("EN" -> "en"); blank means "unknown"."""
-    if value is None or value == "":
+    if _blank(value):
         return "unknown"
     code = value.strip().lower() if isinstance(value, str) else None
     if code not in LANGUAGES:
-        raise BlueprintError("language", f"must be one of {', '.join(LANGUAGES)} (got {value!r})")
+        raise BlueprintError("language", f"must be one of {', '.join(LANGUAGES)} (got {_shown(value)})")
     return code
 
 
@@ -170,8 +183,9 @@ def _check_planned(value):
     names = ("caption", "lyrics", "bpm", "keyscale", "timesignature", "duration", "language", "instrumental")
     if value is None:
         return ()
-    if isinstance(value, str) or not all(isinstance(v, str) and v in names for v in value):
-        raise BlueprintError("planned", f"must list field names among {', '.join(names)} (got {value!r})")
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) and v in names
+                                                                         for v in value):
+        raise BlueprintError("planned", f"must list field names among {', '.join(names)} (got {_shown(value)})")
     return tuple(sorted(set(value)))
 
 
@@ -179,7 +193,7 @@ def _check_instrumental(value):
     if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
         value = bool(value)
     if not isinstance(value, bool):
-        raise BlueprintError("instrumental", f"must be True or False (got {value!r})")
+        raise BlueprintError("instrumental", f"must be True or False (got {value!r:.80})")
     return value
 
 
@@ -360,6 +374,8 @@ class Blueprint:
             data = json.loads(text.removeprefix("\ufeff"))
         except json.JSONDecodeError as exc:
             raise BlueprintError("json", f"is not valid JSON ({exc})") from None
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise BlueprintError("json", f"holds a number too long to read ({exc})") from None
         except RecursionError:
             raise BlueprintError("json", "is nested too deeply to be a blueprint") from None
         if not isinstance(data, dict):
@@ -388,7 +404,8 @@ class Blueprint:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise BlueprintError("file", f"{path} could not be read ({exc.strerror or exc})") from None
+            shown = str(path) if len(str(path)) <= 300 else f"{str(path)[:100]}... ({len(str(path))} characters)"
+            raise BlueprintError("file", f"{shown} could not be read ({exc.strerror or exc})") from None
         try:
             return cls.from_json(data)
         except BlueprintError as exc:

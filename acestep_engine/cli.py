@@ -23,7 +23,7 @@ def whole_number(lo: int, hi: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r})") from None
+            raise argparse.ArgumentTypeError(f"must be a whole number (got {text!r:.80})") from None
         if value < lo or (hi is not None and value > hi):
             allowed = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
             raise argparse.ArgumentTypeError(f"must be {allowed} (got {value})")
@@ -36,16 +36,16 @@ def _positive_real(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+        raise argparse.ArgumentTypeError(f"must be a number (got {text!r:.80})") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (got {text!r})")
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (got {text!r:.80})")
     return value
 
 
 def device_argument(text: str) -> str:
     """argparse type for --device (shared with `python -m acestep_engine.lora`)."""
     if not _DEVICE_RE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"must be auto, cpu, mps, cuda, cuda:N, xpu or xpu:N (got {text!r})")
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, mps, cuda, cuda:N, xpu or xpu:N (got {text!r:.80})")
     return text
 
 

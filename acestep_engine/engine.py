@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .arguments import flag_argument, path_argument, shown, text_argument
 from .blueprint import Blueprint
-from .errors import GenerationError, TaskError
+from .errors import CheckpointError, GenerationError, LoRAError, TaskError
 from .generation import pipeline
 from .generation.facts import ModelFacts
 from .generation.settings import (MAX_BATCH, GenerationSettings, check_batch_size, check_cancel, check_progress,
@@ -34,6 +36,9 @@ from .takes.record import Take
 
 DEMO_NOTICE = ("Demo checkpoint: tiny random weights, so it makes noise, not music. "
                "Point Engine.from_pretrained at the real ACE-Step 1.5 weights for songs.")
+_DIT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def _from_facts(name: str, doc: str) -> property:
     """An Engine property that reads the same-named fact of `engine.facts` (one definition of each)."""
     return property(lambda engine: getattr(engine.facts, name), doc=doc)
@@ -82,8 +87,12 @@ class Engine:
 
         budget = parse_budget(memory_budget)
         check_compile_option(compile)
+        _check_dit_name(dit)
+        flag_argument(allow_download, "allow_download", CheckpointError)
         device, dtype, dtype_choice = resolve_device_and_dtype(device, dtype)
-        root = Path(checkpoints_dir) if checkpoints_dir else default_checkpoints_dir()
+        blank = checkpoints_dir is None or isinstance(checkpoints_dir, str) and checkpoints_dir == ""
+        root = default_checkpoints_dir() if blank else \
+            path_argument(checkpoints_dir, "checkpoints_dir", CheckpointError, kind="folder")
         with quiet_loading():
             if is_diffusers_layout(root):
                 models = load_diffusers_format(root, device, dtype)
@@ -103,7 +112,7 @@ class Engine:
         from .models.tiny_checkpoints import DIT_FOLDERS, demo_checkpoints_dir, write_tiny_checkpoints
 
         root = demo_checkpoints_dir()
-        folder = DIT_FOLDERS[variant]
+        folder = DIT_FOLDERS[text_argument(variant, "variant", CheckpointError, choices=tuple(DIT_FOLDERS))]
         if not (root / folder / "model.safetensors").is_file() or not (root / "vae").is_dir():
             with quiet_loading():
                 write_tiny_checkpoints(root, variant=variant, preset="demo", seed=1234)
@@ -115,6 +124,9 @@ class Engine:
         from .models.checkpoints import components_for
         from .models.loader import load_dit
 
+        _check_dit_name(dit)
+        if allow_download is not None:
+            flag_argument(allow_download, "allow_download", CheckpointError)
         if dit == self.variant.name:
             return self
         if dit not in self._variants:
@@ -185,6 +197,9 @@ class Engine:
             if task not in TASKS:
                 return False
             task = TASKS[task]
+        if not isinstance(task, Task) and not (isinstance(task, type) and issubclass(task, Task)):
+            raise TaskError(f"task must be a task object or one of the names {', '.join(TASKS)} "
+                            f"(got {type(task).__name__} {shown(task)})")
         return task.capability in self.tasks
 
     def check_capability(self, task) -> None:
@@ -243,6 +258,12 @@ class Engine:
     def load_lora(self, path, name: str | None = None, scale: float = 1.0) -> str:
         """Load a peft LoRA folder (ours or upstream's) onto the DiT; returns its name (default: the
         folder's name). `scale` multiplies the adapter's effect: 0 gives the base model exactly."""
+        path = path_argument(path, "path", LoRAError, kind="folder")
+        if not path.is_dir():
+            raise LoRAError(f"path {path} is not a folder: a LoRA is a folder holding adapter_config.json and "
+                            "adapter_model.safetensors")
+        if name is not None:
+            text_argument(name, "name", LoRAError)
         with self._lock:
             return self.adapters.load(path, name, scale).name
 
@@ -257,6 +278,8 @@ class Engine:
 
     def unload_lora(self, name: str | None = None) -> None:
         """Remove one adapter (or all with name=None); the DiT's layers become the original ones."""
+        if name is not None:
+            text_argument(name, "name", LoRAError)
         with self._lock:
             self.adapters.unload(name)
 
@@ -426,13 +449,22 @@ class Engine:
         return runner
 
 
+def _check_dit_name(dit) -> str:
+    """A DiT is a folder of the checkpoints folder: a plain folder name."""
+    text_argument(dit, "dit", CheckpointError)
+    if not _DIT_NAME_RE.fullmatch(dit):
+        raise CheckpointError(f"dit must be the name of a DiT folder such as 'acestep-v15-turbo' (letters, digits, "
+                              f"'.', '_' and '-', at most 128 characters; got {shown(dit)})")
+    return dit
+
+
 def _check_task(task):
     """A task object (default `Text2Music()`), validated; names and dicts are refused with a hint."""
     if task is None:
         return Text2Music()
     if isinstance(task, str):
-        raise TaskError(f"task must be a task object such as Cover(source) or Text2Music(), not the string {task!r}"
+        raise TaskError(f"task must be a task object such as Cover(source) or Text2Music(), not the string {task!r:.80}"
                         f" (one of {', '.join(TASKS)}; acestep_engine.generation.tasks.task_from_dict rebuilds a recorded one)")
     if not isinstance(task, Task):
-        raise TaskError(f"task must be a task object such as Cover(source) or Text2Music() (got {task!r})")
+        raise TaskError(f"task must be a task object such as Cover(source) or Text2Music() (got {task!r:.80})")
     return task.validate()

@@ -4,6 +4,19 @@
 class AceStepError(Exception):
     """Base class of every error the engine raises on purpose."""
 
+    def __str__(self) -> str:
+        text = super().__str__()
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a file name whose bytes are not UTF-8: shown as \xNN, so it always prints
+            raw = text.encode("utf-8", "surrogateescape" if _escaped_bytes_only(text) else "backslashreplace")
+            text = raw.decode("utf-8", "backslashreplace")
+        return text
+
+
+def _escaped_bytes_only(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
 
 class BlueprintError(AceStepError, ValueError):
     """A blueprint field is outside its allowed range; the message names field, range and value."""

@@ -161,7 +161,7 @@ def test_every_module_is_seen(package):
 # at the top of the package; the front door (the package root, `engine`, `cli`, a wing's `__main__`
 # command) may import anything and nothing imports it.
 SHARED = {"acestep_engine.errors", "acestep_engine.progress", "acestep_engine.blueprint",
-          "acestep_engine.json_files"}
+          "acestep_engine.json_files", "acestep_engine.arguments"}
 FRONT_DOOR = {"acestep_engine", "acestep_engine.engine", "acestep_engine.cli", "acestep_engine.render",
               "acestep_engine.render.plan", "acestep_engine.render.work", "acestep_engine.render.runner",
               "acestep_engine.render.board", "acestep_engine.render.summary", "acestep_engine.render.worker"}

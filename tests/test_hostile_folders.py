@@ -260,6 +260,38 @@ def test_an_entry_signed_by_another_store_is_not_replayed(box, tmp_path_factory)
     box.assert_untouched()
 
 
+def test_a_folder_where_a_take_file_goes_is_refused_before_anything_moves(box):
+    store, (a, b) = saved_store(box)
+    (box.store_dir / ".trash" / f"{a.id}.json").mkdir(parents=True)
+    box.start()
+    with pytest.raises(TakeStoreError, match=f"onto the folder .*{a.id}.json"):
+        store.delete(a.id)
+    assert store.ids() == [a.id, b.id] and not list(journal_dir(box).glob("*.json"))
+    _signed(box, {"version": 2, "op": "delete", "id": a.id, "pid": 1,
+                  "moves": [[f"{a.id}.json", f".trash/{a.id}.json"]], "removes": []})
+    fresh = TakeStore(box.store_dir)  # a replayed entry that meets the folder is set aside; the store opens
+    assert fresh.ids() == [a.id, b.id] and "onto the folder" in messages(fresh)
+    box.assert_untouched()
+
+
+def test_a_change_the_system_refuses_to_finish_is_kept_and_finished_later(box, monkeypatch):
+    store, (a, b) = saved_store(box)
+    names = [f"{a.id}{suffix}" for suffix in (".json", ".latents.safetensors", ".flac")]
+    _signed(box, {"version": 2, "op": "delete", "id": a.id, "pid": 1,
+                  "moves": [[name, f".trash/{name}"] for name in names], "removes": []})
+    real = os.replace
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    fresh = TakeStore(box.store_dir)
+    assert "could not be finished (Permission denied" in messages(fresh) and fresh.recovered == []
+    monkeypatch.setattr(os, "replace", real)
+    again = TakeStore(box.store_dir)
+    assert again.recovered and again.trashed() == [a.id] and again.problems == []
+
+
 @pytest.mark.parametrize("what", ["sidecar", "audio", "latents"])
 def test_a_take_file_linked_out_of_the_store_is_not_read(box, what):
     store, (a, b) = saved_store(box)

@@ -6,13 +6,17 @@ engine, so the engine can import the tasks and nothing imports back.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..errors import TaskError
 from ..models import vae_codec
 from .conditioning import silence_frames
+
+MAX_SECONDS = 24 * 3600  # a duration beyond a day is not a song
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class ModelFacts:
 
     def frames_for(self, seconds: float) -> int:
         """Latent frames for a duration, as upstream: `round(seconds, 1) * rate // hop`."""
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not 0 <= seconds <= MAX_SECONDS:
+            raise TaskError(f"seconds must be a number from 0 to {MAX_SECONDS:g} (got {seconds!r:.80})")
         return int(round(float(seconds), 1) * self.sample_rate) // self.hop_length
 
     def silence(self, frames: int) -> torch.Tensor:

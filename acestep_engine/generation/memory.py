@@ -278,7 +278,7 @@ def parse_budget(memory_budget) -> int | None:
     if memory_budget is None:
         return None
     if isinstance(memory_budget, bool):
-        raise DeviceError(f"memory_budget must be bytes, GiB or a string like '8GB' (got {memory_budget!r})")
+        raise DeviceError(f"memory_budget must be bytes, GiB or a string like '8GB' (got {memory_budget!r:.80})")
     if isinstance(memory_budget, int):
         value = memory_budget
     elif isinstance(memory_budget, float):
@@ -287,6 +287,7 @@ def parse_budget(memory_budget) -> int | None:
         text = memory_budget.strip().lower().replace(" ", "")
         units = {"gib": GiB, "gb": GiB, "g": GiB, "mib": 2 ** 20, "mb": 2 ** 20, "m": 2 ** 20, "kib": 1024,
                  "kb": 1024, "b": 1}
+        value = None
         for unit, scale in units.items():
             if text.endswith(unit):
                 try:
@@ -297,11 +298,11 @@ def parse_budget(memory_budget) -> int | None:
         else:
             value = None
         if value is None:
-            raise DeviceError(f"memory_budget must be bytes, GiB or a string like '8GB' (got {memory_budget!r})")
+            raise DeviceError(f"memory_budget must be bytes, GiB or a string like '8GB' (got {memory_budget!r:.80})")
     else:
-        raise DeviceError(f"memory_budget must be bytes, GiB or a string like '8GB' (got {memory_budget!r})")
+        raise DeviceError(f"memory_budget must be bytes, GiB or a string like '8GB' (got {memory_budget!r:.80})")
     if not math.isfinite(value) or value <= 0:
-        raise DeviceError(f"memory_budget must be a positive size (got {memory_budget!r})")
+        raise DeviceError(f"memory_budget must be a positive size (got {memory_budget!r:.80})")
     return int(value)
 
 

@@ -21,7 +21,7 @@ from ..errors import TaskError
 
 def _seconds(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TaskError(f"{name} must be a finite number of seconds (got {value!r})")
+        raise TaskError(f"{name} must be a finite number of seconds (got {value!r:.80})")
     return float(value)
 
 
@@ -33,7 +33,12 @@ class Regions:
 
     def __post_init__(self):
         spans = []
-        for start, end in self.spans:
+        items = self.spans
+        if isinstance(items, (str, bytes, dict)) or not isinstance(items, (list, tuple)) \
+                or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in items):
+            raise TaskError(f"spans must be a tuple of (start, end) pairs in seconds, e.g. ((4.0, 6.0),) "
+                            f"(got {type(items).__name__} {items!r:.80}); Regions.of() accepts more forms")
+        for start, end in items:
             start, end = _seconds("region start", start), _seconds("region end", end)
             if end <= start:
                 raise TaskError(f"region end must be after its start (got start={start}, end={end})")
@@ -45,7 +50,7 @@ class Regions:
         """A `Regions`, one `(start, end)` pair, or a list of pairs; anything else is refused by name."""
         if isinstance(value, Regions):
             return value
-        hint = f"{name} must be a list of (start, end) pairs in seconds, e.g. [(4.0, 6.0)] (got {value!r})"
+        hint = f"{name} must be a list of (start, end) pairs in seconds, e.g. [(4.0, 6.0)] (got {value!r:.80})"
         if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
             raise TaskError(hint)
         items = list(value)

@@ -52,9 +52,9 @@ def denoise(transformer, noise: torch.Tensor, inputs: StepInputs, settings: Samp
     from ..runtime.kv_cache import reuse_condition_projections
 
     if settings.method not in ("ode", "sde"):
-        raise ValueError(f"method must be 'ode' or 'sde' (got {settings.method!r})")
+        raise ValueError(f"method must be 'ode' or 'sde' (got {settings.method!r:.80})")
     if settings.solver not in ("euler", "heun"):
-        raise ValueError(f"solver must be 'euler' or 'heun' (got {settings.solver!r})")
+        raise ValueError(f"solver must be 'euler' or 'heun' (got {settings.solver!r:.80})")
     dtype = noise.dtype
     times = torch.tensor(settings.schedule, dtype=dtype, device=noise.device)
     batch = noise.shape[0]

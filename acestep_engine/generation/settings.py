@@ -45,24 +45,24 @@ def _is_number(value) -> bool:
 def _whole(name: str, value, lo: int, hi: int) -> int:
     """A whole number in [lo, hi]; 3.0 is accepted as 3, 2.7, NaN, True and "3" are refused."""
     if not _is_number(value) or not math.isfinite(value) or float(value) != int(value):
-        raise TaskError(f"{name} must be a whole number between {lo} and {hi} (got {value!r})")
+        raise TaskError(f"{name} must be a whole number between {lo} and {hi} (got {value!r:.80})")
     if not lo <= int(value) <= hi:
-        raise TaskError(f"{name} must be between {lo} and {hi} (got {value!r})")
+        raise TaskError(f"{name} must be between {lo} and {hi} (got {value!r:.80})")
     return int(value)
 
 
 def _real(name: str, value, lo: float, hi: float) -> float:
     """A finite number in [lo, hi] (NaN and Inf are refused by the range test)."""
     if not _is_number(value):
-        raise TaskError(f"{name} must be a number between {lo:g} and {hi:g} (got {value!r})")
+        raise TaskError(f"{name} must be a number between {lo:g} and {hi:g} (got {value!r:.80})")
     if not lo <= float(value) <= hi:
-        raise TaskError(f"{name} must be between {lo:g} and {hi:g} (got {value!r})")
+        raise TaskError(f"{name} must be between {lo:g} and {hi:g} (got {value!r:.80})")
     return float(value)
 
 
 def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise TaskError(f"{name} must be {' or '.join(repr(a) for a in allowed)} (got {value!r})")
+    if not isinstance(value, str) or value not in allowed:
+        raise TaskError(f"{name} must be {' or '.join(repr(a) for a in allowed)} (got {value!r:.80})")
     return value
 
 
@@ -110,12 +110,13 @@ class GenerationSettings:
         if turbo and guidance != 1.0:
             raise TaskError(f"guidance must be 1.0 on the turbo variant {variant.name}: its guidance is distilled "
                             f"into the weights (got {guidance:g})")
-        guidance_method = _choice("guidance_method", guidance_method or preset.guidance_method, GUIDANCE_METHODS)
+        guidance_method = _choice("guidance_method", preset.guidance_method if guidance_method is None
+                                  or isinstance(guidance_method, str) and guidance_method == "" else guidance_method, GUIDANCE_METHODS)
         interval = _interval(guidance_interval)
         method = _choice("method", method, METHODS)
         solver = _choice("solver", solver, SOLVERS)
         if not isinstance(normalize, bool):
-            raise TaskError(f"normalize must be True or False (got {normalize!r})")
+            raise TaskError(f"normalize must be True or False (got {normalize!r:.80})")
         normalization_db = _real("normalization_db", normalization_db, *NORMALIZATION_DB_RANGE)
         if turbo:  # the turbo weights were distilled on these three shifts only (as upstream)
             shift = float(min(TURBO_SHIFTS, key=lambda s: abs(s - shift)))
@@ -240,18 +241,18 @@ def _interval(value) -> tuple[float, float]:
         start, end = value
     except (TypeError, ValueError):
         raise TaskError(f"guidance_interval must be a pair (start, end) with 0 <= start <= end <= 1 "
-                        f"(got {value!r})") from None
+                        f"(got {value!r:.80})") from None
     if not (_is_number(start) and _is_number(end) and 0.0 <= start <= end <= 1.0):
-        raise TaskError(f"guidance_interval must satisfy 0 <= start <= end <= 1 (got {value!r})")
+        raise TaskError(f"guidance_interval must satisfy 0 <= start <= end <= 1 (got {value!r:.80})")
     return float(start), float(end)
 
 
 def _custom(timesteps, turbo: bool) -> tuple[float, ...]:
     if isinstance(timesteps, (str, bytes)) or not hasattr(timesteps, "__iter__"):
-        raise TaskError(f"timesteps must be a list of numbers in (0, 1] (got {timesteps!r})")
+        raise TaskError(f"timesteps must be a list of numbers in (0, 1] (got {timesteps!r:.80})")
     values = list(timesteps)
     if any(not _is_number(t) for t in values):
-        raise TaskError(f"timesteps must be a list of numbers in (0, 1] (got {values!r})")
+        raise TaskError(f"timesteps must be a list of numbers in (0, 1] (got {values!r:.80})")
     try:
         return tuple(custom_schedule(values, turbo))
     except ValueError as exc:
@@ -263,7 +264,7 @@ def _custom(timesteps, turbo: bool) -> tuple[float, ...]:
 def check_batch_size(batch_size) -> int:
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) \
             or not 1 <= batch_size <= MAX_BATCH:
-        raise TaskError(f"batch_size must be between 1 and {MAX_BATCH} (got {batch_size!r})")
+        raise TaskError(f"batch_size must be between 1 and {MAX_BATCH} (got {batch_size!r:.80})")
     return int(batch_size)
 
 
@@ -277,7 +278,7 @@ def resolve_seeds(seeds, batch_size: int) -> list[int]:
         first = _whole("seeds", seeds, 0, SEED_LIMIT - 1)
         values = [first + i for i in range(batch_size)]
     elif isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise TaskError(f"seeds must be None, a whole number or one whole number per batch item (got {seeds!r})")
+        raise TaskError(f"seeds must be None, a whole number or one whole number per batch item (got {seeds!r:.80})")
     else:
         values = list(seeds)
         if len(values) != batch_size:
@@ -285,7 +286,7 @@ def resolve_seeds(seeds, batch_size: int) -> list[int]:
     for value in values:
         if not _is_number(value) or not math.isfinite(value) or float(value) != int(value) \
                 or not 0 <= int(value) < SEED_LIMIT:
-            raise TaskError(f"seeds must be whole numbers between 0 and 2**63 - 1 (got {value!r} in {seeds!r})")
+            raise TaskError(f"seeds must be whole numbers between 0 and 2**63 - 1 (got {value!r} in {seeds!r:.80})")
     return [int(v) for v in values]
 
 
@@ -298,11 +299,11 @@ def check_progress(progress):
     if progress is True:
         return TqdmProgress()
     if not callable(progress):
-        raise TaskError(f"progress must be None, True or a callable taking a Progress (got {progress!r})")
+        raise TaskError(f"progress must be None, True or a callable taking a Progress (got {progress!r:.80})")
     return progress
 
 
 def check_cancel(cancel) -> None:
     """None or an object with `is_set()` (a `threading.Event`)."""
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
-        raise TaskError(f"cancel must be None or a threading.Event (anything with is_set()) (got {cancel!r})")
+        raise TaskError(f"cancel must be None or a threading.Event (anything with is_set()) (got {cancel!r:.80})")

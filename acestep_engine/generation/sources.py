@@ -7,12 +7,14 @@ the loaded models' facts (`acestep_engine.generation.facts.ModelFacts`; an `Engi
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..arguments import shown
 from ..errors import TaskError
 from ..takes.audio_io import AudioFileError, check_audio_array, load_source_audio, resample, to_stereo
 
@@ -108,6 +110,10 @@ def parse_audio_codes(codes, codebook_size: int) -> list[int]:
         if not values:
             raise TaskError("audio_codes must contain codes written as <|audio_code_N|> (found none)")
     else:
+        if not isinstance(codes, (list, tuple)) or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                           for v in codes):
+            raise TaskError(f"audio_codes must be text of <|audio_code_N|> codes or a list of whole numbers "
+                            f"(got {type(codes).__name__} {shown(codes)})")
         values = [int(v) for v in codes]
         if not values:
             raise TaskError("audio_codes must not be empty")

@@ -97,9 +97,9 @@ def _number(field: str, value, lo, hi, integer=False, lo_open=False, hi_open=Fal
     ok_type = isinstance(value, numbers.Integral) if integer else isinstance(value, numbers.Real)
     if isinstance(value, bool) or not ok_type or (not integer and not math.isfinite(value)):
         kind = "a whole number" if integer else "a number"
-        raise LoRAError(f"{field} must be {kind} {allowed} (got {value!r})")
+        raise LoRAError(f"{field} must be {kind} {allowed} (got {value!r:.80})")
     if (value <= lo if lo_open else value < lo) or (value >= hi if hi_open else value > hi):
-        raise LoRAError(f"{field} must be {allowed} (got {value!r})")
+        raise LoRAError(f"{field} must be {allowed} (got {value!r:.80})")
     return int(value) if integer else float(value)
 
 
@@ -459,7 +459,7 @@ class AdapterSet:
         name = adapter_name_for(files.path) if name is None else name
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name == TRAINING_ADAPTER:
             raise LoRAError(f"name must be 1-64 letters, digits, '_' or '-' and not {TRAINING_ADAPTER!r} "
-                            f"(got {name!r})")
+                            f"(got {name!r:.80})")
         if name in self.entries:
             raise LoRAError(f"an adapter named {name!r} is loaded already: unload it first or pass another name=")
         linears = {n for n, m in self.transformer.named_modules() if isinstance(m, torch.nn.Linear)}
@@ -486,7 +486,7 @@ class AdapterSet:
             return list(self.entries)
         if name not in self.entries:
             loaded = ", ".join(self.entries) or "none"
-            raise LoRAError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
+            raise LoRAError(f"no adapter named {name!r:.80} is loaded (loaded: {loaded})")
         return [name]
 
     def set_scale(self, scale: float, name: str | None = None) -> None:

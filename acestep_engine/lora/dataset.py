@@ -426,5 +426,5 @@ def check_max_seconds(value) -> float:
     lo, hi = MAX_SECONDS_RANGE
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or not lo <= value <= hi:
-        raise LoRAError(f"max_seconds must be between {lo:g} and {hi:g} seconds (got {value!r})")
+        raise LoRAError(f"max_seconds must be between {lo:g} and {hi:g} seconds (got {value!r:.80})")
     return float(value)

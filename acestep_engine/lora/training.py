@@ -99,12 +99,12 @@ class TrainingConfig:
             seed=_number("seed", self.seed, 0, 2 ** 63 - 1, integer=True),
             mixed_precision=self.mixed_precision, gradient_checkpointing=self.gradient_checkpointing)
         if checked.objective not in OBJECTIVES:
-            raise LoRAError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))} (got {self.objective!r})")
+            raise LoRAError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))} (got {self.objective!r:.80})")
         if checked.mixed_precision not in MIXED_PRECISION:
             raise LoRAError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISION))} "
-                            f"(got {self.mixed_precision!r})")
+                            f"(got {self.mixed_precision!r:.80})")
         if not isinstance(checked.gradient_checkpointing, bool):
-            raise LoRAError(f"gradient_checkpointing must be True or False (got {self.gradient_checkpointing!r})")
+            raise LoRAError(f"gradient_checkpointing must be True or False (got {self.gradient_checkpointing!r:.80})")
         if checked.epochs is None and checked.warmup > checked.steps:
             raise LoRAError(f"warmup must be between 0 and steps ({checked.steps}) (got {checked.warmup})")
         return checked
@@ -136,7 +136,7 @@ class TrainingResult:
 
 def resolve_objective(objective: str, engine) -> str:
     if objective not in OBJECTIVES:
-        raise LoRAError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))} (got {objective!r})")
+        raise LoRAError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))} (got {objective!r:.80})")
     if objective == "auto":
         return "turbo" if engine.variant.turbo else "base"
     return objective

@@ -71,7 +71,7 @@ TEXT_ENCODER = Component(TEXT_ENCODER_DIR, MAIN_REPO, True, (("config.json",), _
 
 def lm_component(name: str) -> Component:
     if name not in LM_VARIANTS:
-        raise ValueError(f"lm must be one of {', '.join(LM_VARIANTS)} (got {name!r})")
+        raise ValueError(f"lm must be one of {', '.join(LM_VARIANTS)} (got {name!r:.80})")
     repo, in_main = LM_VARIANTS[name]
     return Component(name, repo, in_main, (("config.json",), _WEIGHTS, *_TOKENIZER))
 

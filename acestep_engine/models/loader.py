@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..arguments import shown
 from ..errors import CheckpointError
 from ..json_files import read_json
 from ..runtime import parking
@@ -457,13 +458,18 @@ def resolve_device_and_dtype(device="auto", dtype="auto") -> tuple[torch.device,
     from ..errors import DeviceError
     from ..runtime.hardware import resolve_dtype
 
-    if device in (None, "auto"):
+    if isinstance(dtype, str) and len(dtype) > 32:
+        raise DeviceError(f"dtype must be a dtype name such as 'auto', 'bf16', 'fp16' or 'fp32' (got a text of "
+                          f"{len(dtype)} characters)")
+    if device is None or isinstance(device, str) and device == "auto":
         device = default_device()
     else:
         try:
+            if not isinstance(device, (str, torch.device)):
+                raise TypeError
             device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise DeviceError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (got {device!r})") from None
+        except (RuntimeError, TypeError, ValueError, OverflowError):
+            raise DeviceError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' (got {shown(device)})") from None
     dtype, how = resolve_dtype(device, dtype)
     return device, dtype, how
 

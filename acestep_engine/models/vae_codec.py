@@ -57,7 +57,7 @@ def decode(vae, latents: torch.Tensor, chunk: int | str | None = "auto", overlap
     if chunk == "auto":
         chunk = default_decode_chunk(vae)
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk must be a whole number of latent frames >= 1, 'auto' or None (got {chunk!r})")
+        raise ValueError(f"chunk must be a whole number of latent frames >= 1, 'auto' or None (got {chunk!r:.80})")
     if chunk is None or frames <= chunk:
         _check_cancel(cancel, "decoding")
         out[:] = _decode_window(vae, z, frames * hop)

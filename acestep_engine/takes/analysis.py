@@ -103,7 +103,7 @@ def _audio_of(source, sample_rate) -> tuple[np.ndarray, int]:
     if sample_rate is not None and not isinstance(source, np.ndarray) and int(sample_rate) != int(rate):
         raise AudioFileError(f"sample_rate {sample_rate} contradicts the audio's own rate {rate}")
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer, float)) or not 1000 <= rate <= 384000:
-        raise AudioFileError(f"sample_rate must be between 1000 and 384000 Hz (got {rate!r})")
+        raise AudioFileError(f"sample_rate must be between 1000 and 384000 Hz (got {rate!r:.80})")
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
@@ -198,7 +198,7 @@ def parse_key(keyscale: str) -> tuple[int, str]:
 
     normal = Blueprint(keyscale=keyscale).validate().keyscale if keyscale else None
     if normal is None:
-        raise AudioFileError(f"keyscale must name a key such as 'A minor' (got {keyscale!r})")
+        raise AudioFileError(f"keyscale must name a key such as 'A minor' (got {keyscale!r:.80})")
     note, mode = normal.split(" ")
     return (_PITCH_CLASS[note[0]] + _ACCIDENTAL[note[1:]]) % 12, mode
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import path_argument
 from ..errors import AceStepError
 
 MAX_CHANNELS = 8  # an array with more rows than this is taken to be samples-major, i.e. the wrong way round
@@ -32,7 +33,7 @@ def check_sample_rate(value, what: str = "sample_rate") -> int:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise AudioFileError(f"{what} must be a whole number of Hz between {lo} and {hi} (got {value!r})")
+        raise AudioFileError(f"{what} must be a whole number of Hz between {lo} and {hi} (got {value!r:.80})")
     if not lo <= int(value) <= hi:
         raise AudioFileError(f"{what} must be between {lo} and {hi} Hz (got {value})")
     return int(value)
@@ -72,9 +73,7 @@ def check_audio_array(array, what: str = "audio") -> np.ndarray:
 
 
 def _as_path(path, what: str = "path") -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise AudioFileError(f"{what} must be a file path (got {type(path).__name__})")
-    return Path(path)
+    return path_argument(path, what, AudioFileError)
 
 
 def read_audio(path) -> tuple[np.ndarray, int]:
@@ -85,7 +84,8 @@ def read_audio(path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioFileError(f"{path}: no such audio file")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with open(path, "rb") as f:  # Python's open takes any name the OS gives (soundfile's wants UTF-8)
+            data, rate = sf.read(f, dtype="float32", always_2d=True)
         audio = data.T
     except Exception:
         try:
@@ -138,7 +138,7 @@ def load_source_audio(source, sample_rate: int) -> np.ndarray:
 def check_format(format, path=None) -> str:
     where = f"{path}: " if path is not None else ""
     if not isinstance(format, str) or format.lower() not in FORMATS:
-        raise AudioFileError(f"{where}format must be 'flac' or 'wav' (got {format!r})")
+        raise AudioFileError(f"{where}format must be 'flac' or 'wav' (got {format!r:.80})")
     return format.lower()
 
 
@@ -175,7 +175,7 @@ def read_expected_audio(path, sample_rate: int, channels: int, samples: int) -> 
     path = _as_path(path)
     expected = _described(sample_rate, channels, samples)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with open(path, "rb") as raw, sf.SoundFile(raw) as f:
             found = (f.samplerate, f.channels, f.frames)
             if found != (sample_rate, channels, samples):
                 raise AudioFileError(f"{path} does not match its sidecar: the file holds {_described(*found)}; "
@@ -217,7 +217,10 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     import soundfile as sf
 
     sample_rate = check_sample_rate(sample_rate)
+    if isinstance(audio, np.ndarray) and audio.dtype.kind == "f":
+        audio = np.nan_to_num(audio)  # a player shows NaN as silence rather than refusing
+    audio = check_audio_array(audio)
     buffer = io.BytesIO()
-    sf.write(buffer, np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32)), -1, 1).T, sample_rate,
+    sf.write(buffer, np.clip(audio, -1, 1).T, sample_rate,
              subtype="PCM_16", format="WAV")
     return buffer.getvalue()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import flag_argument, path_argument, shown
 from ..errors import TakeStoreError
 from .audio_io import AudioFileError, resample
 
@@ -68,23 +69,22 @@ def resolve_format(path: Path, format: str | None) -> str:
         format = _SUFFIX_FORMAT.get(path.suffix.lower().lstrip("."))
         if format is None:
             raise TakeStoreError(f"format must be one of {', '.join(FORMATS)}: pass format=... or use a file "
-                                 f"name ending in one of them (got {path.name!r})")
-    format = str(format).lower()
-    if format not in FORMATS:
-        raise TakeStoreError(f"format must be one of {', '.join(FORMATS)} (got {format!r})")
-    return format
+                                 f"name ending in one of them (got {path.name!r:.80})")
+    if not isinstance(format, str) or format.lower() not in FORMATS:
+        raise TakeStoreError(f"format must be one of {', '.join(FORMATS)} (got {shown(format)})")
+    return format.lower()
 
 
 def _subtype(format: str, bit_depth) -> str:
     subtypes = FORMATS[format][1]
     if None in subtypes:
         if bit_depth is not None:
-            raise TakeStoreError(f"bit_depth applies to wav and flac only, not {format} (got {bit_depth!r})")
+            raise TakeStoreError(f"bit_depth applies to wav and flac only, not {format} (got {bit_depth!r:.80})")
         return subtypes[None]
     bit_depth = DEFAULT_BIT_DEPTH[format] if bit_depth is None else bit_depth
-    if bit_depth not in subtypes:
+    if not isinstance(bit_depth, (int, str)) or isinstance(bit_depth, bool) or bit_depth not in subtypes:
         raise TakeStoreError(f"bit_depth for {format} must be one of {', '.join(map(str, subtypes))} "
-                             f"(got {bit_depth!r})")
+                             f"(got {bit_depth!r:.80})")
     return subtypes[bit_depth]
 
 
@@ -107,7 +107,8 @@ def write_audio_as(path, audio: np.ndarray, sample_rate: int, format: str | None
     try:
         # Lossy encoders need samples in [-1, 1]; lossless float keeps them exactly.
         data = audio if subtype == "FLOAT" else np.clip(audio, -1.0, 1.0)
-        sf.write(tmp, data.T, int(sample_rate), format=FORMATS[format][0], subtype=subtype)
+        with open(tmp, "w+b") as f:  # Python's open takes any name the OS gives (soundfile's wants UTF-8)
+            sf.write(f, data.T, int(sample_rate), format=FORMATS[format][0], subtype=subtype)
         _publish(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -130,7 +131,8 @@ def export_take(store, take_id: str, path, format: str | None = None, bit_depth=
     """Write take `take_id` of `store` to `path` (format from the suffix unless given); with `extras`, its
     `.lrc` (when it has lyric timestamps) and its sidecar `.json` go beside it with the same stem.
     Returns the audio path."""
-    path = Path(path)
+    path = path_argument(path, "path", TakeStoreError, kind="file")
+    flag_argument(extras, "extras", TakeStoreError)
     format = resolve_format(path, format)
     _subtype(format, bit_depth)  # refuse a bad bit depth before loading anything
     take = store.load(take_id)
@@ -155,13 +157,16 @@ def _file_stem(record: dict, index: int) -> str:
 def export_takes(store, take_ids, dest, format: str = "wav", bit_depth=None, extras: bool = True) -> Path:
     """Export several takes (in the order given) to the folder `dest`, or to a zip when `dest` ends
     in `.zip`. Files are numbered `01-<name>.<ext>`; `manifest.json` lists them. Returns `dest`."""
+    if isinstance(take_ids, (str, bytes)) or not isinstance(take_ids, (list, tuple)):
+        raise TakeStoreError(f"take_ids must be a list of take ids (got {type(take_ids).__name__} {shown(take_ids)})")
     take_ids = list(take_ids)
     if not take_ids:
         raise TakeStoreError("take_ids must name at least one take (got none)")
-    format = resolve_format(Path(f"x.{format}"), format)
+    format = resolve_format(Path("x"), format)
     _subtype(format, bit_depth)
+    flag_argument(extras, "extras", TakeStoreError)
     records = [store.record(take_id) for take_id in take_ids]  # every id checked before writing anything
-    dest = Path(dest)
+    dest = path_argument(dest, "dest", TakeStoreError, kind="file" if str(dest).lower().endswith(".zip") else "folder")
     as_zip = dest.suffix.lower() == ".zip"
     if as_zip:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,9 @@ def _is_file_of(name: str, take_id: str) -> bool:
 
 
 def _plain_name(name) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
-        and "\x00" not in name
+    """A file name without a folder: no separator of this system, not "." or ".."."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and os.sep not in name \
+        and (os.altsep is None or os.altsep not in name) and "\x00" not in name
 
 
 class Journal:
@@ -76,9 +77,7 @@ class Journal:
                            "moves": [[self._relative(src), self._relative(dst)] for src, dst in moves],
                            "removes": [self._relative(p) for p in removes]})
         plan = self._plan(entry)  # our own changes pass the same check as a replayed entry
-        for src, dst, _ in plan[0]:
-            if dst.parent != self.folder:
-                own_directory(dst.parent, create=True)
+        self._check_targets(plan[0])  # refused before the entry exists: nothing to finish later
         own_directory(self.directory, create=True)
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
         tmp = self.directory / temp_name("journal")
@@ -157,16 +156,23 @@ class Journal:
         return self.folder / TRASH / name if trash else self.folder / name
 
     # ------------------------------------------------------------------ replaying
-    def _apply(self, plan) -> list[str]:
-        """Make the planned moves then removals (each idempotent); returns the sources already absent."""
-        moves, removes = plan
+    def _check_targets(self, moves) -> None:
+        """TakeStoreError, before anything moves, if a move cannot be made as the store makes it: through a
+        trash that is not a real folder, onto a folder, or over a sidecar with a file it did not write."""
         for src, dst, temp in moves:
             for path in (src, dst):
                 if path.parent != self.folder:
                     own_directory(path.parent, create=path is dst)  # a linked trash is refused here
+            if os.path.isdir(dst) and not os.path.islink(dst):
+                raise TakeStoreError(f"would move {shown(src.name)} onto the folder {shown(dst)}")
             if not temp and dst.parent == self.folder and dst.name.endswith(".json") \
                     and os.path.lexists(src) and os.path.lexists(dst):
                 raise TakeStoreError(f"would replace the sidecar {shown(dst)} with a file it did not write")
+
+    def _apply(self, plan) -> list[str]:
+        """Make the planned moves then removals (each idempotent); returns the sources already absent."""
+        moves, removes = plan
+        self._check_targets(moves)
         missing = []
         for src, dst, _ in moves:
             if os.path.lexists(src):
@@ -174,7 +180,8 @@ class Journal:
             elif not os.path.lexists(dst):
                 missing.append(shown(src.name))
         for path in removes:
-            if path.parent == self.folder or own_directory(path.parent):
+            if (path.parent == self.folder or own_directory(path.parent)) and not (
+                    os.path.isdir(path) and not os.path.islink(path)):
                 path.unlink(missing_ok=True)  # removes a link itself, never what it points to
         return missing
 
@@ -212,6 +219,11 @@ class Journal:
                 missing = self._apply(plan[1])
             except TakeStoreError as exc:
                 problems.append(self._set_aside(path, str(exc)))
+                continue
+            except OSError as exc:  # a file the system refuses to move: kept, tried again at the next opening
+                problems.append(StoreProblem(shown(path), f"a change of the store could not be finished "
+                                             f"({exc.strerror or exc}: {shown(exc.filename or '')}); it is kept "
+                                             "and tried again when the store is next opened"))
                 continue
             note = f"finished an interrupted {plan[0]['op']} of take {plan[0]['id']}"
             if missing:

@@ -60,7 +60,7 @@ def new_take_id() -> str:
 def check_take_id(take_id, what: str = "take id") -> str:
     """Return `take_id` if it matches TAKE_ID_PATTERN, else raise TakeStoreError naming it and the pattern."""
     if not is_take_id(take_id):
-        raise TakeStoreError(f"{what} {take_id!r} is not valid: ids match {TAKE_ID_PATTERN} "
+        raise TakeStoreError(f"{what} {take_id!r:.200} is not valid: ids match {TAKE_ID_PATTERN} "
                              "(letters, digits, '_' and '-', no separators, not empty, at most 128 characters)")
     return take_id
 
@@ -105,6 +105,9 @@ class Take:
 
     def restore(self):
         """The blueprint that made this take, to put back into an editor and iterate on."""
+        if not isinstance(self.blueprint, Blueprint):
+            raise TakeStoreError(f"take {self.id!r:.80}: blueprint must be a Blueprint (got "
+                                 f"{type(self.blueprint).__name__})")
         return Blueprint.from_dict(self.blueprint.to_dict())
 
     def as_source(self) -> "Take":
@@ -148,7 +151,7 @@ def jsonable(value, where: str):
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise TakeStoreError(f"{where} holds text that cannot be written as UTF-8 ({exc.reason} at "
-                                 f"character {exc.start}: {value[exc.start:exc.end]!r})") from None
+                                 f"character {exc.start}: {value[exc.start:exc.end]!r:.80})") from None
         return value
     if isinstance(value, np.generic):
         value = value.item()
@@ -159,7 +162,7 @@ def jsonable(value, where: str):
         return int(value)
     if isinstance(value, numbers.Real):
         if not math.isfinite(value):
-            raise TakeStoreError(f"{where} must be a finite number (got {value!r})")
+            raise TakeStoreError(f"{where} must be a finite number (got {value!r:.80})")
         return float(value)
     if isinstance(value, np.ndarray):
         return jsonable(value.tolist(), where)

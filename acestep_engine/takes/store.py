@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import path_argument
 from ..errors import TakeStoreError
 from .audio_io import (AudioFileError, check_audio_array, check_format, check_sample_rate, encode_audio,
                        read_expected_audio)
@@ -69,12 +70,8 @@ class TakeStore:
     def __init__(self, folder, audio_format: str = "flac"):
         if not isinstance(audio_format, str) or audio_format not in AUDIO_EXTENSIONS:
             raise TakeStoreError(f"audio_format must be 'flac' or 'wav' (got {audio_format!r:.80})")
-        if not isinstance(folder, (str, os.PathLike)):
-            raise TakeStoreError(f"folder must be a path (got {type(folder).__name__})")
-        self.folder = Path(folder)
+        self.folder = path_argument(folder, "folder", TakeStoreError, kind="folder")
         self.audio_format = audio_format
-        if self.folder.exists() and not self.folder.is_dir():
-            raise TakeStoreError(f"folder {shown(self.folder)} is not a folder (it is a file)")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

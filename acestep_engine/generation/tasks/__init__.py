@@ -35,7 +35,7 @@ def task_from_dict(data: dict, resolve_take=None):
     data = dict(data)
     name = data.pop("name", None)
     if name not in TASKS:
-        raise TaskError(f"task name must be one of {', '.join(TASKS)} (got {name!r})")
+        raise TaskError(f"task name must be one of {', '.join(TASKS)} (got {name!r:.80})")
     known = {f for f in TASKS[name].__dataclass_fields__}
     unknown = set(data) - known
     if unknown:

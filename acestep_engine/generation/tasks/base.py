@@ -13,6 +13,7 @@ A task overrides only what it changes, in its own file.
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -82,8 +83,17 @@ class Task:
         return self
 
     def check_common(self) -> None:
-        if getattr(self, "audio_codes", None) is not None and not self.accepts_audio_codes:
+        """The fields every task may have, by type, before any work: `source` and `reference` audio,
+        `audio_codes`."""
+        for name in ("source", "reference"):
+            check_audio_input(name, getattr(self, name, None))
+        codes = getattr(self, "audio_codes", None)
+        if codes is not None and not self.accepts_audio_codes:
             raise TaskError(f"audio_codes apply to text2music and cover, not {self.name}")
+        if codes is not None and not (isinstance(codes, str) or isinstance(codes, (list, tuple)) and all(
+                isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in codes)):
+            raise TaskError(f"audio_codes must be text of <|audio_code_N|> codes or a list of whole numbers "
+                            f"(got {type(codes).__name__} {codes!r:.80})")
 
     def parts(self) -> tuple["Task", ...]:
         """The tasks `Engine.generate` runs for this one, in order (ExtractAll: one per track)."""
@@ -120,6 +130,29 @@ def describe(value):
     return value
 
 
+def check_audio_input(name: str, value) -> None:
+    """`value` must be None, a Take, the path of an existing audio file, or an (array, sample_rate) tuple."""
+    from pathlib import Path
+
+    from ...takes.record import Take
+
+    if value is None or isinstance(value, Take):
+        return
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], (np.ndarray, list, torch.Tensor)) \
+            and isinstance(value[1], numbers.Real):
+        return  # the array and the rate are checked where they are read
+    if isinstance(value, (str, os.PathLike)):
+        try:
+            if Path(value).is_file():
+                return
+            problem = "no such file"
+        except (OSError, ValueError) as exc:
+            problem = getattr(exc, "strerror", None) or str(exc)
+        raise TaskError(f"{name} {str(value)!r:.80} is not an audio file ({problem})")
+    raise TaskError(f"{name} must be a Take, an audio file path or an (array, sample_rate) tuple "
+                    f"(got {type(value).__name__} {value!r:.80})")
+
+
 def check_source(task: Task) -> None:
     if getattr(task, "source", None) is None:
         raise TaskError(f"{task.name} needs a source (a Take, an audio file or (array, rate))")
@@ -127,25 +160,25 @@ def check_source(task: Task) -> None:
 
 def check_fraction(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise TaskError(f"{name} must be between 0 and 1 (got {value!r})")
+        raise TaskError(f"{name} must be between 0 and 1 (got {value!r:.80})")
 
 
 def check_seconds(name: str, value, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
-        raise TaskError(f"{name} must be between {lo:g} and {hi:g} seconds (got {value!r})")
+        raise TaskError(f"{name} must be between {lo:g} and {hi:g} seconds (got {value!r:.80})")
     return float(value)
 
 
 def check_track(track) -> None:
-    if track not in TRACK_NAMES:
-        raise TaskError(f"track must be one of {', '.join(TRACK_NAMES)} (got {track!r})")
+    if not isinstance(track, str) or track not in TRACK_NAMES:
+        raise TaskError(f"track must be one of {', '.join(TRACK_NAMES)} (got {track!r:.80})")
 
 
 def check_tracks(tracks) -> None:
     if isinstance(tracks, str) or not isinstance(tracks, (list, tuple)):
-        raise TaskError(f"tracks must be a list of track names such as ('drums', 'bass') (got {tracks!r})")
+        raise TaskError(f"tracks must be a list of track names such as ('drums', 'bass') (got {tracks!r:.80})")
     if not tracks:
-        raise TaskError(f"tracks must name at least one of {', '.join(TRACK_NAMES)} (got {tuple(tracks)!r})")
+        raise TaskError(f"tracks must name at least one of {', '.join(TRACK_NAMES)} (got {tuple(tracks)!r:.80})")
     for track in tracks:
         check_track(track)
 

@@ -100,8 +100,8 @@ def soft_mask(inside: np.ndarray, ramp: int) -> np.ndarray:
 
 
 def _check_mode(mode, strength) -> None:
-    if mode not in REPAINT_MODES:
-        raise TaskError(f"mode must be one of {', '.join(REPAINT_MODES)} (got {mode!r})")
+    if not isinstance(mode, str) or mode not in REPAINT_MODES:
+        raise TaskError(f"mode must be one of {', '.join(REPAINT_MODES)} (got {mode!r:.80})")
     check_fraction("strength", strength)
 
 
@@ -152,7 +152,7 @@ class Repaint(Task):
 
     def region_set(self) -> Regions:
         """The regions to repaint, in seconds of the source's timeline."""
-        if isinstance(self.regions, Regions) or self.regions:
+        if not (isinstance(self.regions, (list, tuple)) and len(self.regions) == 0):  # regions were given
             if self.start is not None or self.end is not None:
                 raise TaskError("give either start/end or regions, not both")
             return Regions.of(self.regions)

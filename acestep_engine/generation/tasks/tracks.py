@@ -103,7 +103,7 @@ class Lego(Task):
         if self.start is not None:
             region = Regions.of([(self.start, self.end)])
             if region.start < 0:
-                raise TaskError(f"start must be between 0 and the source's length in seconds (got {self.start!r})")
+                raise TaskError(f"start must be between 0 and the source's length in seconds (got {self.start!r:.80})")
         return self
 
     def plan(self, facts, blueprint):
