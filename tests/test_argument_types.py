@@ -126,6 +126,8 @@ def _doors():
                 accepted = {"None"}
             if cls is Repaint and field.name == "regions":
                 accepted = {"list", "tuple"}  # one (start, end) pair
+            if cls in (Repaint, Extend) and field.name in ("caption", "lyrics"):  # a section edit's new text
+                accepted = {"None", "text", "empty text"}
             if cls in (Cover, Repaint, Extend) and field.name == "strength":
                 accepted = {"True"} if cls is not Cover else set()
             out.append((f"{cls.__name__}.{field.name}", "track" if field.name == "tracks" else field.name,

@@ -26,6 +26,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from ..arguments import shown
 from ..errors import TaskError
 
 UNTAGGED = "lyrics"  # the name of the lines before the first [tag]
@@ -184,7 +185,7 @@ class Sections(list):
         """The section called `name` (case, spaces and brackets forgiven; "verse 1" finds a lone
         "verse"), else TaskError listing the names there are."""
         if not isinstance(name, str):
-            raise TaskError(f"section must be a section name such as 'chorus 2' (got {name!r})")
+            raise TaskError(f"section must be a section name such as 'chorus 2' (got {shown(name)})")
         wanted = normalise_name(name)
         for section in self:
             if section.name == wanted:

@@ -15,6 +15,7 @@ given, so a second call (or a view) reads it back without the engine.
 
 from __future__ import annotations
 
+from ..arguments import shown
 from ..errors import TaskError
 from ..generation.sections import Sections, check_has_lyrics, even_sections, timed_sections
 
@@ -54,7 +55,7 @@ def take_sections(engine, take, *, store=None, min_score: float = MIN_ALIGNMENT_
 
     check_has_lyrics(take)
     if isinstance(min_score, bool) or not isinstance(min_score, numbers.Real) or not 0.0 <= min_score <= 1.0:
-        raise TaskError(f"min_score must be between 0 and 1 (got {min_score!r})")
+        raise TaskError(f"min_score must be between 0 and 1 (got {shown(min_score)})")
     cached = (take.notes or {}).get(NOTES_KEY)
     if not refresh and isinstance(cached, dict) and cached.get("min_score") == min_score:
         return Sections.from_dict(cached)

@@ -82,7 +82,7 @@ def read_audio(path) -> tuple[np.ndarray, int]:
 
     path = _as_path(path)
     if not path.is_file():
-        raise AudioFileError(f"{path}: no such audio file")
+        raise AudioFileError(f"path {path}: no such audio file")
     try:
         with open(path, "rb") as f:  # Python's open takes any name the OS gives (soundfile's wants UTF-8)
             data, rate = sf.read(f, dtype="float32", always_2d=True)

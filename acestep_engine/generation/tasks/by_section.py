@@ -5,6 +5,7 @@ plain Repaint or Extend. Only reads sections already found (`take.notes["section
 
 from __future__ import annotations
 
+from ...arguments import shown
 from ...errors import TaskError
 from ..sections import (Section, Sections, add_part, check_has_lyrics, is_sung, lyric_parts, replace_lines,
                         seconds_for_lines, sung_units, whole_bars)
@@ -78,7 +79,7 @@ def repaint_sections(cls, take, section, lyrics=None, caption=None, *, sections=
     """The Repaint task of `Repaint.section` (see there)."""
     _check_take(take, "Repaint.section")
     if not isinstance(grow, bool):
-        raise TaskError(f"grow must be True or False (got {grow!r})")
+        raise TaskError(f"grow must be True or False (got {shown(grow)})")
     known = known_sections(take, sections)
     blueprint = take.blueprint
     parts = {p.name for p in lyric_parts(blueprint)}
@@ -133,13 +134,13 @@ def repaint_sections(cls, take, section, lyrics=None, caption=None, *, sections=
 def _where(where, known: Sections | None, take) -> tuple[str, Section | None]:
     allowed = "'start', 'end', 'after <section>' or 'before <section>' (e.g. 'after chorus 2')"
     if not isinstance(where, str):
-        raise TaskError(f"where must be {allowed} (got {where!r})")
+        raise TaskError(f"where must be {allowed} (got {shown(where)})")
     text = " ".join(where.strip().lower().split())
     if text in ("start", "end"):
         return text, None
     position, _, name = text.partition(" ")
     if position not in ("after", "before") or not name:
-        raise TaskError(f"where must be {allowed} (got {where!r})")
+        raise TaskError(f"where must be {allowed} (got {shown(where)})")
     if known is None:
         raise TaskError(f"take {take.id} has no sections yet, so {where!r} cannot be placed: find them with "
                         "acestep_engine.lm.take_sections(engine, take), or pass sections=...")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...arguments import shown
 from ...blueprint import REPAINT_INSTRUCTION
 from ...errors import TaskError
 from ..regions import Regions
@@ -292,7 +293,7 @@ class Extend(Task):
 
 def check_inserts(inserts) -> tuple[tuple[float, float], ...]:
     """`inserts`: (at, seconds) pairs, each a gap of `seconds` (> 0) put into the source at `at` seconds."""
-    hint = f"inserts must be (at, seconds) pairs, e.g. ((42.0, 8.0),) (got {inserts!r})"
+    hint = f"inserts must be (at, seconds) pairs, e.g. ((42.0, 8.0),) (got {shown(inserts)})"
     if isinstance(inserts, (str, bytes, dict)) or not hasattr(inserts, "__iter__"):
         raise TaskError(hint)
     out = []
@@ -343,16 +344,29 @@ def gap_spans(facts, inserts) -> list[tuple[float, float]]:
 
 
 def check_text_edits(task) -> None:
-    """The new whole-song `lyrics` and `caption` a section edit sets, checked as the blueprint checks them."""
+    """The new whole-song `lyrics` and `caption` a section edit sets, checked as the blueprint checks them,
+    and `sections`, its record of what was edited: one mapping per section, each naming it."""
     from ...blueprint import MAX_CAPTION_CHARS, MAX_LYRICS_CHARS
 
     for field, limit in (("lyrics", MAX_LYRICS_CHARS), ("caption", MAX_CAPTION_CHARS)):
         value = getattr(task, field)
-        if value is not None and not isinstance(value, str):
-            raise TaskError(f"{field} must be text or None (got {type(value).__name__})")
-        if value is not None and len(value) >= limit:
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TaskError(f"{field} must be text or None (got {type(value).__name__} {shown(value)})")
+        if len(value) >= limit:
             raise TaskError(f"{field} would be {len(value)} characters with the new section; it must be shorter "
                             f"than {limit}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TaskError(f"{field} holds a character that is not valid Unicode text ({exc.reason} at character "
+                            f"{exc.start})") from None
+    records = task.sections
+    if not isinstance(records, (tuple, list)) or not all(
+            isinstance(r, dict) and isinstance(r.get("section"), str) for r in records):
+        raise TaskError("sections is the record of a section edit, made by Repaint.section or Extend.section: "
+                        f"a tuple of mappings that each name their 'section' (got {shown(records)})")
 
 
 def edited_blueprint(task, blueprint):
