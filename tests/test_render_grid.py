@@ -174,3 +174,33 @@ def test_another_renders_takes_appear_when_the_revision_changes(store, turbo):
     assert labelled(grid) == [("jazz", [31])]
     grid.render.value = "evening"
     assert [label for label, _ in labelled(grid)] == ["lofi", "citypop"]
+
+
+def test_the_workbench_takes_tab_builds_the_grid_when_opened_and_redraws_it_when_shown(store, turbo):
+    from workbench.app import TITLES, Workbench
+
+    bench = Workbench(turbo, store)
+    try:
+        bench.tabs.selected_index = TITLES.index("Takes")
+        browser = bench.browser
+        assert browser.renders_section.children[0].children == ()  # closed: not built
+        grid = browser.open_renders()
+        assert browser.renders_section.children[0].children == (grid.widget,) and grid.visible
+        lofi, citypop = grid.take_ids
+        grid.job_choice.value = grid.rows[0].job
+        grid.take_choice.value = lofi[1]
+        assert bench.current_take.id == lofi[1] and lofi[1] in bench.look.widget.children[0].value
+        grid.compare(a=lofi[1], b=citypop[0])
+        assert (grid.player.take.id, grid.player.compare.id) == (lofi[1], citypop[0])
+
+        bench.tabs.selected_index = TITLES.index("Blueprint")  # hidden: no redraw until shown again
+        assert not grid.visible
+        turbo.render_many([{"caption": "late night jazz", "name": "jazz", "seed": 31, **QUICK}], store, name="later")
+        bench.state.store_changed()
+        assert "jazz" not in grid.grid.value
+        bench.tabs.selected_index = TITLES.index("Takes")
+        assert grid.visible and "jazz" in grid.grid.value
+        browser.renders_section.selected_index = None  # the section closed: the grid is hidden
+        assert not grid.visible
+    finally:
+        bench.close()
