@@ -71,6 +71,7 @@ def test_rows_are_the_jobs_and_cells_the_seeds(store):
     for seed in (11, 12, 13, 21, 22, 23):
         assert f"seed {seed} &middot; 10.0 s" in table
     assert "no score yet" not in table  # no planner: no hint to press a Score that cannot run
+    assert "takes by seed" in table and "best score first" not in table
     assert [label for label, _ in grid.job_choice.options] == ["1. lofi", "2. citypop"]
 
 
@@ -96,7 +97,7 @@ def test_scores_sort_rows_by_best_and_cells_by_score(store):
     state.store_changed()
     # citypop's best (0.9) beats lofi's (0.6); in a row, scored cells first by score, then seed order
     assert labelled(grid) == [("citypop", [22, 21, 23]), ("lofi", [13, 11, 12])]
-    assert "score 0.900" in grid.grid.value
+    assert "score 0.900" in grid.grid.value and "takes, best score first" in grid.grid.value
     grid.job_choice.value = grid.rows[0].job
     assert [label for label, _ in grid.take_choice.options] == ["seed 22 · 0.900", "seed 21 · 0.400", "seed 23"]
     give_scores(store, {11: 0.95})
@@ -118,6 +119,8 @@ def test_score_needs_the_planner_and_scores_the_shown_takes(store, turbo, planne
     scores = {r["seed"]: r["notes"]["quality_score"]["score"] for r in store.list()}
     assert set(scores) == {11, 12, 13, 21, 22, 23} and all(0 <= s <= 1 for s in scores.values())
     assert "scored 2 take(s)" in grid.status.value and "no score yet" not in grid.grid.value
+    current = state.current_take  # the newest take, scored now: the one in memory knows its score too
+    assert current.seed == 23 and current.notes["quality_score"] == store.record(current.id)["notes"]["quality_score"]
     best = max(scores[22], scores[23], 0.5)
     assert [row.label for row in grid.rows] == (["citypop", "lofi"] if best > 0.5 else ["lofi", "citypop"])
     grid.score_shown()
@@ -144,6 +147,9 @@ def test_a_b_loads_any_two_cells_into_the_synced_player(store):
     assert grid.player_box.children == (grid.player.widget,)
     with pytest.raises(ValueError, match="b: no take 'nope' in the store"):
         grid.compare(b="nope")
+    browser.select(citypop[2])
+    browser.delete()  # B is gone: A plays alone
+    assert grid.b_id is None and grid.player.take.id == lofi[0] and grid.player.compare is None
     browser.select(lofi[0])
     browser.delete()  # A is gone: so is the player
     assert grid.a_id is None and grid.player is None and grid.player_box.children == ()
@@ -204,3 +210,14 @@ def test_the_workbench_takes_tab_builds_the_grid_when_opened_and_redraws_it_when
         assert not grid.visible
     finally:
         bench.close()
+
+
+def test_a_summary_that_cannot_be_read_is_named_in_the_grid(store):
+    browser, grid, _ = grid_of(store)
+    (store.folder / ".renders" / "broken.json").write_text("{not json")
+    grid.refresh_button.click()
+    assert [value for _, value in grid.render.options] == ["", "broken", "evening"]
+    grid.render.value = "broken"
+    assert grid.rows == [] and "broken.json is not a render summary" in grid.grid.value
+    grid.render.value = "evening"
+    assert [label for label, _ in labelled(grid)] == ["lofi", "citypop"] and "not a render summary" not in grid.grid.value

@@ -21,7 +21,7 @@ from acestep_engine.render import JobTakes, render_names, takes_by_job
 
 from .badges import score_html
 from .display import widget_bundle
-from .jobs import TIME, JobPanel
+from .jobs import TIME, JobPanel, error_html
 from .state import WorkbenchState
 from .synced_player import SyncedPlayer
 from .views import LazyView, replace_children
@@ -37,20 +37,17 @@ def _score(record: dict) -> float | None:
     return None if score is None else float(score["score"])
 
 
+def _rank(score: float | None, order) -> tuple:
+    return (score is None, -(score or 0.0), order)
+
+
 def sorted_by_score(groups: list[JobTakes]) -> list[JobTakes]:
     """Jobs by their best quality score, each job's takes by score (best first); unscored jobs and
     takes come after the scored ones in the order they had (plan order, seed order)."""
-    def by_score(record_or_none_score):
-        score, order = record_or_none_score
-        return (score is None, -(score or 0.0), order)
-
-    out = []
-    for group in groups:
-        takes = sorted(group.takes, key=lambda r: by_score((_score(r), r["seed"])))
-        out.append(JobTakes(group.job, group.label, group.line, group.caption, group.task, takes))
+    out = [JobTakes(g.job, g.label, g.line, g.caption, g.task,
+                    sorted(g.takes, key=lambda r: _rank(_score(r), r["seed"]))) for g in groups]
     best = [max((s for s in map(_score, g.takes) if s is not None), default=None) for g in out]
-    order = sorted(range(len(out)), key=lambda i: by_score((best[i], i)))
-    return [out[i] for i in order]
+    return [out[i] for i in sorted(range(len(out)), key=lambda i: _rank(best[i], i))]
 
 
 def _row_label(group: JobTakes) -> str:
@@ -91,6 +88,7 @@ class RenderGrid(JobPanel, LazyView):
         self.rows: list[JobTakes] = []
         self._records: dict[str, dict] = {}
         self._syncing = False
+        self._unreadable: str | None = None  # why the chosen render's summary could not be read
 
         self.render.observe(lambda change: self._render_changed(), names="value")
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -128,10 +126,11 @@ class RenderGrid(JobPanel, LazyView):
             self.render.value = chosen if chosen in names else EVERY_RENDER
         finally:
             self._syncing = False
+        self._unreadable = None
         try:
             groups = takes_by_job(store, self.render.value or None) if store is not None else []
-        except AceStepError as exc:  # a summary that cannot be read: say so, show nothing
-            self._set_status(str(exc), error=True)
+        except AceStepError as exc:  # a summary that cannot be read: the grid says why
+            self._unreadable = str(exc)
             groups = []
         self.rows = sorted_by_score(groups)
         self._records = {r["id"]: r for group in self.rows for r in group.takes}
@@ -142,6 +141,8 @@ class RenderGrid(JobPanel, LazyView):
         if self.a_id is None and self.player is not None:
             replace_children(self.player_box, [])
             self.player = None
+        elif self.player is not None and self.b_id is None and self.player.compare is not None:
+            self.player.set_takes(self.player.take)
         self._sync_choices()
         self._draw_grid()
 
@@ -155,6 +156,9 @@ class RenderGrid(JobPanel, LazyView):
             self.refresh()
 
     def _draw_grid(self) -> None:
+        if self._unreadable is not None:
+            self.grid.value = f"<p>{error_html(self._unreadable)}</p>"
+            return
         if not self.rows:
             self.grid.value = (f"<p>{NO_RENDERS}</p>" if self.render.value == EVERY_RENDER else
                                f"<p>The render {html.escape(self.render.value)} has no jobs that could render.</p>")
@@ -162,8 +166,10 @@ class RenderGrid(JobPanel, LazyView):
         current = self.state.current_take
         current_id = current.id if current is not None else None
         planner = self.planner is not None
-        width = max(len(group.takes) for group in self.rows)
-        head = "".join(f"<th style='padding:2px 6px'>{i + 1}</th>" for i in range(width))
+        width = max(1, *(len(group.takes) for group in self.rows))
+        scored = any(_score(r) is not None for r in self._records.values())
+        head = (f"<th colspan='{width}' style='text-align:left;padding:2px 6px'>"
+                f"{'takes, best score first' if scored else 'takes by seed'}</th>")
         lines = [f"<tr><th style='text-align:left;padding:2px 6px'>job</th><th style='padding:2px 6px'>task</th>{head}</tr>"]
         for group in self.rows:
             cells = []
@@ -311,6 +317,11 @@ class RenderGrid(JobPanel, LazyView):
 
                 score = quality_score(planner, store.load(take_id), engine, cancel=cancel, progress=report)
                 save_quality_score(store, take_id, score)  # kept even if a later take is cancelled
+                held = (self.state.current_take, *(() if self.player is None else (self.player.take,
+                                                                                    self.player.compare)))
+                for take in held:  # the takes held in memory stay in step with their sidecar
+                    if take is not None and take.id == take_id:
+                        take.notes["quality_score"] = score.to_dict()
             return len(ids)
 
         def show(count):
