@@ -36,14 +36,21 @@ def badge_html(record: dict, planner_loaded: bool = True) -> str:
         peak = f", {a['true_peak_db']:+.1f} dBTP" if a.get("true_peak_db") is not None else ""
         parts.append(f"<span style='color:{BAD if a.get('clipping') else '#333'}'>{loud}{peak}"
                      f"{' clipping' if a.get('clipping') else ''}</span>")
-    score = notes.get("quality_score")
-    if score is not None:
-        parts.append(f"<b title='upstream quality score: caption 0.5, lyrics 0.3, metadata 0.2'>"
-                     f"score {score['score']:.3f}</b>")
-    elif planner_loaded:
-        parts.append(f"<span style='color:{NONE}'>no score yet</span>")
+    score = score_html(record, planner_loaded)
+    if score:
+        parts.append(score)
     stamps = notes.get("lyric_timestamps")
     if stamps is not None:
         parts.append(f"<span title='lyric alignment: coverage² × monotonicity² × confidence'>"
                      f"lyrics aligned {stamps['score']:.2f}</span>")
     return " &middot; ".join(parts)
+
+
+def score_html(record: dict, planner_loaded: bool = True) -> str:
+    """The quality score part of the badge: the score, a hint that it can be computed (planner
+    loaded), or nothing."""
+    score = (record.get("notes") or {}).get("quality_score")
+    if score is not None:
+        return (f"<b title='upstream quality score: caption 0.5, lyrics 0.3, metadata 0.2'>"
+                f"score {score['score']:.3f}</b>")
+    return f"<span style='color:{NONE}'>no score yet</span>" if planner_loaded else ""

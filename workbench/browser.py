@@ -1,4 +1,5 @@
-"""TakeBrowser: list, filter, play, compare, rename, delete (with undo), export, recall.
+"""TakeBrowser: list, filter, play, compare, rename, delete (with undo), export, recall, and the
+renders' takes as a grid by job and seed (the "Renders" section, built when first opened).
 
 The list follows the shared state: it re-lists when takes are added anywhere in the workbench
 (`state.revision`) and selects the current take; picking a take in the list makes it the
@@ -18,6 +19,7 @@ from acestep_engine.takes.export import FORMAT_LABELS, FORMATS
 from .display import widget_bundle
 from .state import WorkbenchState
 from .jobs import error_html
+from .render_grid import RenderGrid
 from .state_view import StateView
 from .views import AudioPlayer, LazyView, SpectrogramView, heading
 
@@ -44,7 +46,8 @@ def _matches(record: dict, search: str, task: str) -> bool:
 
 
 class TakeBrowser(LazyView, StateView):
-    def __init__(self, store, on_recall=None, on_use_as_source=None, state: WorkbenchState | None = None):
+    def __init__(self, store, on_recall=None, on_use_as_source=None, state: WorkbenchState | None = None,
+                 use_custom_widget: bool | None = None):
         self.state = state if state is not None else WorkbenchState(store=store)
         if self.state.store is None:
             self.state.store = store
@@ -80,6 +83,12 @@ class TakeBrowser(LazyView, StateView):
         self._records: dict[str, dict] = {}
         self._listing: list[dict] = []
         self._listed_revision = None
+        # closed, the grid costs nothing (built, and the store's renders read, when opened)
+        self.use_custom_widget = use_custom_widget
+        self._render_grid = None
+        self.renders_section = widgets.Accordion(children=[widgets.VBox()], selected_index=None)
+        self.renders_section.set_title(0, "Renders: takes by job and seed")
+        self.renders_section.observe(lambda change: self._renders_opened(), names="selected_index")
 
         self.search.observe(lambda change: self.refresh(), names="value")
         self.task_filter.observe(lambda change: self.refresh(), names="value")
@@ -100,7 +109,7 @@ class TakeBrowser(LazyView, StateView):
             widgets.HBox([self.recall_button, self.source_button, self.compare_with]),
             widgets.HBox([self.name, self.rename_button, self.delete_button, self.undo_button]),
             widgets.HBox([self.export_format, self.export_path, self.export_button]),
-            self.status, self.detail,
+            self.status, self.detail, self.renders_section,
         ])
         self.refresh()
         self._current_changed()
@@ -197,6 +206,28 @@ class TakeBrowser(LazyView, StateView):
         if visible and getattr(self.store, "revision", None) != self._listed_revision:
             self.refresh()  # takes saved from a notebook cell or another kernel since the last listing
         super().set_visible(visible)
+        if self._render_grid is not None:
+            self._render_grid.set_visible(visible and self.renders_section.selected_index == 0)
+
+    # ------------------------------------------------------------------ renders by job and seed
+    @property
+    def render_grid(self):
+        """The "Renders" section (RenderGrid): built when first opened or named."""
+        if self._render_grid is None:
+            with LazyView.built_hidden():
+                self._render_grid = RenderGrid(state=self.state, use_custom_widget=self.use_custom_widget)
+            self.renders_section.children[0].children = (self._render_grid.widget,)
+            self._render_grid.set_visible(self.visible and self.renders_section.selected_index == 0)
+        return self._render_grid
+
+    def _renders_opened(self) -> None:
+        if self.renders_section.selected_index == 0 or self._render_grid is not None:
+            self.render_grid.set_visible(self.visible and self.renders_section.selected_index == 0)
+
+    def open_renders(self):
+        """Open the "Renders" section and return its grid."""
+        self.renders_section.selected_index = 0
+        return self.render_grid
 
     def _draw(self) -> None:
         take = self._selected_take()

@@ -14,6 +14,7 @@ split between every process `accelerate launch` starts (one device each).
 - `board`: progress merged across processes (`RenderProgress`, `RenderBar`);
 - `summary`: `RenderSummary` (rendered, skipped, failed with reasons, time; JSON in
   `<store>/.renders/<name>.json`) and `takes_by_job`, a render's takes grouped by job and seed;
+  `render_names`, the renders a store holds;
 - `worker`: the command behind `acestep render` (`render_command` runs it from a list of arguments,
   e.g. under `accelerate.notebook_launcher`).
 """
@@ -22,8 +23,8 @@ from ..cli import render_command
 from .board import RenderBar, RenderProgress
 from .plan import PlanProblem, RenderJob, RenderPlan, TakeRef, load_plan, plan_from_records
 from .runner import rendered_keys, render_many
-from .summary import JobTakes, RenderSummary, TakeOutcome, summary_path, takes_by_job
+from .summary import JobTakes, RenderSummary, TakeOutcome, render_names, summary_path, takes_by_job
 
 __all__ = ["JobTakes", "PlanProblem", "RenderBar", "RenderJob", "RenderPlan", "RenderProgress", "RenderSummary",
            "TakeOutcome", "TakeRef", "load_plan", "plan_from_records", "render_command", "render_many",
-           "rendered_keys", "summary_path", "takes_by_job"]
+           "render_names", "rendered_keys", "summary_path", "takes_by_job"]

@@ -148,6 +148,15 @@ def summary_path(store, name: str) -> Path:
     return Path(store.folder) / RENDERS_FOLDER / f"{name}.json"
 
 
+def render_names(store) -> list[str]:
+    """The names of the renders that wrote a summary into this store, sorted (what `takes_by_job`
+    and `summary_path` take). Half-written summaries (dot files) are not renders yet."""
+    folder = Path(store.folder) / RENDERS_FOLDER
+    if not folder.is_dir():
+        return []
+    return sorted(path.stem for path in folder.glob("*.json") if not path.name.startswith("."))
+
+
 # --------------------------------------------------------------------------------- takes by job
 
 @dataclass
