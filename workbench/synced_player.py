@@ -25,7 +25,7 @@ from acestep_engine.generation.sections import normalise_name
 from acestep_engine.takes import wav_bytes
 
 from .display import widget_bundle
-from .painter import painter_png
+from .painter import painter_plot, painter_png
 from .sections import known_sections, section_at, section_bands
 from .views import AudioPlayer
 
@@ -80,6 +80,8 @@ def _make_player_canvas_class():
         stop_at = traitlets.Float(-1.0).tag(sync=True)  # seconds where a played section ends; -1: play on
         plot_left = traitlets.Float(0.0).tag(sync=True)
         plot_right = traitlets.Float(1.0).tag(sync=True)
+        plot_bottom = traitlets.Float(0.0).tag(sync=True)
+        plot_top = traitlets.Float(1.0).tag(sync=True)
         position = traitlets.Float(0.0).tag(sync=True)
         playing = traitlets.Bool(False).tag(sync=True)
         current = traitlets.Unicode("a").tag(sync=True)
@@ -105,8 +107,8 @@ def _make_player_canvas_class():
             if old is not None and old.id == take.id:
                 return
             setattr(self, f"audio_{side}", b"")
-            png, left, right = painter_png(take)
-            self.plot_left, self.plot_right = left, right
+            png, (left, right, bottom, top) = painter_plot(take)
+            self.plot_left, self.plot_right, self.plot_bottom, self.plot_top = left, right, bottom, top
             setattr(self, f"image_{side}", "data:image/png;base64," + base64.b64encode(png).decode())
             setattr(self, f"duration_{side}", float(take.duration))
             setattr(self, f"label_{side}", f"{side.upper()}: {take.title}")

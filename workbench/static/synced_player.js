@@ -161,11 +161,14 @@ function render({ model, el }) {
     const ctx = layer.getContext("2d");
     ctx.clearRect(0, 0, layer.width, layer.height);
     const playingSection = sectionAt(t);
+    // tinted over the plot only: the time axis below stays readable
+    const top = (1 - (model.get("plot_top") ?? 1)) * layer.height;
+    const bottom = (1 - (model.get("plot_bottom") ?? 0)) * layer.height;
     sections().forEach((section, i) => {
       const a = toX(section.start, layer.width), b = toX(section.end, layer.width);
       ctx.globalAlpha = i === playingSection ? 0.28 : 0.12;
       ctx.fillStyle = colours[i % colours.length];
-      ctx.fillRect(a, 0, b - a, layer.height);
+      ctx.fillRect(a, top, b - a, bottom - top);
       ctx.globalAlpha = 1;
     });
     const x = toX(t, layer.width);
