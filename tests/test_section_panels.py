@@ -208,12 +208,16 @@ def test_look_tab_plays_a_section_and_finds_them_for_the_repaint_tab(turbo, song
     state = WorkbenchState(engine=turbo, store=store, current_take=take)
     listen = ListenPanel(state=state, follow_current=True)
     painter = RepaintPainter(state=state)
+    painter.set_visible(False)  # the Repaint tab is behind the Look tab
     assert listen.player.sections == [] and listen.play_section_button.disabled
     listen.find_sections_button.click()
     sections = listen.job.result(timeout=120)
     assert [b["name"] for b in listen.player.sections] == sections.names
     assert list(listen.section_picker.options) == sections.names
-    assert painter.sections == sections and painter.canvas.sections == section_bands(sections)  # the other tab
+    assert painter.sections == sections and list(painter.section_picker.options) == sections.names  # the other tab
+    assert painter.canvas.sections == []  # hidden: drawn when shown
+    painter.set_visible(True)
+    assert painter.canvas.sections == section_bands(sections)
     listen.section_picker.value = sections.names[1]
     listen.play_section_button.click()
     section = sections.named(sections.names[1])

@@ -71,8 +71,8 @@ class ListenPanel(SectionFinding, JobPanel, LazyView):
                                                tooltip="upstream's quality score of every take (needs the planner)")
         self._init_jobs(state, [self.measure_all_button, self.score_all_button])
         self._init_section_finding()
-        self.section_picker = widgets.Dropdown(description="Section", options=[],
-                                               layout=widgets.Layout(width="200px"))
+        self.section_picker = widgets.Dropdown(description="Section", options=[], layout=widgets.Layout(width="200px"),
+                                               style={"description_width": "initial"})
         self.play_section_button = widgets.Button(description="Play section", icon="play",
                                                   layout=widgets.Layout(width="auto"),
                                                   tooltip="play the picked section of take A, from its start to its end")

@@ -316,8 +316,10 @@ class RepaintPainter(SectionFinding, JobPanel, LazyView):
         if take is not self.take:
             return
         self.sections = sections
-        if draw and self.visible and not self._stale:
+        if draw and self.visible:
             self.canvas.set_sections(sections)
+        elif draw:
+            self._stale = True  # found from another tab: drawn when this one is shown
         names = sections.names if sections is not None else []
         self.section_picker.options = names
         self.where.options = ["end", "start"] + [f"after {name}" for name in names]
