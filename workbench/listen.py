@@ -71,11 +71,12 @@ class ListenPanel(SectionFinding, JobPanel, LazyView):
                                                tooltip="upstream's quality score of every take (needs the planner)")
         self._init_jobs(state, [self.measure_all_button, self.score_all_button])
         self._init_section_finding()
-        self.section_picker = widgets.Dropdown(description="Section", options=[], layout=widgets.Layout(width="200px"),
-                                               style={"description_width": "initial"})
+        self.section_picker = widgets.Dropdown(description="Section", options=[],
+                                               style={"description_width": "initial"},
+                                               layout=widgets.Layout(width="200px"))
         self.play_section_button = widgets.Button(description="Play section", icon="play",
                                                   layout=widgets.Layout(width="auto"),
-                                                  tooltip="play the picked section of take A, from its start to its end")
+                                                  tooltip="play the picked section of take A, start to end")
         self.sections_note = widgets.HTML()
         self.play_section_button.on_click(lambda _: self.play_section(self.section_picker.value))
         self.section_row = widgets.HBox([self.find_sections_button, self.section_picker, self.play_section_button,
