@@ -2,7 +2,9 @@
 
 Each take gets a badge (asked vs measured BPM and key, loudness, the quality score and the lyric
 alignment score once computed) and Measure / Score / LRC buttons; the batch sorts by score,
-adherence or loudness; the synced player plays the picked take (A) against another (B). Work runs
+adherence or loudness; the synced player plays the picked take (A) against another (B), with its
+sections as labelled bands ("Find sections" times them; a click on a name or "Play section" plays
+one). Work runs
 off the kernel thread, one job at a time, with a progress bar, a status line and Cancel; results go
 into the takes' sidecars, so they survive restarts and show up wherever the takes are listed.
 """
@@ -14,11 +16,13 @@ import html
 import ipywidgets as widgets
 
 from acestep_engine import GenerationCancelled
+from acestep_engine.errors import AceStepError
 
 from .badges import badge_html
 from .display import widget_bundle
 from .jobs import TIME, JobPanel, post
 from .state import WorkbenchState
+from .sections import SectionFinding, has_lyrics, known_sections, sections_words
 from .synced_player import SyncedPlayer
 from .views import LazyView, replace_children
 
@@ -43,7 +47,7 @@ def _sort_key(mode: str):
     return {"score": score, "adherence": adherence, "loudness": loudness}[mode]
 
 
-class ListenPanel(JobPanel, LazyView):
+class ListenPanel(SectionFinding, JobPanel, LazyView):
     """A batch of takes with badges, per-take Measure / Score / LRC buttons, sorting, and the synced
     player. Which takes: `take_ids` if given; with `follow_current` (the Look tab) the batch of the
     shared state's current take, played as A; else every take in the store. Work runs through the
@@ -66,6 +70,19 @@ class ListenPanel(JobPanel, LazyView):
         self.score_all_button = widgets.Button(description="Score all", icon="star", layout=widgets.Layout(width="auto"),
                                                tooltip="upstream's quality score of every take (needs the planner)")
         self._init_jobs(state, [self.measure_all_button, self.score_all_button])
+        self._init_section_finding()
+        self.section_picker = widgets.Dropdown(description="Section", options=[],
+                                               style={"description_width": "initial"},
+                                               layout=widgets.Layout(width="200px"))
+        self.play_section_button = widgets.Button(description="Play section", icon="play",
+                                                  layout=widgets.Layout(width="auto"),
+                                                  tooltip="play the picked section of take A, start to end")
+        self.sections_note = widgets.HTML()
+        self.play_section_button.on_click(lambda _: self.play_section(self.section_picker.value))
+        self.section_row = widgets.HBox([self.find_sections_button, self.section_picker, self.play_section_button,
+                                         self.sections_note],
+                                        layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        self.section_row.layout.display = "none"  # until a take is in the player
         self.status.value = "ready"
         self.rows = widgets.VBox()
         self.player_box = widgets.VBox()
@@ -77,7 +94,7 @@ class ListenPanel(JobPanel, LazyView):
         self.measure_all_button.on_click(lambda _: self.measure_all())
         self.score_all_button.on_click(lambda _: self.score_all())
         self.widget = widgets.VBox([
-            self.player_box,
+            self.player_box, self.section_row,
             widgets.HBox([self.sort, self.refresh_button, self.measure_all_button, self.score_all_button]),
             widgets.HBox([self.progress, self.cancel_button]), self.status, self.rows])
         state.observe(lambda change: self.sync_buttons(), names="planner")
@@ -127,6 +144,8 @@ class ListenPanel(JobPanel, LazyView):
         if self.follow_current and take is not None and (self.player is None or self.player.take is None
                                                          or self.player.take.id != take.id):
             self._play(take, "a")
+        elif self.player is not None and self.player.take is not None and not self.player.sections:
+            self._show_sections(self.player.take, known_sections(self.player.take))  # found in another tab
         self.refresh()
 
     def refresh(self) -> None:
@@ -169,7 +188,7 @@ class ListenPanel(JobPanel, LazyView):
                                                    layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
                                       badge],
                                      layout=widgets.Layout(border="1px solid #ddd", padding="2px 4px")))
-        self._start_buttons = [self.measure_all_button, self.score_all_button] + [
+        self._start_buttons = [self.measure_all_button, self.score_all_button, self.find_sections_button] + [
             b for buttons in self.row_buttons.values() for name, b in buttons.items()
             if name in ("measure", "score", "lrc")]
         replace_children(self.rows, rows or [widgets.HTML("<i>no takes yet</i>")])
@@ -178,6 +197,8 @@ class ListenPanel(JobPanel, LazyView):
             buttons["compare"].disabled = self.player is None
 
     def _button_enabled(self, button) -> bool:
+        if button is self.find_sections_button:
+            return self.player is not None and has_lyrics(self.player.take) and self.engine is not None
         need = self._needs.get(id(button))
         if need == "planner":
             return self.planner is not None
@@ -201,7 +222,46 @@ class ListenPanel(JobPanel, LazyView):
             self.player.current = "b"
         else:
             self.player.set_takes(take, self.player.compare)
+        if side == "a":
+            self._show_sections(take, known_sections(take))
         return self.player
+
+    # ------------------------------------------------------------------ sections of take A
+    def _section_take(self):
+        return self.player.take if self.player is not None else None
+
+    def _show_sections(self, take, sections) -> None:
+        """Bands over the player (the side that plays `take`), the names to pick for Play section."""
+        if self.player is None:
+            return
+        for side, shown in (("a", self.player.take), ("b", self.player.compare)):
+            if shown is not None and shown.id == take.id:
+                self.player.set_sections(sections, side)
+        if self.player.take is None or self.player.take.id != take.id:
+            return
+        self.section_row.layout.display = None
+        self.section_picker.options = sections.names if sections is not None else []
+        self.play_section_button.disabled = sections is None
+        if sections is not None:
+            self.sections_note.value = f"<small>{sections_words(sections)}</small>"
+        else:
+            refusal = self.section_refusal(take)
+            self.sections_note.value = (f"<small><i>{html.escape(refusal or 'press Find sections to see them')}"
+                                        "</i></small>")
+        self.sync_buttons()
+
+    def play_section(self, name: str) -> None:
+        """Play the section `name` of take A from its start to its end (a click on its band does the same)."""
+        if self.player is None or not self.player.sections:
+            self._set_status("find the sections first (Find sections)", error=True)
+            return
+        try:
+            self.player.current = "a"
+            self.player.play_section(name)
+        except AceStepError as error:
+            self._set_status(str(error), error=True)
+            return
+        self._set_status(f"playing {html.escape(self.player.current_section or name)}")
 
     # ------------------------------------------------------------------ jobs
     def _run(self, name: str, work, save):

@@ -22,20 +22,22 @@ from acestep_engine.errors import AceStepError, TaskError
 
 from .display import widget_bundle
 from .jobs import JobPanel
+from .sections import SectionFinding, draw_section_bands, has_lyrics, known_sections, section_bands, sections_words
 from .state import WorkbenchState
 from .views import LazyView, SpectrogramView, heading, replace_children
 
 _JS = Path(__file__).with_name("static") / "region_canvas.js"
 
 
-def painter_png(take) -> tuple[bytes, float, float]:
+def painter_png(take, sections=None) -> tuple[bytes, float, float]:
     """A wide log-mel spectrogram and the horizontal span of its plot area (figure fractions)."""
-    png, (left, right, _, _) = painter_plot(take)
+    png, (left, right, _, _) = painter_plot(take, sections)
     return png, left, right
 
 
-def painter_plot(take) -> tuple[bytes, tuple[float, float, float, float]]:
-    """A wide log-mel spectrogram and its plot area as figure fractions (left, right, bottom, top)."""
+def painter_plot(take, sections=None) -> tuple[bytes, tuple[float, float, float, float]]:
+    """A wide log-mel spectrogram and its plot area as figure fractions (left, right, bottom, top);
+    `sections` are drawn on it as labelled bands (for the views without JavaScript to draw them)."""
     import librosa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -49,6 +51,7 @@ def painter_plot(take) -> tuple[bytes, tuple[float, float, float, float]]:
     ax.imshow(db, origin="lower", aspect="auto", cmap="magma", extent=[0, take.duration, 0, db.shape[0]])
     ax.set_xlabel("time (s)")
     ax.set_yticks([])
+    draw_section_bands(ax, sections)
     fig.tight_layout()
     position = ax.get_position()
     buffer = io.BytesIO()
@@ -69,7 +72,8 @@ def _make_region_canvas_class():
     import anywidget
 
     class RegionCanvas(anywidget.AnyWidget):
-        """Spectrogram with draggable regions; `regions` is a list of [start, end] seconds."""
+        """Spectrogram with draggable regions; `regions` is a list of [start, end] seconds; `sections`
+        ({name, start, end, estimated} each) are drawn as labelled bands: a click on a name paints it."""
 
         _esm = _JS
         image = traitlets.Unicode("").tag(sync=True)
@@ -79,12 +83,17 @@ def _make_region_canvas_class():
         plot_bottom = traitlets.Float(0.0).tag(sync=True)
         plot_top = traitlets.Float(1.0).tag(sync=True)
         regions = traitlets.List().tag(sync=True)
+        sections = traitlets.List().tag(sync=True)
 
-        def set_take(self, take) -> None:
+        def set_take(self, take, sections=None) -> None:
             png, (left, right, bottom, top) = painter_plot(take)
             self.duration, self.plot_left, self.plot_right = take.duration, left, right
             self.plot_bottom, self.plot_top = bottom, top
             self.image = "data:image/png;base64," + base64.b64encode(png).decode()
+            self.set_sections(sections)
+
+        def set_sections(self, sections) -> None:
+            self.sections = section_bands(sections)
 
     return RegionCanvas
 
@@ -99,15 +108,22 @@ class SliderRegionCanvas(widgets.VBox):
         self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
         self.sliders = widgets.VBox()
         self.duration = 1.0
+        self.take, self.sections = None, []
         self._moving = False
         self.children = [self.image, widgets.HTML("Drag the sliders to set each region (seconds)."), self.sliders]
         self.observe(lambda change: self._rebuild(), names="regions")
 
-    def set_take(self, take) -> None:
-        png, _, _ = painter_png(take)
-        self.duration = take.duration
-        self.image.value = png
+    def set_take(self, take, sections=None) -> None:
+        self.take, self.duration = take, take.duration
+        self.sections = section_bands(sections)
+        self.image.value, _, _ = painter_png(take, sections)
         self._rebuild(force=True)
+
+    def set_sections(self, sections) -> None:
+        """Draw `sections` on the picture (the painter's "Select as region" paints one)."""
+        self.sections = section_bands(sections)
+        if self.take is not None:
+            self.image.value, _, _ = painter_png(self.take, sections)
 
     def _rebuild(self, force: bool = False) -> None:
         if self._moving:
@@ -151,22 +167,33 @@ def check_regions(regions, duration: float) -> None:
 
 def shaded_regions(task, source_duration: float) -> tuple[list, list]:
     """Where the job changed the audio, in the source's and in the result's seconds: an extend
-    to the left shifts everything in the result by `left`."""
+    to the left shifts everything in the result by `left`, a section added inside moves what follows."""
     if isinstance(task, Extend):
         left, right = float(task.left), float(task.right)
-        after = ([(0.0, left)] if left else []) + (
-            [(source_duration + left, source_duration + left + right)] if right else [])
+        after, added = ([(0.0, left)] if left else []), 0.0
+        for at, seconds in sorted(task.inserts):
+            after.append((left + at + added, left + at + added + seconds))
+            added += seconds
+        if right:
+            after.append((source_duration + left + added, source_duration + left + added + right))
         return [], after
     regions = task.region_list()
     left = max([0.0] + [-start for start, _ in regions])
+    replaced = [(r["start"], r["end"]) for r in task.sections if "start" in r]
+    if replaced:  # sections replaced: their spans in the source (a grown one is longer in the result)
+        return replaced, [(s + left, e + left) for s, e in regions]
     before = [(max(0.0, s), min(source_duration, e)) for s, e in regions if e > 0 and s < source_duration]
     return before, [(s + left, e + left) for s, e in regions]
 
 
-class RepaintPainter(JobPanel, LazyView):
+class RepaintPainter(SectionFinding, JobPanel, LazyView):
     """Regions painted on the canvas and the start/end boxes stay in sync both ways; Repaint makes
     a new take linked to its parent and shows it against the source. The painter works on the
-    current take of the shared state; its spectrogram is drawn when the tab is shown."""
+    current take of the shared state; its spectrogram is drawn when the tab is shown.
+
+    With the take's sections known (kept with the take, or "Find sections"), they are labelled
+    bands on the canvas: a click on a name (or "Select as region") paints that section; "Replace
+    section" sings it again with the lines edited in place, "Add section" puts a new one in."""
 
     def __init__(self, take=None, engine=None, store=None, use_custom_widget: bool | None = None,
                  state: WorkbenchState | None = None):
@@ -203,6 +230,7 @@ class RepaintPainter(JobPanel, LazyView):
         self.before = None  # the take the last result was repainted from
         self._kept_regions: dict[str, list] = {}  # take id -> regions to paint on it: the last job's source and result
         self._init_jobs(state, [self.repaint_button])
+        self._build_section_controls(style)
         self.comparison = SpectrogramView()
         self.comparison.widget.layout.display = "none"
         self._syncing = False
@@ -219,11 +247,170 @@ class RepaintPainter(JobPanel, LazyView):
             widgets.HBox([self.mode, self.strength, self.seed]),
             widgets.HBox([self.repaint_button, self.cancel_button, self.back_button, self.progress],
                          layout=widgets.Layout(flex_flow="row wrap")),
-            self.status, self.comparison.widget,
+            self.status, self.sections_box, self.comparison.widget,
         ])
         self.widget = widgets.VBox([self.heading, self.controls])
         state.observe(lambda change: self._take_changed(), names="current_take")
+        state.observe(lambda change: self._sections_found_elsewhere(), names="revision")
         self._take_changed()
+
+    def _build_section_controls(self, style) -> None:
+        self.sections = None  # the current take's Sections, once known
+        self._init_section_finding()
+        self.section_picker = widgets.Dropdown(description="Section", options=[], style=style,
+                                               layout=widgets.Layout(width="220px"))
+        self.select_region_button = widgets.Button(description="Select as region", icon="crosshairs",
+                                                   layout=widgets.Layout(width="auto"),
+                                                   tooltip="paint the picked section as the region to repaint")
+        self.sections_note = widgets.HTML()
+        self.section_lines = widgets.Textarea(
+            description="Its lines", style=style, layout=widgets.Layout(width="95%", height="6em"),
+            placeholder="the lines to sing in this section; empty: sing its lines again")
+        self.grow = widgets.Checkbox(description="let it grow when the lines need more time", value=False,
+                                     indent=False, layout=widgets.Layout(width="auto"))
+        self.replace_section_button = widgets.Button(description="Replace section", icon="retweet",
+                                                     button_style="primary", layout=widgets.Layout(width="auto"))
+        self.new_section = widgets.Textarea(description="New section", style=style,
+                                            layout=widgets.Layout(width="95%", height="5em"),
+                                            placeholder="[bridge]\nits first line\nits second line")
+        self.where = widgets.Dropdown(description="Where", options=["end", "start"], value="end", style=style,
+                                      layout=widgets.Layout(width="240px"))
+        self.section_seconds = widgets.BoundedFloatText(
+            description="Length (s)", value=0.0, min=0.0, max=600.0, style=style, layout=widgets.Layout(width="170px"),
+            tooltip="0: from its lines at the take's pace, in whole bars")
+        self.add_section_button = widgets.Button(description="Add section", icon="plus-square",
+                                                 button_style="primary", layout=widgets.Layout(width="auto"))
+        self._start_buttons += [self.replace_section_button, self.add_section_button]
+        self.select_region_button.on_click(lambda _: self.select_section(self.section_picker.value))
+        self.section_picker.observe(lambda change: self._section_picked(), names="value")
+        self.replace_section_button.on_click(lambda _: self.replace_section())
+        self.add_section_button.on_click(lambda _: self.add_section())
+        self.sections_box = widgets.VBox([
+            widgets.HTML("<b>Sections</b> &middot; <small>named from the lyrics' [tags], timed on the take</small>"),
+            widgets.HBox([self.find_sections_button, self.section_picker, self.select_region_button],
+                         layout=widgets.Layout(flex_flow="row wrap")),
+            self.sections_note,
+            widgets.HTML("<b>Replace section</b> &middot; <small>edit its lines in place; the rest of the song "
+                         "is kept</small>"),
+            self.section_lines, widgets.HBox([self.replace_section_button, self.grow]),
+            widgets.HTML("<b>Add section</b> &middot; <small>its [tag] line, then its lines</small>"),
+            self.new_section,
+            widgets.HBox([self.where, self.section_seconds, self.add_section_button],
+                         layout=widgets.Layout(flex_flow="row wrap")),
+        ], layout=widgets.Layout(border="1px solid #ddd", padding="4px", margin="4px 0"))
+
+    def _button_enabled(self, button) -> bool:
+        if button is self.replace_section_button:
+            return self.sections is not None
+        if button in (self.find_sections_button, self.add_section_button):
+            return self.take is not None and has_lyrics(self.take)
+        return True
+
+    # ------------------------------------------------------------------ sections
+    def _section_take(self):
+        return self.take
+
+    def _show_sections(self, take, sections, draw: bool = True) -> None:
+        """Bands on the canvas (`draw`: now, else with the take), the picker's names, the places a new
+        section can go."""
+        if take is not self.take:
+            return
+        self.sections = sections
+        if draw and self.visible:
+            self.canvas.set_sections(sections)
+        elif draw:
+            self._stale = True  # found from another tab: drawn when this one is shown
+        names = sections.names if sections is not None else []
+        self.section_picker.options = names
+        self.where.options = ["end", "start"] + [f"after {name}" for name in names]
+        if sections is not None:
+            self.sections_note.value = sections_words(sections)
+        else:
+            self.sections_note.value = (f"<i>{html.escape(self.section_refusal(take))}</i>" if not has_lyrics(take)
+                                        else "<i>not found yet: press Find sections (the engine times the lyrics "
+                                             "on this take)</i>")
+        self._section_picked()
+        self.sync_buttons()
+
+    def _sections_found_elsewhere(self) -> None:
+        """The Look tab found the sections of this take: show them here too."""
+        if self.take is not None and self.sections is None:
+            sections = known_sections(self.take)
+            if sections is not None:
+                self._show_sections(self.take, sections)
+
+    def _section_picked(self) -> None:
+        name = self.section_picker.value
+        section = self.sections.named(name) if self.sections is not None and name else None
+        self.section_lines.value = "\n".join(section.lines) if section is not None else ""
+
+    def select_section(self, name: str) -> None:
+        """Paint the section `name` as the one region to repaint."""
+        if self.sections is None:
+            self._set_status("find the sections first (Find sections)", error=True)
+            return
+        try:
+            section = self.sections.named(name, self.take.id)
+        except AceStepError as error:
+            self._set_status(str(error), error=True)
+            return
+        self.regions = [(section.start, section.end)]
+        self.section_picker.value = section.name
+
+    def _picked_from_canvas(self) -> None:
+        """A click on a band's name paints its span: the picker follows."""
+        if self.sections is None or len(self.regions) != 1:
+            return
+        start, end = self.regions[0]
+        for section in self.sections:
+            if abs(section.start - start) < 1e-6 and abs(section.end - end) < 1e-6:
+                self.section_picker.value = section.name
+
+    def replace_section(self):
+        """Sing the picked section again with the lines in the box (the rest of the take is kept)."""
+        if self._refuse_if_busy():
+            return self.job
+
+        def build():
+            if self.take is None or not has_lyrics(self.take):
+                raise AceStepError(self.section_refusal(self.take))
+            if self.sections is None:
+                raise AceStepError("find the sections first (Find sections): Replace section needs their times")
+            text = self.section_lines.value
+            try:
+                task = Repaint.section(self.take, self.section_picker.value, lyrics=text if text.strip() else None,
+                                       sections=self.sections, grow=self.grow.value, mode=self.mode.value,
+                                       strength=self.strength.value)
+            except TaskError as error:  # the engine names its argument; here it is a checkbox
+                raise TaskError(str(error).replace("pass grow=True", "tick 'let it grow'")) from None
+            return task.validate(), self.seed_field()
+
+        inputs = self.checked_inputs(build)
+        if inputs is None:
+            return None
+        task, seed = inputs
+        return self._run_edit(task, seed, f"replaced {html.escape(self.section_picker.value)}", self.regions)
+
+    def add_section(self):
+        """Put the new section (its [tag] line, then its lines) at the start, the end or after a section."""
+        if self._refuse_if_busy():
+            return self.job
+
+        def build():
+            if self.take is None or not has_lyrics(self.take):
+                raise AceStepError(self.section_refusal(self.take))
+            task = Extend.section(self.take, self.new_section.value, where=self.where.value,
+                                  seconds=self.section_seconds.value or None, sections=self.sections,
+                                  mode=self.mode.value, strength=self.strength.value)
+            return task.validate(), self.seed_field()
+
+        inputs = self.checked_inputs(build)
+        if inputs is None:
+            return None
+        task, seed = inputs
+        added = task.sections[0]
+        return self._run_edit(task, seed, f"added {html.escape(added['section'])} ({added['seconds']:g} s, "
+                                          f"{html.escape(added['where'])})", self.regions)
 
     # ------------------------------------------------------------------ regions, both ways
     @property
@@ -243,6 +430,7 @@ class RepaintPainter(JobPanel, LazyView):
         self.heading.value = heading("Repaint", take)
         self.controls.layout.display = "none" if take is None else None
         if take is None or take is self.take:
+            self.sync_buttons()
             return
         self.take = take
         self.canvas.duration = take.duration
@@ -255,6 +443,7 @@ class RepaintPainter(JobPanel, LazyView):
             self.comparison.show(None)
             self.comparison.widget.layout.display = "none"
             self.status.value = self._painting_on(take)
+        self._show_sections(take, known_sections(take), draw=False)  # the bands are drawn with the take
         self._invalidate()
 
     @staticmethod
@@ -263,7 +452,7 @@ class RepaintPainter(JobPanel, LazyView):
 
     def _draw(self) -> None:
         if self.take is not None:
-            self.canvas.set_take(self.take)
+            self.canvas.set_take(self.take, self.sections)
 
     def audio_players(self) -> list:
         return [self.comparison]
@@ -277,6 +466,7 @@ class RepaintPainter(JobPanel, LazyView):
     def _canvas_changed(self) -> None:
         if self.regions and self.take is not None and "paint a region" in self.status.value:
             self.status.value = self._painting_on(self.take)  # the complaint is answered
+        self._picked_from_canvas()
         if self._syncing:
             return
         rows = list(self.rows.children)
@@ -340,27 +530,35 @@ class RepaintPainter(JobPanel, LazyView):
         if inputs is None:
             return None
         task, seed = inputs
-        source, engine = self.take, self.engine
-        before, after = shaded_regions(task, source.duration)  # what this job changes, not what is painted later
         painted = self.regions
         shift = 0.0 if isinstance(task, Extend) else self.extend_left.value
+        done = "extended" if isinstance(task, Extend) else "repainted"
+        return self._run_edit(task, seed, done, painted, [(s + shift, e + shift) for s, e in painted])
+
+    def _run_edit(self, task, seed, done: str, painted, painted_after=None):
+        """Generate `task` on the current take as a job; the result becomes the current take, shown
+        against the source. `painted` stays painted on the source, `painted_after` (default: where
+        the job changed the audio) on the result."""
+        source, engine, sections = self.take, self.engine, self.sections
+        before, after = shaded_regions(task, source.duration)  # what this job changes, not what is painted later
+        painted_after = after if painted_after is None else painted_after
 
         def work(cancel, progress):
             return engine.generate(source.blueprint, task, seeds=seed, progress=progress.part("model", 0.0, 0.95),
                                    cancel=cancel)
 
-        done = "extended" if isinstance(task, Extend) else "repainted"
-
         def show(takes):
             result = self.result = takes[0]
             self.before = source
-            self._kept_regions = {source.id: painted, result.id: [(s + shift, e + shift) for s, e in painted]}
+            self._kept_regions = {source.id: painted, result.id: list(painted_after)}
             self.state.takes_added(takes)  # the result is the current take of every tab (and painted on next)
             self.back_button.disabled = False
             self.comparison.widget.layout.display = None
-            self.comparison.show(source, result, regions=before, compare_regions=after)
+            self.comparison.show(source, result, regions=before, compare_regions=after, sections=sections)
+            followup = "; Find sections names its own" if task.sections else ""
             return (f"{done}: <b>{html.escape(result.title)}</b> ({result.duration:.1f} s), "
-                    f"from {html.escape(source.title)}. A = before, B = after; the result is now the current take")
+                    f"from {html.escape(source.title)}. A = before, B = after; the result is now the current take"
+                    f"{followup}")
 
         return self.run_job("repaint", work, save=self.saving(keep=self._keep_result), show=show)
 

@@ -1,5 +1,6 @@
 """SyncedPlayer: listen to a take with a playhead over its spectrogram and its lyrics highlighted as
-they are sung; switch between two takes (A/B) at the same position.
+they are sung, its sections as labelled bands with the one playing highlighted; switch between two
+takes (A/B) at the same position; play one section (`play_section("chorus 2")`).
 
 The player is a small anywidget whose JavaScript ships in this package (no CDN: works offline, in
 JupyterLab, VS Code and Colab). Where custom widgets cannot load, a fallback built from core widgets
@@ -8,6 +9,7 @@ highlighted line, and each take has its own audio player.
 
     player = SyncedPlayer(take, compare=other_take)   # lyrics from each take's LRC (notes["lrc"])
     player.position = 42.0; player.current = "b"; player.current_line   # -> index of the line sung at 42 s
+    player.current_section                          # -> "chorus 1", the section at the position (None: none known)
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from pathlib import Path
 import ipywidgets as widgets
 import traitlets
 
+from acestep_engine.errors import TaskError
+from acestep_engine.generation.sections import normalise_name
 from acestep_engine.takes import wav_bytes
 
 from .display import widget_bundle
-from .painter import painter_png
+from .painter import painter_plot, painter_png
+from .sections import known_sections, section_at, section_bands
 from .views import AudioPlayer
 
 _JS = Path(__file__).with_name("static") / "synced_player.js"
@@ -70,8 +75,13 @@ def _make_player_canvas_class():
         duration_b = traitlets.Float(1.0).tag(sync=True)
         lines_a = traitlets.List().tag(sync=True)
         lines_b = traitlets.List().tag(sync=True)
+        sections_a = traitlets.List().tag(sync=True)
+        sections_b = traitlets.List().tag(sync=True)
+        stop_at = traitlets.Float(-1.0).tag(sync=True)  # seconds where a played section ends; -1: play on
         plot_left = traitlets.Float(0.0).tag(sync=True)
         plot_right = traitlets.Float(1.0).tag(sync=True)
+        plot_bottom = traitlets.Float(0.0).tag(sync=True)
+        plot_top = traitlets.Float(1.0).tag(sync=True)
         position = traitlets.Float(0.0).tag(sync=True)
         playing = traitlets.Bool(False).tag(sync=True)
         current = traitlets.Unicode("a").tag(sync=True)
@@ -83,20 +93,22 @@ def _make_player_canvas_class():
             self.observe(lambda change: change["new"] and self.load_audio(self.current), names="playing")
             self.observe(lambda change: self.playing and self.load_audio(change["new"]), names="current")
 
-        def load(self, side: str, take, lines) -> None:
+        def load(self, side: str, take, lines, bands=()) -> None:
             """Show `take` on `side`; its audio is sent when the browser plays it (`load_audio`)."""
             old, self.takes[side] = self.takes[side], take
             if take is None:
                 setattr(self, f"audio_{side}", b"")
                 setattr(self, f"lines_{side}", [])
+                setattr(self, f"sections_{side}", [])
                 setattr(self, f"label_{side}", "")
                 return
             setattr(self, f"lines_{side}", lines)
+            setattr(self, f"sections_{side}", list(bands))
             if old is not None and old.id == take.id:
                 return
             setattr(self, f"audio_{side}", b"")
-            png, left, right = painter_png(take)
-            self.plot_left, self.plot_right = left, right
+            png, (left, right, bottom, top) = painter_plot(take)
+            self.plot_left, self.plot_right, self.plot_bottom, self.plot_top = left, right, bottom, top
             setattr(self, f"image_{side}", "data:image/png;base64," + base64.b64encode(png).decode())
             setattr(self, f"duration_{side}", float(take.duration))
             setattr(self, f"label_{side}", f"{side.upper()}: {take.title}")
@@ -124,17 +136,25 @@ def _make_player_canvas_class():
         def set_lines(self, side: str, lines) -> None:
             setattr(self, f"lines_{side}", lines)
 
+        def sections_of(self, side: str) -> list:
+            return list(getattr(self, f"sections_{side}"))
+
+        def set_sections(self, side: str, bands) -> None:
+            setattr(self, f"sections_{side}", list(bands))
+
     return PlayerCanvas
 
 
 class CorePlayer(widgets.VBox):
-    """Core-widgets fallback: the spectrogram as a PNG with a playhead marker below it, a Play ticker
-    linked to a position slider (click or drag it to seek), the lyrics with the current line
-    highlighted, and an A/B toggle that shows that take's audio player."""
+    """Core-widgets fallback: the spectrogram as a PNG (sections drawn on it) with a playhead marker
+    below it, a Play ticker linked to a position slider (click or drag it to seek), the section
+    names with the one playing highlighted, the lyrics with the current line highlighted, and an
+    A/B toggle that shows that take's audio player."""
 
     position = traitlets.Float(0.0)
     playing = traitlets.Bool(False)
     current = traitlets.Unicode("a")
+    stop_at = traitlets.Float(-1.0)
     TICK_S = 0.1
 
     def __init__(self, **kwargs):
@@ -148,13 +168,15 @@ class CorePlayer(widgets.VBox):
         self.clock = widgets.Label()
         self.side = widgets.ToggleButtons(options=[("A", "a"), ("B", "b")], value="a")
         self.lyrics = widgets.HTML()
+        self.section_names = widgets.HTML()
         self.players = {"a": widgets.Box(), "b": widgets.Box()}
         self.audio_box = widgets.Box()
-        self.children = [widgets.HBox([self.ticker, self.side, self.clock]), self.image, self.marker, self.slider,
-                         self.audio_box, self.lyrics]
+        self.children = [widgets.HBox([self.ticker, self.side, self.clock]), self.section_names, self.image,
+                         self.marker, self.slider, self.audio_box, self.lyrics]
         self._takes = {"a": None, "b": None}
         self._audio: dict = {}  # side -> AudioPlayer
         self._lines = {"a": [], "b": []}
+        self._sections = {"a": None, "b": None}  # Sections, drawn on the picture
         self._plot = (0.0, 1.0)
         self.slider.observe(lambda change: self._slider_moved(change["new"]), names="value")
         self.ticker.observe(lambda change: setattr(self, "playing", bool(change["new"])), names="playing")
@@ -162,8 +184,8 @@ class CorePlayer(widgets.VBox):
         self.observe(lambda change: self._show(), names=["position", "current"])
         self.observe(lambda change: setattr(self.ticker, "playing", change["new"]), names="playing")
 
-    def load(self, side: str, take, lines) -> None:
-        self._takes[side], self._lines[side] = take, lines
+    def load(self, side: str, take, lines, sections=None) -> None:
+        self._takes[side], self._lines[side], self._sections[side] = take, lines, sections
         if take is None:
             self.players[side] = widgets.Box()
             self.side.options = [("A", "a")] if side == "b" else self.side.options
@@ -182,6 +204,13 @@ class CorePlayer(widgets.VBox):
     def set_lines(self, side: str, lines) -> None:
         self._lines[side] = lines
         self._show()
+
+    def sections_of(self, side: str) -> list:
+        return section_bands(self._sections[side])
+
+    def set_sections(self, side: str, sections) -> None:
+        self._sections[side] = sections
+        self._show(reload=True)
 
     def release(self) -> None:
         self.playing = False
@@ -204,11 +233,14 @@ class CorePlayer(widgets.VBox):
         side = "b" if take is self._takes["b"] and self.current == "b" else "a"
         ticks = int(round(take.duration / self.TICK_S))
         if reload or self.slider.max != ticks or getattr(self, "_shown", None) is not take:
-            png, left, right = painter_png(take)
+            png, left, right = painter_png(take, self._sections[side])
             self.image.value, self._plot, self._shown = png, (left, right), take
             self.ticker.max = self.slider.max = ticks
             self.audio_box.children = (self.players[side],)
         self.position = min(self.position, take.duration)
+        if 0 <= self.stop_at <= self.position:  # the end of the section being played
+            self.stop_at = -1.0
+            self.playing = False
         target = int(round(self.position / self.TICK_S))
         if self.slider.value != target:
             self.slider.value = target
@@ -223,6 +255,12 @@ class CorePlayer(widgets.VBox):
         rows = [f"<div class='line{' active' if i == index else ''}' style='{'background:#ffe08a;font-weight:bold' if i == index else ''}'>"
                 f"{_escape(text)}</div>" for i, (_, text) in enumerate(lines)]
         self.lyrics.value = "".join(rows) or "<i>no lyric timestamps yet: press LRC</i>"
+        bands = self.sections_of(side)
+        at = section_at(bands, self.position)
+        self.section_names.value = "".join(
+            f"<span class='section{' active' if i == at else ''}' style='padding:0 6px;margin-right:2px;"
+            f"{'background:#ffe08a;font-weight:bold' if i == at else 'background:#eee'}'>"
+            f"{_escape(band['name'])}</span>" for i, band in enumerate(bands))
 
 
 def _escape(text: str) -> str:
@@ -248,10 +286,44 @@ class SyncedPlayer:
     def set_takes(self, take, compare=None, lrc: str | None = None, compare_lrc: str | None = None) -> None:
         """Load take A (and B); lyrics from the LRC texts given or the takes' own."""
         self.take, self.compare = take, compare
-        self.canvas.load("a", take, lyric_lines(take, lrc))
-        self.canvas.load("b", compare, lyric_lines(compare, compare_lrc) if compare is not None else [])
+        self.canvas.load("a", take, lyric_lines(take, lrc), self._bands(known_sections(take)))
+        self.canvas.load("b", compare, lyric_lines(compare, compare_lrc) if compare is not None else [],
+                         self._bands(known_sections(compare)))
         if compare is None:
             self.canvas.current = "a"
+
+    def _bands(self, sections):
+        """What the canvas draws: plain dicts for the JavaScript, the Sections themselves for the picture."""
+        return section_bands(sections) if self.is_custom else sections
+
+    def set_sections(self, sections, side: str = "a") -> None:
+        """Show `sections` (a take's `Sections`) as bands over one side (after they were found)."""
+        self.canvas.set_sections(side, self._bands(sections))
+
+    @property
+    def sections(self) -> list[dict]:
+        """The bands of the side playing: {name, start, end, estimated} each."""
+        return self.canvas.sections_of(self._side)
+
+    @property
+    def current_section(self) -> str | None:
+        """The name of the section at the position (None when no section holds it or none are known)."""
+        bands = self.sections
+        index = section_at(bands, self.position)
+        return bands[index]["name"] if index >= 0 else None
+
+    def play_section(self, name: str) -> None:
+        """Play the section `name` of the side playing, from its start to its end."""
+        bands = self.sections
+        wanted = normalise_name(name or "")
+        band = next((b for b in bands if b["name"] == wanted), None)
+        if band is None:
+            known = ", ".join(b["name"] for b in bands) or "none yet (press Find sections)"
+            raise TaskError(f"section {name!r} is not in this take: its sections are {known}")
+        self.playing = False
+        self.position = band["start"]
+        self.canvas.stop_at = band["end"]
+        self.playing = True
 
     def release(self) -> None:
         """Let go of the audio sent to the browser (it is sent again when played)."""
@@ -267,8 +339,12 @@ class SyncedPlayer:
     current = property(lambda self: self.canvas.current, lambda self, v: setattr(self.canvas, "current", v))
 
     @property
+    def _side(self) -> str:
+        return "b" if self.current == "b" and self.compare is not None else "a"
+
+    @property
     def lines(self) -> list[list]:
-        return self.canvas.lines_of("b" if self.current == "b" and self.compare is not None else "a")
+        return self.canvas.lines_of(self._side)
 
     @property
     def current_line(self) -> int:

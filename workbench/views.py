@@ -90,20 +90,24 @@ def envelope(mono: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spectrogram_png(take, compare=None, beat_grid: bool = True, width: float = 10.0, height: float = 3.6,
-                    regions=(), compare_regions=None) -> bytes:
+                    regions=(), compare_regions=None, sections=None, compare_sections=None) -> bytes:
     """PNG of the log-mel spectrogram (top) and waveform envelope (bottom) in seconds, optionally
     with a beat grid from the blueprint's BPM, shaded `regions` [(start, end)] (for `compare`:
-    `compare_regions`, default the same) and a second take for A/B."""
+    `compare_regions`, default the same), the take's `sections` as labelled bands (for `compare`:
+    `compare_sections`) and a second take for A/B."""
     import librosa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    takes = [(take, regions)] + ([(compare, regions if compare_regions is None else compare_regions)]
-                                 if compare is not None else [])
+    from .sections import draw_section_bands
+
+    takes = [(take, regions, sections)] + (
+        [(compare, regions if compare_regions is None else compare_regions, compare_sections)]
+        if compare is not None else [])
     fig = Figure(figsize=(width, height * len(takes)))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2 * len(takes), 1, sharex=True, gridspec_kw={"height_ratios": [3, 1] * len(takes)})
-    for k, (t, shaded) in enumerate(takes):
+    for k, (t, shaded, bands) in enumerate(takes):
         spec_ax, wave_ax = axes[2 * k], axes[2 * k + 1]
         mono = t.audio.mean(axis=0)
         mel = librosa.feature.melspectrogram(y=mono, sr=t.sample_rate, n_mels=80, hop_length=512)
@@ -123,6 +127,8 @@ def spectrogram_png(take, compare=None, beat_grid: bool = True, width: float = 1
         for start, end in shaded:
             for ax in (spec_ax, wave_ax):
                 ax.axvspan(start, end, color="#2ca02c", alpha=0.25)
+        draw_section_bands(spec_ax, bands)
+        draw_section_bands(wave_ax, bands, label=False)
     axes[-1].set_xlabel("time (s)")
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -223,6 +229,7 @@ class SpectrogramView:
         self.take, self.compare = take, compare
         self.with_players = players  # False where another player (the Look tab's synced one) plays the take
         self.regions, self.compare_regions = list(regions), compare_regions
+        self.sections = self.compare_sections = None  # labelled bands over each take, when known
         self.beat_grid = widgets.Checkbox(value=beat_grid, description="beat grid (from BPM)", indent=False,
                                           layout=widgets.Layout(width="auto"))
         self.image = widgets.Image(format="png")
@@ -234,9 +241,11 @@ class SpectrogramView:
         if take is not None:
             self.refresh()
 
-    def show(self, take, compare=None, regions=(), compare_regions=None) -> None:
+    def show(self, take, compare=None, regions=(), compare_regions=None, sections=None,
+             compare_sections=None) -> None:
         self.take, self.compare = take, compare
         self.regions, self.compare_regions = list(regions), compare_regions
+        self.sections, self.compare_sections = sections, compare_sections
         self.refresh()
 
     def refresh(self) -> None:
@@ -245,7 +254,8 @@ class SpectrogramView:
             self.release(clear=True)
             return
         self.image.value = spectrogram_png(self.take, self.compare, self.beat_grid.value, regions=self.regions,
-                                           compare_regions=self.compare_regions)
+                                           compare_regions=self.compare_regions, sections=self.sections,
+                                           compare_sections=self.compare_sections)
         if not self.with_players:
             return
         self.player_a.cue(self.take)
@@ -484,7 +494,9 @@ class LookView(LazyView):
             self.view.show(None)
             return
         self.view.widget.layout.display = None
-        self.view.show(take)
+        from .sections import known_sections
+
+        self.view.show(take, sections=known_sections(take))
 
     def audio_players(self) -> list:
         return [self.view] if self.view is not None else []

@@ -2,8 +2,10 @@
 // the current lyric line highlighted, and an A/B switch that keeps the position. Audio arrives as
 // binary WAV buffers (traits audio_a / audio_b) when it is first played: the player asks Python
 // for a side's audio ({event: "load", side}) so the widget state holds no audio nobody listens to.
-// Lyrics come as [[seconds, text], ...] per take. Syncs `position` (throttled), `playing` and
-// `current` back to Python. No external imports.
+// Lyrics come as [[seconds, text], ...] per take; sections as [{name, start, end, estimated}, ...] per
+// take, drawn as bands with their names in a strip above the picture (the one playing highlighted,
+// and named in the bar); a click on a name plays that section, to `stop_at`. Syncs `position`
+// (throttled), `playing` and `current` back to Python. No external imports.
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "acestep-synced-player";
@@ -32,7 +34,14 @@ function render({ model, el }) {
   const label = document.createElement("span");
   label.className = "label";
   label.style.color = "#555";
-  bar.append(play, sideA, sideB, clock, label);
+  const sectionNow = document.createElement("span");
+  sectionNow.className = "section-now";
+  Object.assign(sectionNow.style, { fontWeight: "bold", padding: "0 6px", borderRadius: "3px" });
+  bar.append(play, sideA, sideB, clock, sectionNow, label);
+  const strip = document.createElement("div");
+  strip.className = "section-strip";
+  Object.assign(strip.style, { position: "relative", height: "18px", font: "11px sans-serif" });
+  const colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 
   const wrap = document.createElement("div");
   wrap.style.position = "relative";
@@ -48,7 +57,7 @@ function render({ model, el }) {
   const lyrics = document.createElement("div");
   lyrics.className = "lyrics";
   Object.assign(lyrics.style, { maxHeight: "9em", overflowY: "auto", marginTop: "4px", lineHeight: "1.5em" });
-  root.append(bar, wrap, lyrics);
+  root.append(bar, strip, wrap, lyrics);
   el.append(root);
 
   const players = { a: new Audio(), b: new Audio() };
@@ -71,6 +80,7 @@ function render({ model, el }) {
   };
   const duration = () => model.get("duration_" + side()) || 1;
   const lines = () => model.get("lines_" + side()) || [];
+  const sections = () => model.get("sections_" + side()) || [];
 
   const syncButton = () => { play.textContent = audio().paused ? "▶ Play" : "❚❚ Pause"; };
   const loadAudio = (which) => {
@@ -97,7 +107,33 @@ function render({ model, el }) {
     return (left + Math.min(Math.max(t / duration(), 0), 1) * (right - left)) * width;
   };
   const fmt = (t) => `${Math.floor(t / 60)}:${String(Math.floor(t % 60)).padStart(2, "0")}.${Math.floor((t % 1) * 10)}`;
-  let shownLine = -2;
+  let shownLine = -2, shownSection = -2;
+  const renderSections = () => {
+    const left = model.get("plot_left"), right = model.get("plot_right");
+    const percent = (t) => 100 * (left + (Math.min(Math.max(t, 0), duration()) / duration()) * (right - left));
+    strip.replaceChildren(...sections().map((section, i) => {
+      const band = document.createElement("div");
+      band.className = "section-band";
+      band.dataset.name = section.name;
+      band.textContent = section.name;
+      band.title = `${section.name}: ${fmt(section.start)}-${fmt(section.end)}` +
+        (section.estimated ? " (estimated)" : "") + ": click to play it";
+      Object.assign(band.style, {
+        position: "absolute", top: "0", height: "16px", left: `${percent(section.start)}%`,
+        width: `${percent(section.end) - percent(section.start)}%`, overflow: "hidden", whiteSpace: "nowrap",
+        textAlign: "center", color: "white", background: colours[i % colours.length], cursor: "pointer",
+        boxSizing: "border-box", borderLeft: "1px solid white", opacity: "0.75",
+      });
+      band.addEventListener("click", () => playSection(section));
+      return band;
+    }));
+    shownSection = -2;
+  };
+  const sectionAt = (t) => {
+    let index = -1;
+    sections().forEach(({ start, end }, i) => { if (start <= t + 1e-3 && t < end) index = i; });
+    return index;
+  };
   const renderLyrics = () => {
     lyrics.replaceChildren(...lines().map(([t, text], i) => {
       const row = document.createElement("div");
@@ -124,6 +160,17 @@ function render({ model, el }) {
     layer.height = layer.clientHeight;
     const ctx = layer.getContext("2d");
     ctx.clearRect(0, 0, layer.width, layer.height);
+    const playingSection = sectionAt(t);
+    // tinted over the plot only: the time axis below stays readable
+    const top = (1 - (model.get("plot_top") ?? 1)) * layer.height;
+    const bottom = (1 - (model.get("plot_bottom") ?? 0)) * layer.height;
+    sections().forEach((section, i) => {
+      const a = toX(section.start, layer.width), b = toX(section.end, layer.width);
+      ctx.globalAlpha = i === playingSection ? 0.28 : 0.12;
+      ctx.fillStyle = colours[i % colours.length];
+      ctx.fillRect(a, top, b - a, bottom - top);
+      ctx.globalAlpha = 1;
+    });
     const x = toX(t, layer.width);
     ctx.strokeStyle = "rgba(0, 200, 255, 0.95)";
     ctx.lineWidth = 2;
@@ -133,6 +180,25 @@ function render({ model, el }) {
     ctx.stroke();
     layer.dataset.x = String(x);
     clock.textContent = `${fmt(t)} / ${fmt(duration())}`;
+    if (playingSection !== shownSection) {
+      strip.querySelectorAll(".section-band").forEach((band, i) => {
+        const active = i === playingSection;
+        band.classList.toggle("active", active);
+        band.style.opacity = active ? "1" : "0.75";
+        band.style.fontWeight = active ? "bold" : "";
+        band.style.outline = active ? "2px solid #ffe08a" : "";
+      });
+      const current = sections()[playingSection];
+      sectionNow.textContent = current ? current.name : "";
+      sectionNow.style.background = current ? "#ffe08a" : "";
+      shownSection = playingSection;
+    }
+    const stopAt = model.get("stop_at");
+    if (stopAt >= 0 && t >= stopAt && !audio().paused) {  // the end of the section being played
+      model.set("stop_at", -1);
+      model.save_changes();
+      setPlaying(false);
+    }
     const index = lineAt(t);
     if (index !== shownLine) {
       lyrics.querySelectorAll(".line").forEach((row, i) => {
@@ -165,6 +231,12 @@ function render({ model, el }) {
     if (urls[side()]) audio().currentTime = at; else pendingSeek[side()] = at;
     draw();
     sendPosition(true);
+  };
+  const playSection = (section) => {
+    seek(section.start);
+    model.set("stop_at", section.end);
+    model.save_changes();
+    setPlaying(true);
   };
   const setPlaying = (on) => {
     const a = audio();
@@ -225,6 +297,7 @@ function render({ model, el }) {
     sideA.style.background = s === "a" ? "#cde" : "";
     sideB.style.background = s === "b" ? "#cde" : "";
     renderLyrics();
+    renderSections();
     draw();
   };
 
@@ -244,7 +317,8 @@ function render({ model, el }) {
   model.on("change:current", () => switchTo(model.get("current") === "b" ? "b" : "a"));
   model.on("change:audio_a", () => { loadAudio("a"); showSide(); });
   model.on("change:audio_b", () => { loadAudio("b"); showSide(); });
-  for (const name of ["image_a", "image_b", "lines_a", "lines_b", "duration_a", "duration_b"]) {
+  for (const name of ["image_a", "image_b", "lines_a", "lines_b", "sections_a", "sections_b", "duration_a",
+                      "duration_b", "plot_left"]) {
     model.on("change:" + name, showSide);
   }
   for (const which of ["a", "b"]) {
