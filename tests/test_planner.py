@@ -549,6 +549,27 @@ def test_temperature_is_applied_before_top_p():
     assert drawn == {0, 1}
 
 
+@pytest.mark.parametrize("scale", [0.01, 1.0, 8.0])
+@pytest.mark.parametrize("top_k", [None, 1, 30])
+def test_the_nucleus_from_a_partial_sort_is_the_sorted_one(scale, top_k):
+    # Top-k then top-p keep the tokens whose mass before them is under top_p; found from a few
+    # dozen best (a peaked row) or one full sort (a flat one), never from sorting when it need not.
+    from acestep_engine.lm.sampling import nucleus
+
+    g = torch.Generator().manual_seed(int(scale * 100) + (top_k or 0))
+    for n, top_p in [(3, 0.5), (500, 0.9), (20000, 0.9), (20000, 0.99)]:
+        scores = torch.randn(n, generator=g, dtype=torch.float64) * scale
+        masked = scores.clone()
+        if top_k:
+            masked[scores < torch.topk(scores, min(top_k, n)).values[-1]] = float("-inf")
+        ordered, order = torch.sort(masked, descending=True)
+        probs = ordered.softmax(-1)
+        want = order[(probs.cumsum(-1) - probs) < top_p]
+        values, got = nucleus(scores.float(), top_k, top_p)
+        assert set(got.tolist()) == set(want.tolist()) and got[0] == want[0]
+        assert torch.all(values[:-1] >= values[1:])
+
+
 def test_text_after_think_is_capped_unless_asked_not_to(planner, monkeypatch):
     out = planner.inspire("a long ballad", seed=0, max_text_chars=40)
     assert len(out.lyrics) <= 40

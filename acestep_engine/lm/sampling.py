@@ -95,7 +95,11 @@ def sample_rows(scores, history, generators, options: SamplingOptions) -> torch.
 
 def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -> torch.Tensor:
     """One row, over the tokens it may write only (so each row's draw is independent of the batch).
-    `dense`: every entry of `scores` is a candidate (returns an index into `scores`)."""
+    `dense`: every entry of `scores` is a candidate (returns an index into `scores`).
+
+    Top-k and top-p keep the likeliest tokens in order, so the draw is made among those, sorted:
+    the nucleus is found from a partial sort (`nucleus`), not by sorting the ~150,000 text tokens
+    of a real vocabulary every token."""
     if dense:
         candidates = None
     else:
@@ -104,13 +108,38 @@ def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -
             return candidates[0]
         scores = scores[candidates]
     scores = scores / options.temperature  # before top-p, as upstream's nano-vllm sampler
-    if options.top_k:
-        kth = torch.topk(scores, min(options.top_k, scores.numel())).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if options.top_p is not None and options.top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=True)
-        probs = ordered.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= options.top_p  # the most likely token always stays
-        scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
-    pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
+    top_p = options.top_p if options.top_p is not None and options.top_p < 1.0 else None
+    if options.top_k or top_p is not None:
+        values, order = nucleus(scores, options.top_k, top_p)
+        pick = order[torch.multinomial(values.softmax(-1), 1, generator=generator)[0]]
+    else:
+        pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
     return pick if candidates is None else candidates[pick]
+
+
+def nucleus(scores: torch.Tensor, top_k: int | None, top_p: float | None,
+            first: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices) of the tokens top-k then top-p keep, likeliest first: the smallest set whose
+    probability reaches `top_p` (the likeliest token always stays), within the `top_k` best.
+
+    Looks at the `first` best tokens and doubles that until the kept set ends inside them: exact,
+    and a partial sort of a few dozen tokens where a full one costs milliseconds."""
+    limit = scores.numel() if not top_k else min(top_k, scores.numel())
+    if top_p is None:
+        return torch.topk(scores, limit)
+    total = torch.logsumexp(torch.topk(scores, limit).values if top_k else scores, -1).double()
+    count = min(first, limit)
+    while True:
+        if count == limit:  # a flat distribution: one full sort, as before
+            values, order = torch.sort(scores, descending=True)
+            values, order = values[:limit], order[:limit]
+        else:
+            values, order = torch.topk(scores, count)
+        probs = (values.double() - total).exp()  # float64: the mass at the cut is a long sum
+        keep = (probs.cumsum(-1) - probs) < top_p  # the mass before each token is under top_p
+        kept = int(keep.sum())
+        if kept < count or count == limit:
+            return values[:kept], order[:kept]
+        # Each token left weighs at most the last one: at least this many more are needed.
+        short = (top_p - float(probs.sum())) / max(float(probs[-1]), 1e-30)
+        count = limit if count + short > limit / 4 else min(limit, max(2 * count, int(count + 2 * short)))
