@@ -553,7 +553,7 @@ def test_temperature_is_applied_before_top_p():
 @pytest.mark.parametrize("top_k", [None, 1, 30])
 def test_the_nucleus_from_a_partial_sort_is_the_sorted_one(scale, top_k):
     # Top-k then top-p keep the tokens whose mass before them is under top_p; found from a few
-    # dozen best (a peaked row) or one full sort (a flat one), never from sorting when it need not.
+    # dozen best (a peaked row) or a mass histogram (a flat one), never by sorting every token.
     from acestep_engine.lm.sampling import nucleus
 
     g = torch.Generator().manual_seed(int(scale * 100) + (top_k or 0))
@@ -566,8 +566,7 @@ def test_the_nucleus_from_a_partial_sort_is_the_sorted_one(scale, top_k):
         probs = ordered.softmax(-1)
         want = order[(probs.cumsum(-1) - probs) < top_p]
         values, got = nucleus(scores.float(), top_k, top_p)
-        assert set(got.tolist()) == set(want.tolist()) and got[0] == want[0]
-        assert torch.all(values[:-1] >= values[1:])
+        assert set(got.tolist()) == set(want.tolist()) and torch.equal(values, scores.float()[got])
 
 
 def test_text_after_think_is_capped_unless_asked_not_to(planner, monkeypatch):
