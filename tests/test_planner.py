@@ -569,6 +569,33 @@ def test_the_nucleus_from_a_partial_sort_is_the_sorted_one(scale, top_k):
         assert set(got.tolist()) == set(want.tolist()) and torch.equal(values, scores.float()[got])
 
 
+def _masked_draw(scores, generator, options):
+    """The draw as a mask over the whole row makes it: top-k, then top-p by a full sort."""
+    scores = scores / options.temperature
+    if options.top_k:
+        scores = scores.masked_fill(scores < torch.topk(scores, min(options.top_k, scores.numel())).values[-1],
+                                    float("-inf"))
+    if options.top_p is not None and options.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=True)
+        probs = ordered.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= options.top_p
+        scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator)[0])
+
+
+@pytest.mark.parametrize("scale", [0.05, 3.0])
+@pytest.mark.parametrize("top_k", [None, 40])
+def test_the_same_seed_draws_the_same_token_as_a_mask_over_the_row(scale, top_k):
+    # The partial sort and the histogram change what the draw costs, never which token a seed gives.
+    g = torch.Generator().manual_seed(7)
+    options = SamplingOptions(temperature=0.85, top_k=top_k, top_p=0.9)
+    for n in (50, 30000):
+        scores = torch.randn(n, generator=g) * scale
+        for seed in range(40):
+            got = int(draw_row(scores, torch.Generator().manual_seed(seed), options, dense=True))
+            assert got == _masked_draw(scores, torch.Generator().manual_seed(seed), options), (n, seed)
+
+
 def test_text_after_think_is_capped_unless_asked_not_to(planner, monkeypatch):
     out = planner.inspire("a long ballad", seed=0, max_text_chars=40)
     assert len(out.lyrics) <= 40

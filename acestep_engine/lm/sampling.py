@@ -97,9 +97,9 @@ def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -
     """One row, over the tokens it may write only (so each row's draw is independent of the batch).
     `dense`: every entry of `scores` is a candidate (returns an index into `scores`).
 
-    Top-k and top-p keep the likeliest tokens in order, so the draw is made among those, sorted:
-    the nucleus is found from a partial sort (`nucleus`), not by sorting the ~150,000 text tokens
-    of a real vocabulary every token."""
+    Top-k and top-p keep the likeliest tokens and the draw is made over the row with the others
+    masked, so a seed gives the token it always gave; the nucleus is found from a partial sort or a
+    mass histogram (`nucleus`), not by sorting the ~150,000 text tokens of a real vocabulary."""
     if dense:
         candidates = None
     else:
@@ -110,10 +110,9 @@ def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -
     scores = scores / options.temperature  # before top-p, as upstream's nano-vllm sampler
     top_p = options.top_p if options.top_p is not None and options.top_p < 1.0 else None
     if options.top_k or top_p is not None:
-        values, order = nucleus(scores, options.top_k, top_p)
-        pick = order[torch.multinomial(values.softmax(-1), 1, generator=generator)[0]]
-    else:
-        pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
+        values, kept = nucleus(scores, options.top_k, top_p)
+        scores = torch.full_like(scores, float("-inf")).index_put_((kept,), values)
+    pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
     return pick if candidates is None else candidates[pick]
 
 
@@ -151,8 +150,9 @@ def nucleus(scores: torch.Tensor, top_k: int | None, top_p: float | None,
 
 
 def _flat_cut(scores: torch.Tensor, total: torch.Tensor, top_p: float, bins: int = 4096) -> torch.Tensor:
-    """Indices of the tokens whose mass before them (in score order) is under `top_p`, without a sort:
-    the probability mass per score bin says which bin the cut falls in; only that bin is sorted."""
+    """Indices of the tokens whose mass before them (in score order) is under `top_p`,
+    without a sort: the probability mass per score bin says which bin the cut falls in; only that
+    bin is sorted."""
     probs = (scores.double() - total).exp()
     lo, hi = float(scores.min()), float(scores.max())
     if not hi > lo:
@@ -164,4 +164,6 @@ def _flat_cut(scores: torch.Tensor, total: torch.Tensor, top_p: float, bins: int
     inside = (bucket == cut).nonzero().squeeze(1)
     order = torch.argsort(scores[inside], descending=True)
     before = above[cut] + probs[inside][order].cumsum(0) - probs[inside][order]
-    return torch.cat([(bucket > cut).nonzero().squeeze(1), inside[order][before < top_p]])
+    keep = bucket > cut
+    keep[inside[order][before < top_p]] = True
+    return keep.nonzero().squeeze(1)
