@@ -74,7 +74,8 @@ def main() -> None:
         if args.layers:
             config = Qwen3Config.from_pretrained(folder)
             config.update(dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=args.layers,
-                               num_attention_heads=16, num_key_value_heads=8, head_dim=128))
+                               num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                               layer_types=["full_attention"] * args.layers))
             Qwen3ForCausalLM(config).save_pretrained(folder, safe_serialization=True)
         planner = Planner.from_pretrained(folder, device="cpu", dtype="fp32")
     table = planner.table
