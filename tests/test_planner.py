@@ -549,6 +549,53 @@ def test_temperature_is_applied_before_top_p():
     assert drawn == {0, 1}
 
 
+@pytest.mark.parametrize("scale", [0.01, 1.0, 8.0])
+@pytest.mark.parametrize("top_k", [None, 1, 30])
+def test_the_nucleus_from_a_partial_sort_is_the_sorted_one(scale, top_k):
+    # Top-k then top-p keep the tokens whose mass before them is under top_p; found from a few
+    # dozen best (a peaked row) or a mass histogram (a flat one), never by sorting every token.
+    from acestep_engine.lm.sampling import nucleus
+
+    g = torch.Generator().manual_seed(int(scale * 100) + (top_k or 0))
+    for n, top_p in [(3, 0.5), (500, 0.9), (20000, 0.9), (20000, 0.99)]:
+        scores = torch.randn(n, generator=g, dtype=torch.float64) * scale
+        masked = scores.clone()
+        if top_k:
+            masked[scores < torch.topk(scores, min(top_k, n)).values[-1]] = float("-inf")
+        ordered, order = torch.sort(masked, descending=True)
+        probs = ordered.softmax(-1)
+        want = order[(probs.cumsum(-1) - probs) < top_p]
+        values, got = nucleus(scores.float(), top_k, top_p)
+        assert set(got.tolist()) == set(want.tolist()) and torch.equal(values, scores.float()[got])
+
+
+def _masked_draw(scores, generator, options):
+    """The draw as a mask over the whole row makes it: top-k, then top-p by a full sort."""
+    scores = scores / options.temperature
+    if options.top_k:
+        scores = scores.masked_fill(scores < torch.topk(scores, min(options.top_k, scores.numel())).values[-1],
+                                    float("-inf"))
+    if options.top_p is not None and options.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=True)
+        probs = ordered.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= options.top_p
+        scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    return int(torch.multinomial(scores.softmax(-1), 1, generator=generator)[0])
+
+
+@pytest.mark.parametrize("scale", [0.05, 3.0])
+@pytest.mark.parametrize("top_k", [None, 40])
+def test_the_same_seed_draws_the_same_token_as_a_mask_over_the_row(scale, top_k):
+    # The partial sort and the histogram change what the draw costs, never which token a seed gives.
+    g = torch.Generator().manual_seed(7)
+    options = SamplingOptions(temperature=0.85, top_k=top_k, top_p=0.9)
+    for n in (50, 30000):
+        scores = torch.randn(n, generator=g) * scale
+        for seed in range(40):
+            got = int(draw_row(scores, torch.Generator().manual_seed(seed), options, dense=True))
+            assert got == _masked_draw(scores, torch.Generator().manual_seed(seed), options), (n, seed)
+
+
 def test_text_after_think_is_capped_unless_asked_not_to(planner, monkeypatch):
     out = planner.inspire("a long ballad", seed=0, max_text_chars=40)
     assert len(out.lyrics) <= 40

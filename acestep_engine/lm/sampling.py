@@ -95,7 +95,11 @@ def sample_rows(scores, history, generators, options: SamplingOptions) -> torch.
 
 def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -> torch.Tensor:
     """One row, over the tokens it may write only (so each row's draw is independent of the batch).
-    `dense`: every entry of `scores` is a candidate (returns an index into `scores`)."""
+    `dense`: every entry of `scores` is a candidate (returns an index into `scores`).
+
+    Top-k and top-p keep the likeliest tokens and the draw is made over the row with the others
+    masked, so a seed gives the token it always gave; the nucleus is found from a partial sort or a
+    mass histogram (`nucleus`), not by sorting the ~150,000 text tokens of a real vocabulary."""
     if dense:
         candidates = None
     else:
@@ -104,13 +108,62 @@ def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -
             return candidates[0]
         scores = scores[candidates]
     scores = scores / options.temperature  # before top-p, as upstream's nano-vllm sampler
-    if options.top_k:
-        kth = torch.topk(scores, min(options.top_k, scores.numel())).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if options.top_p is not None and options.top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=True)
-        probs = ordered.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= options.top_p  # the most likely token always stays
-        scores = scores.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    top_p = options.top_p if options.top_p is not None and options.top_p < 1.0 else None
+    if options.top_k or top_p is not None:
+        values, kept = nucleus(scores, options.top_k, top_p)
+        scores = torch.full_like(scores, float("-inf")).index_put_((kept,), values)
     pick = torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
     return pick if candidates is None else candidates[pick]
+
+
+def nucleus(scores: torch.Tensor, top_k: int | None, top_p: float | None,
+            first: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, indices) of the tokens top-k then top-p keep: the smallest set of the best tokens
+    whose probability reaches `top_p` (the likeliest always stays), within the `top_k` best.
+
+    Looks at the `first` best tokens and widens that until the kept set ends inside them (a peaked
+    row: a partial sort of a few dozen tokens); a flat row, where most tokens stay, is cut by a
+    mass histogram instead of a sort (`_flat_cut`). Exact either way; the order is the scores' own
+    for a peaked row, the vocabulary's for a flat one."""
+    limit = scores.numel() if not top_k else min(top_k, scores.numel())
+    if top_p is None:
+        return torch.topk(scores, limit)
+    total = torch.logsumexp(torch.topk(scores, limit).values if top_k else scores, -1).double()
+    count = min(first, limit)
+    while True:
+        values, order = torch.topk(scores, count)
+        probs = (values.double() - total).exp()  # float64: the mass at the cut is a long sum
+        keep = (probs.cumsum(-1) - probs) < top_p  # the mass before each token is under top_p
+        kept = int(keep.sum())
+        if kept < count or count == limit:
+            return values[:kept], order[:kept]
+        # Each token left weighs at most the last one: at least this many more are needed.
+        short = (top_p - float(probs.sum())) / max(float(probs[-1]), 1e-30)
+        if count + short > limit / 4:
+            if top_k:
+                values, order = torch.topk(scores, limit)
+                cut = _flat_cut(values, total, top_p)
+                return values[cut], order[cut]
+            cut = _flat_cut(scores, total, top_p)
+            return scores[cut], cut
+        count = min(limit, max(2 * count, int(count + 2 * short)))
+
+
+def _flat_cut(scores: torch.Tensor, total: torch.Tensor, top_p: float, bins: int = 4096) -> torch.Tensor:
+    """Indices of the tokens whose mass before them (in score order) is under `top_p`,
+    without a sort: the probability mass per score bin says which bin the cut falls in; only that
+    bin is sorted."""
+    probs = (scores.double() - total).exp()
+    lo, hi = float(scores.min()), float(scores.max())
+    if not hi > lo:
+        return torch.arange(scores.numel(), device=scores.device)[: max(1, math.ceil(top_p * scores.numel()))]
+    bucket = ((scores.double() - lo) * (bins / (hi - lo))).long().clamp_(0, bins - 1)  # higher bin: better
+    mass = torch.zeros(bins, dtype=torch.float64, device=scores.device).scatter_add_(0, bucket, probs)
+    above = mass.flip(0).cumsum(0).flip(0) - mass  # mass of the bins above each bin
+    cut = int((above < top_p).nonzero().min())  # the lowest bin whose tokens may still start under top_p
+    inside = (bucket == cut).nonzero().squeeze(1)
+    order = torch.argsort(scores[inside], descending=True)
+    before = above[cut] + probs[inside][order].cumsum(0) - probs[inside][order]
+    keep = bucket > cut
+    keep[inside[order][before < top_p]] = True
+    return keep.nonzero().squeeze(1)
