@@ -258,10 +258,7 @@ class Engine:
     def load_lora(self, path, name: str | None = None, scale: float = 1.0) -> str:
         """Load a peft LoRA folder (ours or upstream's) onto the DiT; returns its name (default: the
         folder's name). `scale` multiplies the adapter's effect: 0 gives the base model exactly."""
-        path = path_argument(path, "path", LoRAError, kind="folder")
-        if not path.is_dir():
-            raise LoRAError(f"path {path} is not a folder: a LoRA is a folder holding adapter_config.json and "
-                            "adapter_model.safetensors")
+        path = path_argument(path, "path", LoRAError)  # the folder, or one of its two files
         if name is not None:
             text_argument(name, "name", LoRAError)
         with self._lock:

@@ -369,7 +369,7 @@ def read_adapter(folder) -> AdapterFiles:
     if folder.is_file() and folder.name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
         folder = folder.parent
     if not folder.is_dir():
-        raise LoRAError(f"{folder}: no such adapter folder (it must hold {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+        raise LoRAError(f"path {folder}: no such adapter folder (it must hold {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
     if (folder / "lokr_weights.safetensors").is_file() and not (folder / ADAPTER_WEIGHTS).is_file():
         raise LoRAError(f"{folder} holds a LoKr adapter (lokr_weights.safetensors); only LoRA adapters are supported")
     for needed in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):

@@ -39,6 +39,7 @@ from ..blueprint import Blueprint
 from ..errors import AceStepError, BlueprintError, PlanError
 from ..generation.settings import SEED_LIMIT, GenerationSettings
 from ..generation.tasks import TASKS
+from ..generation.tasks.base import DeferredSource
 from ..models.variants import VARIANTS, resolve_variant, variant_for_task
 from ..takes import TAKE_ID_PATTERN
 
@@ -59,7 +60,7 @@ _TEXT_FIELDS = {"caption", "lyrics", "keyscale", "language", "timesignature", "n
 
 
 @dataclass(frozen=True)
-class TakeRef:
+class TakeRef(DeferredSource):
     """A source given by take id: loaded from the store when its job renders."""
 
     take_id: str

@@ -130,13 +130,19 @@ def describe(value):
     return value
 
 
+class DeferredSource:
+    """A source named now and loaded when the task runs (a render plan's take id): `validate()`
+    accepts it; whoever runs the task replaces it with the audio first."""
+
+
 def check_audio_input(name: str, value) -> None:
-    """`value` must be None, a Take, the path of an existing audio file, or an (array, sample_rate) tuple."""
+    """`value` must be None, a Take, the path of an existing audio file, an (array, sample_rate) tuple,
+    or a DeferredSource."""
     from pathlib import Path
 
     from ...takes.record import Take
 
-    if value is None or isinstance(value, Take):
+    if value is None or isinstance(value, (Take, DeferredSource)):
         return
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], (np.ndarray, list, torch.Tensor)) \
             and isinstance(value[1], numbers.Real):
