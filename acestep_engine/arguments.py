@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 from .errors import AceStepError
@@ -32,11 +33,15 @@ def path_argument(value, name: str, error: type[AceStepError], kind: str | None 
     path = Path(value)
     if not str(value):
         raise error(f"{name} must be a path (got an empty text)")
-    try:
-        is_dir, exists = path.is_dir(), path.exists()
-    except OSError as exc:  # ENAMETOOLONG and the like, which Path.exists() does not swallow
-        reason = "too long for this system" if exc.errno == errno.ENAMETOOLONG else exc.strerror
-        raise error(f"{name} {shown(str(value))} is not a usable path ({reason})") from None
+    try:  # one stat, so that a folder another process creates meanwhile cannot read as "exists, not a folder"
+        mode = path.stat().st_mode
+        exists, is_dir = True, stat.S_ISDIR(mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF):  # what Path.exists() swallows
+            exists = is_dir = False
+        else:  # ENAMETOOLONG and the like, which Path.exists() does not swallow either
+            reason = "too long for this system" if exc.errno == errno.ENAMETOOLONG else exc.strerror
+            raise error(f"{name} {shown(str(value))} is not a usable path ({reason})") from None
     except ValueError as exc:  # an embedded NUL byte
         raise error(f"{name} {shown(str(value))} is not a usable path ({exc})") from None
     if kind == "folder" and exists and not is_dir:

@@ -223,3 +223,27 @@ def test_a_wrong_value_at_a_public_door_is_named(doors, label, value):
 def test_generate_refuses_bad_task_fields(doors, cls, field, value):
     with pytest.raises(AceStepError, match=field):
         doors.engine.generate(BP, task=doors.task(cls, field, value), steps=1, seeds=1)
+
+
+def test_a_folder_another_process_creates_during_the_check_is_accepted(tmp_path, monkeypatch):
+    """Two render processes given the same new --out: the folder may appear between two looks at it. The
+    check looks once, so it sees either "missing" or "a folder", never "exists but is not a folder"."""
+    from acestep_engine.arguments import path_argument
+
+    folder = tmp_path / "takes"
+    real_stat = Path.stat
+
+    def stat_then_the_other_process_creates_it(self, *args, **kwargs):
+        try:
+            return real_stat(self, *args, **kwargs)
+        finally:
+            if self == folder and not os.path.isdir(folder):
+                os.mkdir(folder)
+
+    monkeypatch.setattr(Path, "stat", stat_then_the_other_process_creates_it)
+    assert path_argument(str(folder), "out", AceStepError, kind="folder") == folder
+    assert folder.is_dir()
+    assert path_argument(str(folder), "out", AceStepError, kind="folder") == folder
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(AceStepError, match="out .*a-file is not a folder"):
+        path_argument(str(tmp_path / "a-file"), "out", AceStepError, kind="folder")
