@@ -6,17 +6,22 @@
 Guidance runs the conditional and unconditional prompts as one batch; forced tokens (injected user
 fields, fixed text) are fed in one forward; each row samples from its own seeded generator; `cancel`
 is checked per token. In the code phase only the audio-code rows of the LM head are computed.
+On CPUs the LM's linear layers run in oneDNN's packed layout while a loop lasts
+(`runtime.packed_linear`; `ACESTEP_FAST_PATHS=0` keeps the stock kernels).
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from contextlib import contextmanager
 
 import torch
 
 from ..errors import GenerationCancelled, TaskError
 from ..progress import Progress
+from ..runtime.fast_paths import fast_paths_enabled
+from ..runtime.packed_linear import packed_linears
 from .constraints import PlannerConstraint
 from .growing_cache import growing_cache
 from .sampling import draw_row, sample_rows
@@ -36,6 +41,7 @@ class Decoder:
         parameters = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
         self._code_head_cache = (None,)
+        self._packing = None
 
     def forget_code_head(self) -> None:
         """Drop the LM-head view of the code rows (before the weights move: it must not keep them alive)."""
@@ -65,31 +71,32 @@ class Decoder:
         feed, feed_positions = ids, positions
         produced = 0
         started = time.perf_counter()
-        while not constraint.done:
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled("planning cancelled")
-            if fast:
-                chosen = self._code_step(feed, mask, feed_positions, cache, head, constraint, generators, options,
-                                         rows if guided else 0)
-            else:
-                chosen = self._general_step(feed, mask, feed_positions, cache, codes_only, constraint, history,
-                                            generators, options, rows if guided else 0)
-            for i in range(rows):
-                if not constraint.rows[i].done:
-                    written[i].extend(chosen[i].tolist())
-            history = torch.cat([history, chosen.to(history.device)], dim=1)
-            constraint.observe(history)
-            feed = torch.cat([chosen, chosen], dim=0) if guided else chosen
-            step_len = feed.shape[1]
-            mask = torch.cat([mask, torch.ones(mask.shape[0], step_len, dtype=mask.dtype, device=device)], dim=1)
-            last = feed_positions[:, -1:]
-            feed_positions = last + torch.arange(1, step_len + 1, device=device)
-            produced += step_len
-            if produced % 16 < step_len or constraint.done:
-                report(Progress(stage, min(produced, budget), budget, 0, rows,
-                                f"{stage}: {produced} tokens, {produced / (time.perf_counter() - started):.0f}/s"))
-            if produced > budget + 64:
-                raise TaskError(f"the planner did not finish within {budget} tokens")
+        with self._packed(self.model.model if codes_only else self.model, len(prompts_)):
+            while not constraint.done:
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled("planning cancelled")
+                if fast:
+                    chosen = self._code_step(feed, mask, feed_positions, cache, head, constraint, generators, options,
+                                             rows if guided else 0)
+                else:
+                    chosen = self._general_step(feed, mask, feed_positions, cache, codes_only, constraint, history,
+                                                generators, options, rows if guided else 0)
+                for i in range(rows):
+                    if not constraint.rows[i].done:
+                        written[i].extend(chosen[i].tolist())
+                history = torch.cat([history, chosen.to(history.device)], dim=1)
+                constraint.observe(history)
+                feed = torch.cat([chosen, chosen], dim=0) if guided else chosen
+                step_len = feed.shape[1]
+                mask = torch.cat([mask, torch.ones(mask.shape[0], step_len, dtype=mask.dtype, device=device)], dim=1)
+                last = feed_positions[:, -1:]
+                feed_positions = last + torch.arange(1, step_len + 1, device=device)
+                produced += step_len
+                if produced % 16 < step_len or constraint.done:
+                    report(Progress(stage, min(produced, budget), budget, 0, rows,
+                                    f"{stage}: {produced} tokens, {produced / (time.perf_counter() - started):.0f}/s"))
+                if produced > budget + 64:
+                    raise TaskError(f"the planner did not finish within {budget} tokens")
         for i in range(rows):
             while written[i] and written[i][-1] == table.eos_id:
                 written[i].pop()
@@ -120,7 +127,7 @@ class Decoder:
         first, weight = head
         hidden = self.model.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
                                   **{self._cache_arg: cache}).last_hidden_state[:, -1, :]
-        logits = (hidden @ weight.T).float()
+        logits = self._head(hidden, weight).float()
         if guided_rows:
             cond, uncond = logits[:guided_rows], logits[guided_rows:]
             logits = uncond + options.guidance * (cond - uncond)
@@ -144,10 +151,31 @@ class Decoder:
         first, weight = head
         hidden = self.model.model(**kwargs).last_hidden_state[:, -1, :]
         logits = torch.full((hidden.shape[0], self.table.vocab_size), float("-inf"), device=hidden.device)
-        logits[:, first: first + weight.shape[0]] = (hidden @ weight.T).float()
+        logits[:, first: first + weight.shape[0]] = self._head(hidden, weight).float()
         eos = self.model.lm_head.weight[self.table.eos_id]
         logits[:, self.table.eos_id] = (hidden @ eos).float()
         return logits
+
+    def _head(self, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """hidden @ weight.T for LM-head rows: packed once per loop where the loop runs packed."""
+        return self._packing.matmul(hidden, weight) if self._packing is not None else hidden @ weight.T
+
+    @contextmanager
+    def _packed(self, root, rows: int):
+        """The loop's linear layers under `root` in oneDNN's packed layout (`runtime.packed_linear`).
+        The code phase packs the layers only (`model.model`): its head rows are a view of `lm_head`."""
+        if not fast_paths_enabled():
+            yield
+            return
+        from ..runtime import parking
+
+        parking.restore(self.model)  # pack real weights, not a parked module's placeholders
+        with packed_linears(root, rows=rows) as packing:
+            self._packing = packing
+            try:
+                yield
+            finally:
+                self._packing = None
 
     def code_head(self):
         """(first token id, LM-head rows) of the valid audio codes when their ids are contiguous (they
