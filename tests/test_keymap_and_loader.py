@@ -226,13 +226,13 @@ def test_official_config_matches_reference_keys():
 
 
 @pytest.mark.parametrize("group_bytes", [1, 4096, 1 << 30])
-def test_read_weights_gives_every_tensor_of_the_file_in_the_asked_dtype(tiny_dir, group_bytes):
-    from acestep_engine.models.loader import read_weights
+def test_read_file_gives_every_tensor_of_the_file_in_the_asked_dtype(tiny_dir, group_bytes):
+    from acestep_engine.runtime.weight_files import read_file
 
     path = tiny_dir / "acestep-v15-turbo" / "model.safetensors"
     expected = load_file(str(path))
     for dtype in (torch.float32, torch.bfloat16):
-        weights = read_weights(path, dtype, group_bytes=group_bytes)
+        weights = read_file(path, dtype, group_bytes=group_bytes)
         assert list(weights) == list(expected)
         for key, tensor in expected.items():
             assert weights[key].dtype == dtype and torch.equal(weights[key], tensor.to(dtype)), key

@@ -119,6 +119,8 @@ class Planner:
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
         from ..models.loader import resolve_device, transformers_attention
+        from ..runtime import parking, weight_files
+        from ..runtime.heap import give_back_free_memory
 
         folder = cls._resolve_folder(path_or_name, checkpoints_dir, allow_download)
         device, _ = resolve_device(device, None)
@@ -136,6 +138,10 @@ class Planner:
         try:
             model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
                                                      attn_implementation=transformers_attention(device, dtype)).to(device)
+            if device.type == "cpu":  # out of the file's mapping, where transformers leaves it (runtime.weight_files)
+                files = sorted(Path(folder).glob("*.safetensors"))
+                weight_files.own_weights(model, parking.same_keys(model, files, prefix="model."))
+                give_back_free_memory()
             tokenizer = AutoTokenizer.from_pretrained(folder)
         finally:
             tlogging.set_verbosity(verbosity)
@@ -464,7 +470,8 @@ class Planner:
         if self.device.type == "cpu":
             if not parking.is_parkable(self.model) and self.path is not None:  # attached on first use: its
                 files = sorted(Path(self.path).glob("*.safetensors"))      # hooks cost nothing until then
-                parking.attach(self.model, parking.same_keys(self.model, files), next(self.model.parameters()).dtype)
+                parking.attach(self.model, parking.same_keys(self.model, files, prefix="model."),
+                               next(self.model.parameters()).dtype)
             parking.park(self.model)
         else:
             self.model.to("cpu")

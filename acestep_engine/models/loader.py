@@ -10,7 +10,6 @@ safetensors only, and `silence_latent.pt` with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ import torch
 from ..arguments import shown
 from ..errors import CheckpointError
 from ..json_files import read_json
-from ..runtime import parking
+from ..runtime import parking, weight_files
+from ..runtime.heap import give_back_free_memory
 from .config_checks import MAX_CONFIG_BYTES, check_diffusers_repo, check_dit_folder, check_shared_folders
 from .keymap import COMPONENTS, DERIVED_KEYS, split_state_dict
 from .variants import TEXT_ENCODER_DIR, VAE_DIR, Variant, resolve_variant
@@ -233,49 +233,6 @@ def _read_json(path: Path) -> dict:
     return read_json(path, CheckpointError, max_bytes=MAX_CONFIG_BYTES, what="a config.json")
 
 
-READ_GROUP_BYTES = 256 << 20
-
-
-def read_weights(path: Path, dtype: torch.dtype, group_bytes: int = READ_GROUP_BYTES) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file, in `dtype`, read `group_bytes` at a time.
-
-    safetensors maps the file, and every page a read touches stays in the process's resident set
-    until the mapping closes: `load_file` of a 4.8 GB DiT therefore peaks at the file plus its
-    copies. Reopening the file per group bounds that to one group, so loading peaks near the
-    weights themselves."""
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt", device="cpu") as f:
-        names = list(f.keys())
-        sizes = {}
-        for name in names:
-            piece = f.get_slice(name)
-            sizes[name] = _element_bytes(piece.get_dtype()) * math.prod(piece.get_shape())
-    groups, group, filled = [], [], 0
-    for name in names:
-        if group and filled + sizes[name] > group_bytes:
-            groups.append(group)
-            group, filled = [], 0
-        group.append(name)
-        filled += sizes[name]
-    if group:
-        groups.append(group)
-    weights = {}
-    for group in groups:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            for name in group:
-                weights[name] = f.get_tensor(name).to(dtype)
-    return weights
-
-
-_SAFETENSORS_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
-                      "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
-
-
-def _element_bytes(dtype_name: str) -> int:
-    return _SAFETENSORS_BYTES.get(str(dtype_name).upper(), 4)
-
-
 def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, str]:
     """Load model.safetensors + config.json + silence_latent.pt of one official DiT folder."""
     from safetensors import SafetensorError
@@ -286,7 +243,7 @@ def load_dit(dit_dir: Path, device, dtype) -> tuple[dict, dict, torch.Tensor, st
     modules = build_modules(cfg, empty=True)
     weights_path = dit_dir / "model.safetensors"
     try:
-        state = read_weights(weights_path, dtype)
+        state = weight_files.read_file(weights_path, dtype)  # copied out of the file, a group at a time
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file ({exc})") from exc
     parts, unknown = split_state_dict(state)
@@ -353,7 +310,11 @@ def load_text_encoder(text_dir: Path, device, dtype):
                                            attn_implementation=transformers_attention(device, dtype))
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"the text encoder in {text_dir} could not be loaded: {exc}") from exc
-    return model.to(device).eval().requires_grad_(False), tokenizer
+    model = model.to(device).eval().requires_grad_(False)
+    if torch.device(device).type == "cpu":  # transformers leaves the weights in the file's mapping (runtime.weight_files)
+        files = sorted(text_dir.glob("*.safetensors"))
+        weight_files.own_weights(model, parking.same_keys(model, files, prefix="model."))
+    return model, tokenizer
 
 
 def load_official(checkpoints_dir: Path, dit: str, device, dtype) -> LoadedModels:
@@ -372,6 +333,7 @@ def load_official(checkpoints_dir: Path, dit: str, device, dtype) -> LoadedModel
     )
     _check_consistency(models)
     make_parkable(models, checkpoints_dir / TEXT_ENCODER_DIR, dtype)
+    give_back_free_memory()  # what reading and converting left free in the heap
     return models
 
 

@@ -9,7 +9,8 @@ On a CPU the device is the host, so moving a module "to the CPU" frees nothing. 
 parked module's parameters are swapped for empty placeholders (the Parameter objects stay, so
 adapters, optimisers and compiled graphs keep valid references), and the weights are read again
 from the safetensors file they were loaded from when the module next runs: from the page cache
-that is about a second per 2 GB here, and nothing is written. Any call into a parked module
+that is about a second per 2 GB here, and nothing is written; they come back as copies in memory
+of their own, a group at a time (`weight_files`). Any call into a parked module
 restores it first (a forward pre-hook on every submodule that owns weights), so code outside the
 pipeline (LoRA data preparation, scoring, the planner) never meets a parked module. Parameters
 that are not in the file (LoRA adapters added later) stay resident.
@@ -109,29 +110,28 @@ def restore(module) -> bool:
     state = getattr(module, "_acestep_parking", None)
     if state is None or not state.parked:
         return False
-    from safetensors import safe_open
+    from .weight_files import copy_into
 
     with _lock:
         if not state.parked:
             return False
-        by_file: dict[Path, list] = {}
-        for source in state.sources:
-            by_file.setdefault(source[1], []).append(source)
-        for path, sources in by_file.items():
-            with safe_open(str(path), framework="pt") as f:
-                for param, _, key, shape in sources:
-                    tensor = f.get_tensor(key)
-                    if tuple(tensor.shape) != shape:
-                        raise RuntimeError(f"{path} changed while {key} was parked: shape {tuple(tensor.shape)}, "
-                                           f"expected {shape}")
-                    param.data = tensor.to(device=param.device, dtype=state.dtype)
+        shapes = {id(param): (path, shape) for param, path, _, shape in state.sources}
+
+        def unchanged(param, key, tensor):
+            path, shape = shapes[id(param)]
+            if tuple(tensor.shape) != shape:
+                raise RuntimeError(f"{path} changed while {key} was parked: shape {tuple(tensor.shape)}, "
+                                   f"expected {shape}")
+
+        copy_into([(param, path, key) for param, path, key, _ in state.sources], state.dtype, check=unchanged)
         state.parked = False
         return True
 
 
 def same_keys(module, paths, prefix: str = "") -> dict[str, tuple[Path, str]]:
     """Keys for a module saved as it is (transformers/diffusers layout, one file or shards): each
-    state key, or the key with `prefix` (e.g. "model."), in whichever of `paths` holds it."""
+    state key, or the key with `prefix` (e.g. "model.") added or taken off, in whichever of `paths`
+    holds it."""
     from safetensors import safe_open
 
     where = {}
@@ -141,7 +141,7 @@ def same_keys(module, paths, prefix: str = "") -> dict[str, tuple[Path, str]]:
                 where[key] = path
     keys = {}
     for name, plain in saved_names(module).items():
-        for candidate in (plain, prefix + plain):
+        for candidate in (plain, prefix + plain, plain.removeprefix(prefix) if prefix else plain):
             if candidate in where:
                 keys[name] = (where[candidate], candidate)
                 break
