@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .hardware import cpu_has_native_bf16
+from .heap import give_back_free_memory
 
 MAX_PACKED_ROWS = 16  # beyond this many rows (a long forced run, a prompt) `matmul` multiplies the dense weight
 
@@ -112,9 +113,15 @@ def packed_linears(root: nn.Module, rows: int = 1, enabled: bool = True):
                 swapped.append((layer, packed))
                 layer.forward = _packed_forward(layer, packed)
                 packing.layers.append(layer)
+            give_back_free_memory()  # the dense weights just freed, or they stay resident beside the packed ones
         yield packing
     finally:
-        for layer, packed in swapped:
+        unpacked = bool(swapped)
+        while swapped:  # one layer at a time, so that each packed copy is freed before the next is unpacked
+            layer, packed = swapped.pop()
             del layer.forward
             layer.weight.data = packed.to_dense()
+            del packed
         packing.release()
+        if unpacked:
+            give_back_free_memory()
