@@ -7,7 +7,8 @@ Guidance runs the conditional and unconditional prompts as one batch; forced tok
 fields, fixed text) are fed in one forward; each row samples from its own seeded generator; `cancel`
 is checked per token. In the code phase only the audio-code rows of the LM head are computed.
 On CPUs the LM's linear layers run in oneDNN's packed layout while a loop lasts
-(`runtime.packed_linear`; `ACESTEP_FAST_PATHS=0` keeps the stock kernels).
+(`runtime.packed_linear`) and its unpadded one-token bf16 steps attend with the query heads folded
+as padded ones are (`decode_attention`); `ACESTEP_FAST_PATHS=0` keeps the stock kernels.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..progress import Progress
 from ..runtime.fast_paths import fast_paths_enabled
 from ..runtime.packed_linear import packed_linears
 from .constraints import PlannerConstraint
+from .decode_attention import decode_attention
 from .growing_cache import growing_cache
 from .sampling import draw_row, sample_rows
 from .shapes import budget as shape_budget
@@ -71,7 +73,7 @@ class Decoder:
         feed, feed_positions = ids, positions
         produced = 0
         started = time.perf_counter()
-        with self._packed(self.model.model if codes_only else self.model, len(prompts_)):
+        with self._fast_kernels(self.model.model if codes_only else self.model, len(prompts_)):
             while not constraint.done:
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled("planning cancelled")
@@ -161,16 +163,17 @@ class Decoder:
         return self._packing.matmul(hidden, weight) if self._packing is not None else hidden @ weight.T
 
     @contextmanager
-    def _packed(self, root, rows: int):
-        """The loop's linear layers under `root` in oneDNN's packed layout (`runtime.packed_linear`).
-        The code phase packs the layers only (`model.model`): its head rows are a view of `lm_head`."""
+    def _fast_kernels(self, root, rows: int):
+        """The loop's linear layers under `root` in oneDNN's packed layout (`runtime.packed_linear`),
+        its one-token steps through `decode_attention`. The code phase packs the layers only
+        (`model.model`): its head rows are a view of `lm_head`."""
         if not fast_paths_enabled():
             yield
             return
         from ..runtime import parking
 
         parking.restore(self.model)  # pack real weights, not a parked module's placeholders
-        with packed_linears(root, rows=rows) as packing:
+        with packed_linears(root, rows=rows) as packing, decode_attention(self.model):
             self._packing = packing
             try:
                 yield
