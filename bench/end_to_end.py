@@ -14,8 +14,13 @@ cosine similarity of every dtype's latents against fp32's on the same seed.
 plan parks what is not in use on disk). Both generate twice in one process and report the second
 (steady state: graphs compiled, modules parked), with the first one's total and compile time.
 
+Each case also measures, in its own process, the matmul rate of its dtype (best of three) and reports
+the DiT's and the VAE's share of it (FLOPs as in `bench/engine.py` and `bench/idea_to_song.py`), and
+its peak RSS beyond the resident weights.
+
 Targets (issue 14): 30 s in <= 35 s with dtype auto; cosine >= 0.999 against fp32; peak RSS <= 6 GB in
-bf16; a 600 s generation runs to the end without swapping.
+bf16; a 600 s generation runs to the end without swapping. Issue 25: DiT >= 80 % and VAE >= 60 % of
+the matmul rate; peak RSS <= the resident weights + 1.5 GB with everything resident.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from acestep_engine.models import REAL_SIZE_DIT, REAL_SIZE_TEXT_ENCODER, REAL_SIZE_VAE  # noqa: E402
 
@@ -129,12 +135,25 @@ def run_case(root: Path, dtype: str, seconds: float, out: Path, compile_dit: boo
     sampler.join()
     np.save(out, take.latents)
     t = take.timings
+    from engine import dit_flops, matmul_roofline
+    from idea_to_song import best, encode_flops, vae_flops_per_audio_second, weight_bytes
+
+    from acestep_engine import Text2Music
+
+    rate = best(lambda: matmul_roofline(dtype=engine.dtype)) * 1e9
+    _, frames, conditions = encode_flops(engine, bp, Text2Music())
+    dit_share = 8 * dit_flops(REAL_SIZE_DIT, frames, conditions) / rate / t["denoise_s"]
+    vae_share = seconds * vae_flops_per_audio_second(engine.models.vae) / rate / t["decode_s"]
+    m = engine.models
+    weights = weight_bytes(m.transformer, m.condition_encoder, m.audio_tokenizer, m.detokenizer, m.vae,
+                           m.text_encoder) / 1e9 if budget is None else None
     return {"dtype": str(engine.dtype).replace("torch.", ""), "dtype_choice": engine.dtype_choice,
             "seconds": seconds, "load_s": loaded, "encode_s": t["encode_s"], "dit_s_per_step": t["denoise_s"] / 8,
             "vae_s_per_audio_s": t["decode_s"] / seconds, "total_s": t["total_s"],
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
             "peak_rss_generate_gb": peak[0] / 1e9, "memory_tier": engine.last_memory_plan.tier,
             "first_total_s": first.timings["total_s"] if first is not None else None,
+            "rate_gflops": rate / 1e9, "dit_share": dit_share, "vae_share": vae_share, "weights_gb": weights,
             "compile_s": first.timings.get("compile_s") if first is not None else None}
 
 
@@ -176,19 +195,21 @@ def main() -> None:
     reference = latents.get(("fp32", False, None))
     print(f"\n{args.seconds:.0f} s turbo text2music, 8 steps, end to end (Engine.generate), CPU")
     print("| dtype | load s | encode s | DiT s/step | VAE s per audio s | total s | peak RSS GB (all / generate) "
-          "| cosine vs fp32 | memory tier |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| peak - weights GB | matmul GFLOP/s | DiT share | VAE share | cosine vs fp32 | memory tier |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case, row in zip(cases, rows):
         vec = latents[case]
         cosine = float(vec @ reference / (np.linalg.norm(vec) * np.linalg.norm(reference))) \
             if reference is not None else float("nan")
+        extra = f"{row['peak_rss_gb'] - row['weights_gb']:+.2f}" if row["weights_gb"] else "-"
         name = row["dtype"] + (" (auto)" if row["dtype_choice"].startswith("auto") else "") \
             + (" compiled" if row["compile"] else "") + (f" budget {row['budget']}" if row["budget"] else "") \
             + (f" (first run {row['first_total_s']:.1f} s, compiling {row['compile_s'] or 0:.1f} s)"
                if row["first_total_s"] else "")
         print(f"| {name} | {row['load_s']:.1f} | {row['encode_s']:.2f} | {row['dit_s_per_step']:.2f} | "
               f"{row['vae_s_per_audio_s']:.3f} | {row['total_s']:.1f} | {row['peak_rss_gb']:.2f} / "
-              f"{row['peak_rss_generate_gb']:.2f} | {cosine:.6f} | {row['memory_tier']} |")
+              f"{row['peak_rss_generate_gb']:.2f} | {extra} | {row['rate_gflops']:.0f} | {row['dit_share']:.0%} | "
+              f"{row['vae_share']:.0%} | {cosine:.6f} | {row['memory_tier']} |")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -99,6 +99,9 @@ def packed_linears(root: nn.Module, rows: int = 1, enabled: bool = True):
     lasts (see the module docstring); yields a `Packing`."""
     packing = Packing(rows, enabled)
     swapped: list[tuple[nn.Linear, torch.Tensor]] = []
+    # The heap keeps what each swap frees: handing it back every TRIM_BYTES keeps the freed copies
+    # of the weights from piling up beside the new ones (+0.9 GB for a 0.6B LM otherwise).
+    trim = _Trimmer()
     try:
         if enabled:
             shared = _shared_weights(root)
@@ -109,19 +112,37 @@ def packed_linears(root: nn.Module, rows: int = 1, enabled: bool = True):
                         or not packable(weight.dtype, weight.device):
                     continue
                 packed = pack(weight, rows)
+                trim.freed(weight.numel() * weight.element_size())
                 weight.data = torch.empty(0, dtype=weight.dtype, device=weight.device)
                 swapped.append((layer, packed))
                 layer.forward = _packed_forward(layer, packed)
                 packing.layers.append(layer)
-            give_back_free_memory()  # the dense weights just freed, or they stay resident beside the packed ones
+            trim.now()
         yield packing
     finally:
-        unpacked = bool(swapped)
         while swapped:  # one layer at a time, so that each packed copy is freed before the next is unpacked
             layer, packed = swapped.pop()
             del layer.forward
             layer.weight.data = packed.to_dense()
+            trim.freed(layer.weight.numel() * layer.weight.element_size())
             del packed
         packing.release()
-        if unpacked:
+        trim.now()
+
+
+TRIM_BYTES = 128 << 20
+
+
+class _Trimmer:
+    def __init__(self):
+        self.pending = 0
+
+    def freed(self, size: int) -> None:
+        self.pending += size
+        if self.pending >= TRIM_BYTES:
+            self.now()
+
+    def now(self) -> None:
+        if self.pending:
             give_back_free_memory()
+            self.pending = 0
