@@ -295,6 +295,26 @@ def test_a_truncated_safetensors_file_is_named(tiny_dir, tmp_path, part):
     assert str(path) in str(info.value)
 
 
+def test_a_truncated_or_oversized_lm_folder_is_named(tmp_path):
+    from acestep_engine.lm import Planner
+    from acestep_engine.models import LM_FOLDER, write_lm
+
+    folder = tmp_path / LM_FOLDER
+    write_lm(folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="is truncated") as info:
+        Planner.from_pretrained(folder, device="cpu")
+    assert str(weights) in str(info.value)
+    weights.write_bytes(data)
+    config = folder / "config.json"
+    with open(config, "r+b") as f:
+        f.truncate(64 << 20)  # sparse: 64 MB of a config.json, never read
+    with pytest.raises(CheckpointError, match="config.json is 64.0 MB; a config.json may be at most"):
+        Planner.from_pretrained(folder, device="cpu")
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "truncated or empty"), (b"\x01\x00", "truncated or empty"),
     (struct.pack("<Q", 10**12) + b"{}", "header claims"), (struct.pack("<Q", 4) + b"\xff\xfe\xfd\xfc", "unreadable header"),

@@ -34,7 +34,6 @@ instrumental inspire/format plans get no lyric phase.
 
 from __future__ import annotations
 
-import json
 import logging
 import numbers
 import secrets
@@ -118,6 +117,8 @@ class Planner:
         """
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
+        from ..json_files import read_json
+        from ..models.config_checks import MAX_CONFIG_BYTES, check_safetensors_file
         from ..models.loader import resolve_device, transformers_attention
         from ..runtime import parking, weight_files
         from ..runtime.heap import give_back_free_memory
@@ -127,9 +128,12 @@ class Planner:
         if isinstance(dtype, str):
             dtype = resolve_device(device, dtype)[1]
         dtype = dtype or default_lm_dtype(device)
-        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        model_type = read_json(folder / "config.json", CheckpointError, max_bytes=MAX_CONFIG_BYTES,
+                               what="a config.json").get("model_type")
         if model_type != "qwen3":  # checked before transformers sees it: never trust_remote_code
             raise CheckpointError(f"{folder} is not a Qwen3 causal LM (config model_type {model_type!r})")
+        for weights in sorted(folder.glob("*.safetensors")):
+            check_safetensors_file(weights)  # a download cut short is named, not a bare SafetensorError
         from transformers.utils import logging as tlogging
 
         verbosity = tlogging.get_verbosity()
