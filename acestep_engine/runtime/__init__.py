@@ -1,6 +1,8 @@
-"""Where and how fast the engine runs: the device and dtype (`hardware`), parking weights on disk
-(`parking`), compiling the DiT (`compiling`), the fast paths applied to diffusers' modules at load
-(`fast_paths`), the cross-attention K/V memo (`kv_cache`) and quiet loading (`quiet`).
+"""Where and how fast the engine runs: the device and dtype (`hardware`), the attention path a device
+and dtype need (`attention`), parking weights on disk (`parking`), reading weights out of their files
+(`weight_files`), compiling the DiT (`compiling`), the fast paths applied to diffusers' modules at load
+(`fast_paths`), packed linear layers for the LM's decode (`packed_linear`), the cross-attention K/V memo
+(`kv_cache`), freed heap handed back (`heap`) and quiet loading (`quiet`).
 
 Mechanisms over any torch module: nothing here knows a checkpoint, a task or a take.
 """
