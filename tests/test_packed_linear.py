@@ -149,3 +149,32 @@ def test_the_planner_decodes_packed_and_writes_the_codes_of_the_stock_kernels(pl
     planner.bring_back()
     for name, param in planner.model.named_parameters():
         assert torch.equal(param, weights[name]), name
+
+
+def test_a_machine_where_packing_fails_keeps_the_stock_layers_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(packed_linear, "_broken", [])
+    model = _block(torch.float32)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    def refuse(weight, rows):
+        raise RuntimeError("no reorder for this weight here")
+
+    monkeypatch.setattr(packed_linear, "pack", refuse)
+    ids = torch.randint(0, 40, (2, 3))
+    with torch.no_grad():
+        stock = model(ids)
+        with caplog.at_level("WARNING"), packed_linears(model, rows=2) as packing:
+            assert packing.layers == [] and not packable(torch.float32, "cpu")
+            torch.testing.assert_close(model(ids), stock)
+            head = model.head.weight
+            torch.testing.assert_close(packing.matmul(torch.ones(1, 24), head), torch.ones(1, 24) @ head.T)
+    assert "no reorder for this weight here" in caplog.text
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name
+
+
+def test_packing_is_only_for_the_x86_64_cpus_it_was_measured_on(monkeypatch):
+    monkeypatch.setattr(packed_linear.platform, "machine", lambda: "arm64")
+    assert not packable(torch.float32, "cpu")
+    with packed_linears(_block(torch.float32)) as packing:
+        assert packing.layers == []

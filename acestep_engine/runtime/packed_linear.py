@@ -20,6 +20,8 @@ embeddings) stay dense. With `enabled=False`, or where `packable` says no, nothi
 
 from __future__ import annotations
 
+import logging
+import platform
 from contextlib import contextmanager
 
 import torch
@@ -28,17 +30,29 @@ from torch import nn
 from .hardware import cpu_has_native_bf16
 from .heap import give_back_free_memory
 
+log = logging.getLogger(__name__)
+
 MAX_PACKED_ROWS = 16  # beyond this many rows (a long forced run, a prompt) `matmul` multiplies the dense weight
 
 
 def packable(dtype: torch.dtype, device: torch.device | str) -> bool:
-    """Whether oneDNN's packed kernels serve `dtype` on `device`: fp32 on any x86/ARM CPU oneDNN
-    supports, bf16 only where the CPU multiplies bf16 natively (elsewhere oneDNN emulates it slowly)."""
-    if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available():
+    """Whether oneDNN's packed kernels serve `dtype` on `device`: fp32 on x86-64 CPUs (where they were
+    measured; elsewhere the stock kernels run), bf16 only where the CPU multiplies bf16 natively
+    (elsewhere oneDNN emulates it slowly)."""
+    if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available() \
+            or platform.machine().lower() not in ("x86_64", "amd64") or _broken:
         return False
     if dtype == torch.float32:
         return True
     return dtype == torch.bfloat16 and cpu_has_native_bf16()
+
+
+_broken: list[str] = []  # why packing failed on this machine, once it has: then nothing is packed again
+
+
+def _give_up(exc: Exception) -> None:
+    _broken.append(f"{type(exc).__name__}: {exc}")
+    log.warning("oneDNN packed linear layers failed here (%s); the stock kernels run instead", _broken[0])
 
 
 def pack(weight: torch.Tensor, rows: int) -> torch.Tensor:
@@ -70,7 +84,11 @@ class Packing:
         key = (weight.data_ptr(), tuple(weight.shape), tuple(weight.stride()), weight.dtype)
         packed = self._extra.get(key)
         if packed is None:
-            packed = self._extra[key] = pack(weight.contiguous(), self.rows)
+            try:
+                packed = self._extra[key] = pack(weight.contiguous(), self.rows)
+            except RuntimeError as exc:
+                _give_up(exc)
+                return x @ weight.T
         return packed_product(x, packed)
 
     def release(self) -> None:
@@ -111,7 +129,11 @@ def packed_linears(root: nn.Module, rows: int = 1, enabled: bool = True):
                         or "forward" in vars(layer) or weight.numel() == 0 \
                         or not packable(weight.dtype, weight.device):
                     continue
-                packed = pack(weight, rows)
+                try:
+                    packed = pack(weight, rows)
+                except RuntimeError as exc:  # a oneDNN build that cannot reorder this weight: stay stock
+                    _give_up(exc)
+                    break
                 trim.freed(weight.numel() * weight.element_size())
                 weight.data = torch.empty(0, dtype=weight.dtype, device=weight.device)
                 swapped.append((layer, packed))
