@@ -116,14 +116,19 @@ def draw_row(scores, generator, options: SamplingOptions, dense: bool = False) -
     return pick if candidates is None else candidates[pick]
 
 
+# From about this many tokens a partial sort (topk) costs more than the mass histogram of a whole
+# 150,000-token row (2-core EPYC: topk of 2,048 1.2 ms, of 44,740 6 ms; the histogram 1.25 ms).
+FLAT_FROM = 2048
+
+
 def nucleus(scores: torch.Tensor, top_k: int | None, top_p: float | None,
             first: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores, indices) of the tokens top-k then top-p keep: the smallest set of the best tokens
     whose probability reaches `top_p` (the likeliest always stays), within the `top_k` best.
 
     Looks at the `first` best tokens and widens that until the kept set ends inside them (a peaked
-    row: a partial sort of a few dozen tokens); a flat row, where most tokens stay, is cut by a
-    mass histogram instead of a sort (`_flat_cut`). Exact either way; the order is the scores' own
+    row: a partial sort of a few dozen tokens); a row where more than FLAT_FROM tokens (or a quarter
+    of them) may stay is cut by a mass histogram instead of a sort (`_flat_cut`). Exact either way; the order is the scores' own
     for a peaked row, the vocabulary's for a flat one."""
     limit = scores.numel() if not top_k else min(top_k, scores.numel())
     if top_p is None:
@@ -139,7 +144,7 @@ def nucleus(scores: torch.Tensor, top_k: int | None, top_p: float | None,
             return values[:kept], order[:kept]
         # Each token left weighs at most the last one: at least this many more are needed.
         short = (top_p - float(probs.sum())) / max(float(probs[-1]), 1e-30)
-        if count + short > limit / 4:
+        if count + short > min(limit / 4, FLAT_FROM):
             if top_k:
                 values, order = torch.topk(scores, limit)
                 cut = _flat_cut(values, total, top_p)
