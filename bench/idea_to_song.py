@@ -154,9 +154,18 @@ def main() -> None:
     from acestep_engine import Blueprint, Engine, TakeStore, Text2Music
     from acestep_engine.lm import Planner
     from acestep_engine.models import REAL_SIZE_DIT
+    from acestep_engine.runtime.heap import give_back_free_memory
 
     write_real_size(args.cache)
     write_lm(args.cache)
+    from acestep_engine.models.loader import resolve_device
+
+    # The machine, in this run and the engine's dtype; measured before loading, so that the buffers
+    # of these measurements (a GB each) are not part of the peaks below.
+    dtype = resolve_device("cpu", args.dtype)[1]
+    rate = best(lambda: matmul_roofline(dtype=dtype)) * 1e9
+    bandwidth = best(copy_bandwidth)
+    give_back_free_memory()
     rss_empty = _rss()  # torch, transformers, diffusers and Python, before any model
     start = time.perf_counter()
     engine = Engine.from_pretrained(args.cache, device="cpu", dtype=args.dtype)
@@ -167,10 +176,6 @@ def main() -> None:
     resident = weight_bytes(models.transformer, models.condition_encoder, models.audio_tokenizer,
                             models.detokenizer, models.vae, models.text_encoder, planner.model)
     rss_loaded, peak_loaded = _rss(), _peak()
-
-    # The machine, in this run and this dtype.
-    rate = best(lambda: matmul_roofline(dtype=engine.dtype)) * 1e9
-    bandwidth = best(copy_bandwidth)
 
     steps = {}
 
