@@ -178,3 +178,21 @@ def test_packing_is_only_for_the_x86_64_cpus_it_was_measured_on(monkeypatch):
     assert not packable(torch.float32, "cpu")
     with packed_linears(_block(torch.float32)) as packing:
         assert packing.layers == []
+
+
+def test_a_planner_that_parks_its_lm_between_calls_decodes_packed_and_parks_again(tiny_dir, turbo, monkeypatch):
+    from acestep_engine.lm import Planner
+    from acestep_engine.models import LM_FOLDER, write_lm
+    from acestep_engine.runtime import parking
+
+    if not (tiny_dir / LM_FOLDER / "model.safetensors").is_file():
+        write_lm(tiny_dir / LM_FOLDER)
+    planner = Planner.from_pretrained(LM_FOLDER, checkpoints_dir=tiny_dir, device="cpu", offload=True)
+    blueprint = Blueprint(caption="slow piano", bpm=70, keyscale="D minor", timesignature=3, duration=10)
+    packed_calls = []
+    real = packed_linear.packed_product
+    monkeypatch.setattr(packed_linear, "packed_product", lambda *a: packed_calls.append(1) or real(*a))
+    fast = planner.codes(blueprint, seed=3)
+    assert packed_calls and parking.is_parked(planner.model)  # packed while it ran, parked after
+    monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
+    assert planner.codes(blueprint, seed=3) == fast and parking.is_parked(planner.model)
