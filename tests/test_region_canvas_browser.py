@@ -9,26 +9,8 @@ import shutil
 
 import pytest
 
+from widget_page import write_widget_page
 from workbench.painter import _JS
-
-PAGE = """<!doctype html><html><body style="margin:0">
-<div id="el" style="width:800px"></div>
-<script type="module">
-import widget from "./region_canvas.js";
-const state = {image: "%s", duration: 10, plot_left: 0.1, plot_right: 0.9, regions: [[7, 8]]};
-const handlers = {};
-window.saved = 0;
-const model = {
-  get: (k) => state[k],
-  set: (k, v) => { state[k] = v; (handlers["change:" + k] || []).forEach((f) => f()); },
-  on: (event, f) => { (handlers[event] = handlers[event] || []).push(f); },
-  save_changes: () => { window.saved += 1; },
-};
-window.state = state;
-widget.render({model, el: document.getElementById("el")});
-window.ready = true;
-</script></body></html>"""
-
 
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory, serve_folder):
@@ -40,7 +22,8 @@ def page_url(tmp_path_factory, serve_folder):
     png = folder / "spec.png"
     Image.fromarray((np.random.default_rng(0).random((200, 800, 3)) * 255).astype("uint8")).save(png)
     data = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-    (folder / "index.html").write_text(PAGE % data)
+    write_widget_page(folder / "index.html", "region_canvas.js",
+                      {"image": data, "duration": 10, "plot_left": 0.1, "plot_right": 0.9, "regions": [[7, 8]]})
     return serve_folder(folder) + "/index.html"
 
 

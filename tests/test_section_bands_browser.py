@@ -7,8 +7,6 @@ painted region; in the player it plays that section, names it as the one playing
 The painter's page is saved as test-output/section-bands.png.
 """
 
-import base64
-import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +17,7 @@ import pytest
 from acestep_engine import Blueprint
 from acestep_engine.generation.sections import timed_sections
 from acestep_engine.takes import wav_bytes
+from widget_page import write_widget_page
 from workbench.painter import _JS as REGION_JS
 from workbench.painter import _make_region_canvas_class
 from workbench.sections import section_bands
@@ -29,28 +28,6 @@ LYRICS = "[verse]\none line\nanother line\n\n[chorus]\nla la la\nsing it\n\n[bri
 BP = Blueprint(lyrics=LYRICS, bpm=120, timesignature=4, duration=10)
 SECONDS = 10.0
 SECTIONS = timed_sections(BP, [2.0, 3.0, 4.6, 5.5, 7.4], [2.9, 4.1, 5.4, 6.8, 8.3], SECONDS)  # intro .. bridge
-
-PAGE = """<!doctype html><html><body style="margin:0;background:white">
-<div id="el" style="width:800px"></div>
-<script type="module">
-import widget from "./%(js)s";
-const bytes = (b64) => { const raw = atob(b64); const a = new Uint8Array(raw.length);
-  for (let i = 0; i < raw.length; i++) a[i] = raw.charCodeAt(i); return new DataView(a.buffer); };
-const state = %(state)s;
-for (const [key, b64] of Object.entries(%(audio)s)) state[key] = bytes(b64);
-const handlers = {};
-window.saved = 0;
-const model = {
-  get: (k) => state[k],
-  set: (k, v) => { const old = state[k]; state[k] = v; if (old !== v) (handlers["change:" + k] || []).forEach((f) => f()); },
-  on: (event, f) => { (handlers[event] = handlers[event] || []).push(f); },
-  save_changes: () => { window.saved += 1; },
-};
-window.state = state;
-widget.render({model, el: document.getElementById("el")});
-window.ready = true;
-</script></body></html>"""
-
 
 def sweep(rate: int = 8000) -> np.ndarray:
     """Ten seconds of a rising tone over noise: a spectrogram with something to see."""
@@ -69,17 +46,15 @@ def pages(tmp_path_factory, serve_folder):
     canvas.set_take(take, SECTIONS)  # the traits the painter's widget syncs to the browser
     painter_state = {name: getattr(canvas, name) for name in ("image", "duration", "plot_left", "plot_right",
                                                                "plot_bottom", "plot_top", "regions", "sections")}
-    (folder / "painter.html").write_text(PAGE % {"js": "region_canvas.js", "state": json.dumps(painter_state),
-                                                 "audio": "{}"})
+    write_widget_page(folder / "painter.html", "region_canvas.js", painter_state)
     player_state = {"mime": "audio/wav", "image_a": canvas.image, "image_b": "", "label_a": "A: sweep",
                     "label_b": "", "duration_a": SECONDS, "duration_b": 1.0, "plot_left": canvas.plot_left,
                     "plot_right": canvas.plot_right, "plot_bottom": canvas.plot_bottom, "plot_top": canvas.plot_top,
                     "position": 0.0, "playing": False, "current": "a",
                     "lines_a": [], "lines_b": [], "sections_a": section_bands(SECTIONS), "sections_b": [],
                     "stop_at": -1.0}
-    audio = {"audio_a": base64.b64encode(wav_bytes(sweep(), 8000)).decode(), "audio_b": ""}
-    (folder / "player.html").write_text(PAGE % {"js": "synced_player.js", "state": json.dumps(player_state),
-                                                "audio": json.dumps(audio)})
+    write_widget_page(folder / "player.html", "synced_player.js", player_state,
+                      audio={"audio_a": wav_bytes(sweep(), 8000), "audio_b": b""})
     return serve_folder(folder), canvas
 
 

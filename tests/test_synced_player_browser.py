@@ -12,32 +12,8 @@ import numpy as np
 import pytest
 
 from acestep_engine.takes import wav_bytes
+from widget_page import write_widget_page
 from workbench.synced_player import _JS
-
-PAGE = """<!doctype html><html><body style="margin:0">
-<div id="el" style="width:800px"></div>
-<script type="module">
-import widget from "./synced_player.js";
-const bytes = (b64) => { const raw = atob(b64); const a = new Uint8Array(raw.length);
-  for (let i = 0; i < raw.length; i++) a[i] = raw.charCodeAt(i); return new DataView(a.buffer); };
-const state = {audio_a: bytes("%(a)s"), audio_b: bytes("%(b)s"), mime: "audio/wav",
-  image_a: "%(png)s", image_b: "%(png)s", label_a: "A: first", label_b: "B: second",
-  duration_a: 10, duration_b: 10, plot_left: 0.1, plot_right: 0.9, position: 0, playing: false, current: "a",
-  lines_a: [[0.0, "one"], [0.6, "two"], [6.0, "three"]], lines_b: [[0.0, "b one"], [5.0, "b two"]]};
-const handlers = {};
-window.saved = 0;
-const model = {
-  get: (k) => state[k],
-  set: (k, v) => { const old = state[k]; state[k] = v; if (old !== v) (handlers["change:" + k] || []).forEach((f) => f()); },
-  on: (event, f) => { (handlers[event] = handlers[event] || []).push(f); },
-  save_changes: () => { window.saved += 1; },
-};
-window.state = state;
-window.model = model;
-widget.render({model, el: document.getElementById("el")});
-window.ready = true;
-</script></body></html>"""
-
 
 @pytest.fixture(scope="module")
 def page_url(tmp_path_factory, serve_folder):
@@ -50,10 +26,13 @@ def page_url(tmp_path_factory, serve_folder):
     tone = lambda f: np.stack([0.2 * np.sin(2 * np.pi * f * t)] * 2).astype(np.float32)  # noqa: E731
     png = folder / "spec.png"
     Image.fromarray((np.random.default_rng(0).random((120, 800, 3)) * 255).astype("uint8")).save(png)
-    (folder / "index.html").write_text(PAGE % {
-        "a": base64.b64encode(wav_bytes(tone(440), rate)).decode(),
-        "b": base64.b64encode(wav_bytes(tone(660), rate)).decode(),
-        "png": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()})
+    image = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    state = {"mime": "audio/wav", "image_a": image, "image_b": image, "label_a": "A: first", "label_b": "B: second",
+             "duration_a": 10, "duration_b": 10, "plot_left": 0.1, "plot_right": 0.9, "position": 0,
+             "playing": False, "current": "a", "lines_a": [[0.0, "one"], [0.6, "two"], [6.0, "three"]],
+             "lines_b": [[0.0, "b one"], [5.0, "b two"]]}
+    write_widget_page(folder / "index.html", "synced_player.js", state,
+                      audio={"audio_a": wav_bytes(tone(440), rate), "audio_b": wav_bytes(tone(660), rate)})
     return serve_folder(folder) + "/index.html"
 
 
