@@ -117,10 +117,8 @@ class Planner:
         """
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
-        from ..json_files import read_json
-        from ..models.config_checks import MAX_CONFIG_BYTES, check_safetensors_file
-        from ..models.loader import resolve_device, transformers_attention
-        from ..runtime import parking, weight_files
+        from ..models.config_checks import check_lm_folder
+        from ..models.loader import own_saved_weights, resolve_device, transformers_attention
         from ..runtime.heap import give_back_free_memory
 
         folder = cls._resolve_folder(path_or_name, checkpoints_dir, allow_download)
@@ -128,12 +126,7 @@ class Planner:
         if isinstance(dtype, str):
             dtype = resolve_device(device, dtype)[1]
         dtype = dtype or default_lm_dtype(device)
-        model_type = read_json(folder / "config.json", CheckpointError, max_bytes=MAX_CONFIG_BYTES,
-                               what="a config.json").get("model_type")
-        if model_type != "qwen3":  # checked before transformers sees it: never trust_remote_code
-            raise CheckpointError(f"{folder} is not a Qwen3 causal LM (config model_type {model_type!r})")
-        for weights in sorted(folder.glob("*.safetensors")):
-            check_safetensors_file(weights)  # a download cut short is named, not a bare SafetensorError
+        check_lm_folder(folder)  # model type (never trust_remote_code), config size, whole weights files
         from transformers.utils import logging as tlogging
 
         verbosity = tlogging.get_verbosity()
@@ -142,9 +135,8 @@ class Planner:
         try:
             model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
                                                      attn_implementation=transformers_attention(device, dtype)).to(device)
-            if device.type == "cpu":  # out of the file's mapping, where transformers leaves it (runtime.weight_files)
-                files = sorted(Path(folder).glob("*.safetensors"))
-                weight_files.own_weights(model, parking.same_keys(model, files, prefix="model."))
+            if device.type == "cpu":
+                own_saved_weights(model, folder)
                 give_back_free_memory()
             tokenizer = AutoTokenizer.from_pretrained(folder)
         finally:

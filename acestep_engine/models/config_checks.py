@@ -380,6 +380,18 @@ def check_shared_folders(checkpoints_dir) -> None:
     _check_folder(root / TEXT_ENCODER_DIR, check_text_encoder_config)
 
 
+def check_lm_folder(lm_dir) -> None:
+    """A 5 Hz LM folder: a Qwen3 config.json (checked before transformers sees it, which never runs
+    code shipped with it) and whole safetensors files."""
+    folder = Path(lm_dir)
+
+    def qwen3(cfg, path):
+        if cfg.get("model_type") != "qwen3":
+            raise CheckpointError(f"{folder} is not a Qwen3 causal LM (config model_type {cfg.get('model_type')!r})")
+
+    _check_folder(folder, qwen3)
+
+
 def check_diffusers_repo(repo_dir) -> None:
     """A diffusers-format repository: every component's config sizes and safetensors files."""
     root = Path(repo_dir)

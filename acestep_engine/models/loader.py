@@ -311,10 +311,16 @@ def load_text_encoder(text_dir: Path, device, dtype):
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"the text encoder in {text_dir} could not be loaded: {exc}") from exc
     model = model.to(device).eval().requires_grad_(False)
-    if torch.device(device).type == "cpu":  # transformers leaves the weights in the file's mapping (runtime.weight_files)
-        files = sorted(text_dir.glob("*.safetensors"))
-        weight_files.own_weights(model, parking.same_keys(model, files, prefix="model."))
+    if torch.device(device).type == "cpu":
+        own_saved_weights(model, text_dir)
     return model, tokenizer
+
+
+def own_saved_weights(model, folder: Path) -> None:
+    """Copy a transformers model's weights out of its folder's safetensors files, where
+    `from_pretrained` leaves them mapped (see `runtime.weight_files`)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    weight_files.own_weights(model, parking.same_keys(model, files, prefix="model."))
 
 
 def load_official(checkpoints_dir: Path, dit: str, device, dtype) -> LoadedModels:
