@@ -128,8 +128,8 @@ def nucleus(scores: torch.Tensor, top_k: int | None, top_p: float | None,
 
     Looks at the `first` best tokens and widens that until the kept set ends inside them (a peaked
     row: a partial sort of a few dozen tokens); a row where more than FLAT_FROM tokens (or a quarter
-    of them) may stay is cut by a mass histogram instead of a sort (`_flat_cut`). Exact either way; the order is the scores' own
-    for a peaked row, the vocabulary's for a flat one."""
+    of them) may stay is cut by a mass histogram instead of a sort (`_flat_cut`). Exact either way;
+    the order is the scores' own for a peaked row, the vocabulary's for a flat one."""
     limit = scores.numel() if not top_k else min(top_k, scores.numel())
     if top_p is None:
         return torch.topk(scores, limit)
