@@ -101,7 +101,8 @@ def write_real_size(root: Path) -> Path:
     return root
 
 
-def _rss() -> int:
+def resident_bytes() -> int:
+    """This process's resident set now, in bytes."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
 
@@ -121,11 +122,11 @@ def run_case(root: Path, dtype: str, seconds: float, out: Path, compile_dit: boo
     first = None
     if repeat:  # the first generation compiles, or parks what its memory plan parks
         first, = engine.generate(bp, seeds=1, steps=8)
-    peak, done = [_rss()], threading.Event()
+    peak, done = [resident_bytes()], threading.Event()
 
     def sample():
         while not done.is_set():
-            peak[0] = max(peak[0], _rss())
+            peak[0] = max(peak[0], resident_bytes())
             time.sleep(0.01)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "real_vocabulary"))
 
-from end_to_end import write_real_size  # noqa: E402
+from end_to_end import resident_bytes, write_real_size  # noqa: E402
 from engine import dit_flops, matmul_roofline  # noqa: E402
 from planner import LM_0_6B, copy_bandwidth  # noqa: E402
 
@@ -79,8 +79,7 @@ def best(measure, times: int = 3) -> float:
 
 
 def _rss() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / GB
+    return resident_bytes() / GB
 
 
 def _peak() -> float:
@@ -88,15 +87,10 @@ def _peak() -> float:
 
 
 def weight_bytes(*modules) -> int:
-    seen, total = set(), 0
-    for module in modules:
-        if module is None:
-            continue
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                total += tensor.numel() * tensor.element_size()
-    return total
+    """The modules' parameters and buffers, as the engine's memory plans count them (parked ones included)."""
+    from acestep_engine.generation.memory import module_bytes
+
+    return sum(module_bytes(module) for module in modules)
 
 
 class _StopAtDiT(Exception):
