@@ -130,13 +130,20 @@ def test_bf16_is_packed_only_where_the_cpu_multiplies_it_natively(monkeypatch):
     assert packable(torch.bfloat16, "cpu")
 
 
+@pytest.fixture
+def packed_calls(monkeypatch):
+    """One entry per product through a packed weight."""
+    calls = []
+    real = packed_linear.packed_product
+    monkeypatch.setattr(packed_linear, "packed_product", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_the_planner_decodes_packed_and_writes_the_codes_of_the_stock_kernels(planner, monkeypatch, guidance):
+def test_the_planner_decodes_packed_and_writes_the_codes_of_the_stock_kernels(planner, monkeypatch, guidance,
+                                                                             packed_calls):
     blueprint = Blueprint(caption="warm lo-fi piano", lyrics="[verse]\nrain on the window", bpm=90,
                           keyscale="C major", timesignature=4, duration=12, language="en")
-    packed_calls = []
-    real = packed_linear.packed_product
-    monkeypatch.setattr(packed_linear, "packed_product", lambda *a: packed_calls.append(1) or real(*a))
     planner.bring_back()  # an earlier test's memory plan may have parked it
     weights = {name: p.detach().clone() for name, p in planner.model.named_parameters()}
     fast = planner.codes(blueprint, seed=7, guidance=guidance)
@@ -180,7 +187,8 @@ def test_packing_is_only_for_the_x86_64_cpus_it_was_measured_on(monkeypatch):
         assert packing.layers == []
 
 
-def test_a_planner_that_parks_its_lm_between_calls_decodes_packed_and_parks_again(tiny_dir, turbo, monkeypatch):
+def test_a_planner_that_parks_its_lm_between_calls_decodes_packed_and_parks_again(tiny_dir, turbo, monkeypatch,
+                                                                                  packed_calls):
     from acestep_engine.lm import Planner
     from acestep_engine.models import LM_FOLDER, write_lm
     from acestep_engine.runtime import parking
@@ -189,9 +197,6 @@ def test_a_planner_that_parks_its_lm_between_calls_decodes_packed_and_parks_agai
         write_lm(tiny_dir / LM_FOLDER)
     planner = Planner.from_pretrained(LM_FOLDER, checkpoints_dir=tiny_dir, device="cpu", offload=True)
     blueprint = Blueprint(caption="slow piano", bpm=70, keyscale="D minor", timesignature=3, duration=10)
-    packed_calls = []
-    real = packed_linear.packed_product
-    monkeypatch.setattr(packed_linear, "packed_product", lambda *a: packed_calls.append(1) or real(*a))
     fast = planner.codes(blueprint, seed=3)
     assert packed_calls and parking.is_parked(planner.model)  # packed while it ran, parked after
     monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
