@@ -1,6 +1,7 @@
 """The LM's one-token bf16 decode attention (`acestep_engine.lm.decode_attention`): the steps SDPA
-would run with GQA in its slow CPU kernel get an all-true mask (the folded-query road transformers
-takes for padded batches); every other call is transformers' SDPA function as it is."""
+would run with GQA in its slow CPU kernel fold the query heads and attend without a mask, bit for
+bit what transformers' folded road for padded batches gives with an all-true mask; every other call
+is transformers' SDPA function as it is."""
 
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ def _inputs(queries=1, dtype=torch.bfloat16, rows=3, keys=37):
             torch.randn(rows, 2, keys, 16).to(dtype))
 
 
-def test_an_unmasked_one_token_bf16_step_attends_as_a_padded_batch_does():
+@pytest.mark.parametrize("keys,cache_view", [(37, False), (37, True), (600, True)])
+def test_an_unmasked_one_token_bf16_step_attends_as_a_padded_batch_does(keys, cache_view):
     attn = _attention()
-    query, key, value = _inputs()
-    everything = torch.ones(3, 1, 1, 37, dtype=torch.bool)
+    query, key, value = _inputs(keys=keys)
+    if cache_view:  # as the growing KV cache hands them out: views of buffers with spare room
+        key = torch.cat([key, torch.randn(3, 2, 50, 16).to(key.dtype)], dim=2)[:, :, :keys]
+        value = torch.cat([value, torch.randn(3, 2, 50, 16).to(value.dtype)], dim=2)[:, :, :keys]
+    everything = torch.ones(3, 1, 1, keys, dtype=torch.bool)
     with torch.no_grad():
         ours, _ = module._one_token_attention(attn, query, key, value, None, scaling=0.25)
         folded, _ = sdpa_attention_forward(attn, query, key, value, everything, scaling=0.25)

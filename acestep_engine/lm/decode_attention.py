@@ -6,8 +6,10 @@ key/value heads: with a padding mask it folds each group's query heads into the 
 GQA itself (`enable_gqa`), and torch's CPU flash kernel does that in bf16 at a tenth of the speed:
 1.7 ms per layer against 0.35 ms for the folded query (two rows, 450 cached tokens, 16 query and
 8 key/value heads, the 2-core EPYC here), 48 of a 0.6B LM's decode step's milliseconds. This
-function hands those steps an all-true mask, so they take the folded road too; every other call
-goes to transformers' SDPA function as it is, with SDPA's masks.
+function folds the query of those steps too and calls SDPA without a mask: a group's folded rows
+are one token's heads, so nothing is masked, and SDPA without a mask is bit-identical to transformers'
+folded call with an all-true one, at 0.25 ms instead of 0.37. Every other call goes to
+transformers' SDPA function as it is, with SDPA's masks.
 
     with decode_attention(model):        # while the block lasts
         model(input_ids=..., ...)
@@ -25,9 +27,15 @@ NAME = "acestep_decode"
 def _one_token_attention(module, query, key, value, attention_mask, *args, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if attention_mask is None and query.shape[2] == 1 and query.dtype == torch.bfloat16 \
-            and query.device.type == "cpu" and query.shape[1] != key.shape[1]:
-        attention_mask = torch.ones(query.shape[0], 1, 1, key.shape[2], dtype=torch.bool, device=query.device)
+    if attention_mask is None and not args and query.shape[2] == 1 and query.dtype == torch.bfloat16 \
+            and query.device.type == "cpu" and query.shape[1] != key.shape[1] \
+            and query.shape[1] % key.shape[1] == 0 and not kwargs.get("dropout") \
+            and kwargs.get("position_bias") is None and kwargs.get("softcap") is None \
+            and not kwargs.get("output_attentions"):
+        batch, heads, _, dim = query.shape
+        folded = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)
+        out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, scale=kwargs.get("scaling"))
+        return out.reshape(batch, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
 
 
