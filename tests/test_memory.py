@@ -127,10 +127,13 @@ def test_parked_generation_equals_resident_and_frees_the_weights(tiny_dir, turbo
     again, = engine.generate(bp, seeds=11)  # restored from the files for the next request
     assert (again.latents == take.latents).all()
 
-    # Anything that calls a parked module outside the pipeline gets it restored first.
+    # Anything that calls a parked module outside the pipeline gets it restored first, also from
+    # inside inference_mode (the planner's loop), with weights that are not inference tensors.
     ids = torch.tensor([[1, 2, 3]])
-    out = engine.models.text_encoder(input_ids=ids).last_hidden_state
+    with torch.inference_mode():
+        out = engine.models.text_encoder(input_ids=ids).last_hidden_state
     assert not parking.is_parked(engine.models.text_encoder)
+    assert not any(p.is_inference() for p in engine.models.text_encoder.parameters())
     assert torch.equal(out, turbo.models.text_encoder(input_ids=ids).last_hidden_state)
 
     engine.memory_budget = None  # a roomy plan keeps everything resident again

@@ -148,6 +148,8 @@ def test_the_planner_decodes_packed_and_writes_the_codes_of_the_stock_kernels(pl
     weights = {name: p.detach().clone() for name, p in planner.model.named_parameters()}
     fast = planner.codes(blueprint, seed=7, guidance=guidance)
     assert packed_calls, "the planner did not decode through the packed layers"
+    # The loop ran in inference_mode; the weights it put back are weights (LoRA training needs them so).
+    assert not any(p.is_inference() for p in planner.model.parameters())
     monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
     packed_calls.clear()
     stock = planner.codes(blueprint, seed=7, guidance=guidance)

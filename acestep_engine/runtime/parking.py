@@ -123,7 +123,8 @@ def restore(module) -> bool:
                 raise RuntimeError(f"{path} changed while {key} was parked: shape {tuple(tensor.shape)}, "
                                    f"expected {shape}")
 
-        copy_into([(param, path, key) for param, path, key, _ in state.sources], state.dtype, check=unchanged)
+        with torch.inference_mode(False):  # weights, not inference tensors, whoever restores them
+            copy_into([(param, path, key) for param, path, key, _ in state.sources], state.dtype, check=unchanged)
         state.parked = False
         return True
 
