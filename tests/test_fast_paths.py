@@ -41,6 +41,26 @@ def test_prepared_vae_decodes_and_encodes_like_the_stock_one(tiny_dir, layout):
     torch.testing.assert_close(vae_codec.encode(fast, audio), want_z, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["1d", "2d"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lean_residual_units_give_the_same_bits_as_diffusers_forward(tiny_dir, layout, dtype):
+    import copy
+
+    from diffusers.models.autoencoders.autoencoder_oobleck import OobleckResidualUnit
+
+    lean = fast_paths.prepare_vae(_stock_vae(tiny_dir, dtype), enabled=True, layout=layout)
+    units = [m for m in lean.modules() if isinstance(m, OobleckResidualUnit)]
+    assert units and all(type(m) is not OobleckResidualUnit for m in units)
+    stock = copy.deepcopy(lean)
+    for module in stock.modules():
+        if isinstance(module, OobleckResidualUnit):
+            module.__class__ = OobleckResidualUnit
+    latents = torch.randn(40, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
+    assert np.array_equal(vae_codec.decode(lean, latents, chunk=16), vae_codec.decode(stock, latents, chunk=16))
+    audio = torch.from_numpy(vae_codec.decode(stock, latents, chunk=None))
+    assert torch.equal(vae_codec.encode(lean, audio), vae_codec.encode(stock, audio))
+
+
 def test_prepared_vae_saves_a_checkpoint_the_stock_class_loads(tiny_dir, tmp_path):
     from diffusers import AutoencoderOobleck
 
