@@ -76,6 +76,10 @@ def test_fast_paths_switch_off(tiny_dir, monkeypatch):
     monkeypatch.setenv(fast_paths.ENV_FAST_PATHS, "0")
     stock = fast_paths.prepare_vae(_stock_vae(tiny_dir))
     assert fast_paths.vae_layout(stock) == "1d" and any(hasattr(m, "weight_g") for m in stock.modules())
+    from diffusers.models.autoencoders.autoencoder_oobleck import OobleckResidualUnit
+
+    units = [m for m in stock.modules() if isinstance(m, OobleckResidualUnit)]
+    assert units and all(type(m) is OobleckResidualUnit for m in units)  # diffusers' own forward
 
 
 def test_snake_kernel_falls_back_to_eager_when_compile_fails(monkeypatch):
