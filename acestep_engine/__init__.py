@@ -3,6 +3,7 @@
 No widget imports here: the workbench panels are views over these objects.
 """
 
+from . import runtime  # noqa: F401  (first: it asks torch for huge pages before any tensor exists)
 from .blueprint import Blueprint
 from .engine import Engine
 from .errors import (AceStepError, BlueprintError, CheckpointError, GenerationCancelled, GenerationError, LoRAError,
