@@ -112,6 +112,7 @@ def run_case(root: Path, dtype: str, seconds: float, out: Path, compile_dit: boo
     """In a child process: load, generate once (twice with `repeat`: the second is reported, the
     first pays the compile time), report (latents saved to `out`)."""
     from acestep_engine import Blueprint, Engine
+    from acestep_engine.runtime import huge_pages_active
 
     started = time.perf_counter()
     kwargs = {"compile": True} if compile_dit else {}
@@ -153,6 +154,7 @@ def run_case(root: Path, dtype: str, seconds: float, out: Path, compile_dit: boo
             "vae_s_per_audio_s": t["decode_s"] / seconds, "total_s": t["total_s"],
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
             "peak_rss_generate_gb": peak[0] / 1e9, "memory_tier": engine.last_memory_plan.tier,
+            "huge_pages": huge_pages_active(),
             "first_total_s": first.timings["total_s"] if first is not None else None,
             "rate_gflops": rate / 1e9, "dit_share": dit_share, "vae_share": vae_share, "weights_gb": weights,
             "compile_s": first.timings.get("compile_s") if first is not None else None}
@@ -205,6 +207,7 @@ def main() -> None:
         extra = f"{row['peak_rss_gb'] - row['weights_gb']:+.2f}" if row["weights_gb"] else "-"
         name = row["dtype"] + (" (auto)" if row["dtype_choice"].startswith("auto") else "") \
             + (" compiled" if row["compile"] else "") + (f" budget {row['budget']}" if row["budget"] else "") \
+            + ("" if row["huge_pages"] else " 4 KB pages") \
             + (f" (first run {row['first_total_s']:.1f} s, compiling {row['compile_s'] or 0:.1f} s)"
                if row["first_total_s"] else "")
         print(f"| {name} | {row['load_s']:.1f} | {row['encode_s']:.2f} | {row['dit_s_per_step']:.2f} | "

@@ -176,7 +176,8 @@ def bench_vae(dtype_name: str, long: bool) -> list[dict]:
         cases.append((600, "fast-tiled"))
     for seconds, mode in cases:
         cmd = [sys.executable, __file__, "--vae-case", str(seconds), mode, dtype_name]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        env = {**os.environ, "ACESTEP_FAST_PATHS": "0"} if mode.startswith("stock") else None  # 4 KB pages too
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows
 
@@ -196,11 +197,12 @@ def main() -> None:
     if args.vae_case:
         print(json.dumps(vae_case(float(args.vae_case[0]), args.vae_case[1], args.vae_case[2])))
         return
-    from acestep_engine.runtime import resolve_dtype
+    from acestep_engine.runtime import huge_pages_active, resolve_dtype
 
     dtype, how = resolve_dtype("cpu", args.dtype)
     name = str(dtype).replace("torch.", "")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {name} ({how}), "
+          f"{'huge' if huge_pages_active() else '4 KB'} pages for large buffers (the stock rows: 4 KB), "
           f"load average {os.getloadavg()[0]:.1f}")
     roofline = matmul_roofline(dtype=dtype)
     fp32 = matmul_roofline() if dtype != torch.float32 else roofline

@@ -148,6 +148,7 @@ def main() -> None:
     from acestep_engine import Blueprint, Engine, TakeStore, Text2Music
     from acestep_engine.lm import Planner
     from acestep_engine.models import REAL_SIZE_DIT
+    from acestep_engine.runtime import huge_pages_active
     from acestep_engine.runtime.heap import give_back_free_memory
 
     write_real_size(args.cache)
@@ -209,7 +210,7 @@ def main() -> None:
     floors = plan_floor + encode_floor + dit_floor + vae_floor
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {str(engine.dtype).replace('torch.', '')}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"{'huge' if huge_pages_active() else '4 KB'} pages for large buffers, load average {os.getloadavg()[0]:.1f}")
     print(f"machine (best of 3, this run): matmul {rate / 1e9:.0f} GFLOP/s, copy bandwidth {bandwidth / GB:.1f} GB/s")
     print(f"idea: {IDEA!r} -> {planned.duration:.0f} s, {planned.bpm} bpm, {planned.keyscale}, "
           f"{planned.timesignature}/4; loaded in {load_s:.1f} s")
