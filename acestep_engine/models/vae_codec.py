@@ -5,7 +5,8 @@ side; each window's centre is written into one preallocated output buffer (overl
 so the working memory is that of one window whatever the duration. The Oobleck decoder's
 receptive field is about 8 latent frames each side, so the discarded margins hide any seam.
 A `cancel` event is checked before every window, so a cancel waits for one window at most.
-The VAE itself runs through `fast_paths` (folded weight norm, fused Snake, channels-last).
+The VAE itself runs through `fast_paths` (folded weight norm, fused Snake, channels-last), its
+windows' activations in memory mapped for them (`heap.mapped_large_buffers`), not in the heap.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from ..runtime.fast_paths import run_decoder, run_encoder
+from ..runtime.heap import mapped_large_buffers
 
 DECODE_CHUNK = 256  # latent frames per window on the CPU (about 10 s at 25 Hz)
 DECODE_OVERLAP = 16
@@ -58,16 +60,17 @@ def decode(vae, latents: torch.Tensor, chunk: int | str | None = "auto", overlap
         chunk = default_decode_chunk(vae)
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a whole number of latent frames >= 1, 'auto' or None (got {chunk!r:.80})")
-    if chunk is None or frames <= chunk:
-        _check_cancel(cancel, "decoding")
-        out[:] = _decode_window(vae, z, frames * hop)
-        return out
-    for start in range(0, frames, chunk):
-        _check_cancel(cancel, "decoding")
-        end = min(start + chunk, frames)
-        left, right = max(0, start - overlap), min(frames, end + overlap)
-        window = _decode_window(vae, z[:, :, left:right], (right - left) * hop)
-        out[:, start * hop:end * hop] = window[:, (start - left) * hop:(end - left) * hop]
+    with mapped_large_buffers():
+        if chunk is None or frames <= chunk:
+            _check_cancel(cancel, "decoding")
+            out[:] = _decode_window(vae, z, frames * hop)
+            return out
+        for start in range(0, frames, chunk):
+            _check_cancel(cancel, "decoding")
+            end = min(start + chunk, frames)
+            left, right = max(0, start - overlap), min(frames, end + overlap)
+            window = _decode_window(vae, z[:, :, left:right], (right - left) * hop)
+            out[:, start * hop:end * hop] = window[:, (start - left) * hop:(end - left) * hop]
     return out
 
 
@@ -98,13 +101,14 @@ def encode(vae, audio: torch.Tensor, sample_mean: bool = True, generator=None,
     chunk = max(1, int(chunk_seconds * sr) // hop)
     overlap = int(overlap_seconds * sr) // hop
     pieces = []
-    for start in range(0, frames, chunk):
-        end = min(start + chunk, frames)
-        left, right = max(0, start - overlap), min(frames, end + overlap)
-        _check_cancel(cancel, "encoding")
-        dist = OobleckDiagonalGaussianDistribution(run_encoder(vae, audio[:, :, left * hop:right * hop]))
-        z = dist.mean if sample_mean else dist.sample(generator)
-        pieces.append(z[0, :, start - left:end - left])
+    with mapped_large_buffers():
+        for start in range(0, frames, chunk):
+            end = min(start + chunk, frames)
+            left, right = max(0, start - overlap), min(frames, end + overlap)
+            _check_cancel(cancel, "encoding")
+            dist = OobleckDiagonalGaussianDistribution(run_encoder(vae, audio[:, :, left * hop:right * hop]))
+            z = dist.mean if sample_mean else dist.sample(generator)
+            pieces.append(z[0, :, start - left:end - left])
     return torch.cat(pieces, dim=-1).T.contiguous()
 
 
