@@ -1,54 +1,66 @@
 """glibc's heap around the engine's large buffers (`acestep_engine.runtime.heap`): inside
-`mapped_large_buffers` a buffer of 1 MB or more gets its own mapping; outside, glibc's heap serves it."""
+`mapped_large_buffers` a buffer of 1 MB or more that the heap cannot serve from memory it already
+holds gets its own mapping (returned whole when freed); outside, glibc's heap grows for it. Each case
+runs in a fresh interpreter, whose heap holds no large free chunks yet."""
 
 from __future__ import annotations
 
-import ctypes
-
-import torch
+import json
+import os
+import subprocess
+import sys
 
 from acestep_engine.runtime import heap
 
+PROBE = """
+import ctypes, json
+import torch
+from acestep_engine.runtime import heap
 
-class _Mallinfo2(ctypes.Structure):
+class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
 
+libc = heap._libc()
+if libc is None or not hasattr(libc, "mallinfo2"):
+    print(json.dumps(None))
+    raise SystemExit
+libc.mallinfo2.restype = Mallinfo2
 
-def _mapped_bytes_of_a_new_buffer(size: int) -> int:
-    """How much glibc's count of mapped bytes grows while a `size`-byte torch buffer lives."""
-    libc = heap._libc()
-    libc.mallinfo2.restype = _Mallinfo2
+def mapped_growth(size):
     before = libc.mallinfo2().hblkhd
     buffer = torch.empty(size, dtype=torch.uint8)
-    grown = libc.mallinfo2().hblkhd - before
-    del buffer
-    return grown
+    return libc.mallinfo2().hblkhd - before
+
+libc.mallopt(heap.M_MMAP_THRESHOLD, heap.HEAP_UP_TO)  # as once large frees have raised glibc's threshold
+before = mapped_growth(4 << 20)
+with heap.mapped_large_buffers():
+    inside, small = mapped_growth(4 << 20), mapped_growth(heap.MAPPED_FROM // 4)
+after = mapped_growth(4 << 20)
+print(json.dumps({"before": before, "inside": inside, "small": small, "after": after}))
+"""
 
 
-def _glibc():
-    libc = heap._libc()
-    return libc if libc is not None and hasattr(libc, "mallinfo2") else None
+def _probe(**env):
+    environment = {k: v for k, v in os.environ.items() if k != "ACESTEP_FAST_PATHS"}
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-c", PROBE], env=environment, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_large_buffers_get_their_own_mapping_only_inside_the_block():
-    glibc, size = _glibc(), 4 << 20
-    if glibc is None:  # not glibc 2.33+: the block runs its body and changes nothing
-        with heap.mapped_large_buffers():
-            assert torch.empty(size, dtype=torch.uint8).numel() == size
+    seen = _probe()
+    if seen is None:  # not glibc 2.33+: nothing to measure, and the block changes nothing there
+        assert heap._libc() is None or not hasattr(heap._libc(), "mallinfo2")
         return
-    glibc.mallopt(heap.M_MMAP_THRESHOLD, heap.HEAP_UP_TO)  # as after the first block: the heap serves 4 MB
-    assert _mapped_bytes_of_a_new_buffer(size) == 0
-    with heap.mapped_large_buffers():
-        assert _mapped_bytes_of_a_new_buffer(size) >= size
-        assert _mapped_bytes_of_a_new_buffer(heap.MAPPED_FROM // 4) == 0  # small ones stay in the heap
-    assert _mapped_bytes_of_a_new_buffer(size) == 0
+    assert seen["before"] == 0  # the heap's
+    assert seen["inside"] >= 4 << 20  # mapped on its own
+    assert seen["small"] == 0  # below the threshold: the heap's
+    assert seen["after"] == 0  # after the block the heap serves 4 MB again
 
 
-def test_with_the_stock_paths_the_heap_is_left_alone(monkeypatch):
-    monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
-    glibc = _glibc()
-    if glibc is not None:
-        glibc.mallopt(heap.M_MMAP_THRESHOLD, heap.HEAP_UP_TO)
-    with heap.mapped_large_buffers():
-        assert glibc is None or _mapped_bytes_of_a_new_buffer(4 << 20) == 0
+def test_with_the_stock_paths_the_heap_is_left_alone():
+    seen = _probe(ACESTEP_FAST_PATHS="0")
+    assert seen is None or seen["inside"] == 0
