@@ -145,7 +145,7 @@ def packed_linears(root: nn.Module, rows: int = 1, enabled: bool = True):
         while swapped:  # one layer at a time, so that each packed copy is freed before the next is unpacked
             layer, packed = swapped.pop()
             del layer.forward
-            with torch.inference_mode(False):  # a weight again, whatever mode the block ends in
+            with torch.inference_mode(False), torch.no_grad():  # a weight again, whatever mode the block ends in
                 layer.weight.data = packed.to_dense()
             trim.freed(layer.weight.numel() * layer.weight.element_size())
             del packed

@@ -123,7 +123,9 @@ def restore(module) -> bool:
                 raise RuntimeError(f"{path} changed while {key} was parked: shape {tuple(tensor.shape)}, "
                                    f"expected {shape}")
 
-        with torch.inference_mode(False):  # weights, not inference tensors, whoever restores them
+        # Weights, not inference tensors, whoever restores them; inference_mode(False) alone would turn
+        # gradients back on inside a no_grad caller.
+        with torch.inference_mode(False), torch.no_grad():
             copy_into([(param, path, key) for param, path, key, _ in state.sources], state.dtype, check=unchanged)
         state.parked = False
         return True
