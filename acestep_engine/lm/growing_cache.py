@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 
 def growing_cache():
     """A transformers DynamicCache whose layers grow in place: keys and values are written into
@@ -24,13 +26,8 @@ def growing_cache():
     return cache
 
 
-_GROWING_LAYERS: dict = {}
-
-
+@functools.cache
 def growing_layer_class(base):
-    if base in _GROWING_LAYERS:
-        return _GROWING_LAYERS[base]
-
     class GrowingLayer(base):
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -53,5 +50,4 @@ def growing_layer_class(base):
             self.keys, self.values = buffers[0][..., :need, :], buffers[1][..., :need, :]
             return self.keys, self.values
 
-    _GROWING_LAYERS[base] = GrowingLayer
     return GrowingLayer

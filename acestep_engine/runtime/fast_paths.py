@@ -27,6 +27,7 @@ seconds on a small CPU at the first decode, and its gain over the eager form was
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -162,10 +163,10 @@ def prepare_transformer(transformer: nn.Module, enabled: bool | None = None, att
 
 # --------------------------------------------------------------------------- Snake
 
-def _snake_eager(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor) -> torch.Tensor:
+def _snake_eager(x: torch.Tensor, alpha: torch.Tensor, inv_beta: torch.Tensor, out=None) -> torch.Tensor:
     y = torch.mul(x, alpha)
     y.sin_().square_()
-    return torch.addcmul(x, y, inv_beta, out=y)
+    return torch.addcmul(x, y, inv_beta, out=y if out is None else out)
 
 
 class _SnakeKernel:
@@ -249,16 +250,12 @@ class FusedSnake(nn.Module):
         """Snake of `x` written into `x` (the same values as `forward`); for a tensor nothing else holds."""
         if torch.is_grad_enabled() or SNAKE.mode != "eager":
             return self(x)
-        y = torch.mul(x, self.alpha_scale)
-        y.sin_().square_()
-        return x.addcmul_(y, self.inv_beta)
+        return _snake_eager(x, self.alpha_scale, self.inv_beta, out=x)
 
 
 # --------------------------------------------------------------------------- residual units
 
-_LEAN_UNITS: dict = {}
-
-
+@functools.cache
 def _lean_residual_class(base):
     """diffusers' OobleckResidualUnit computing the same values with one activation-sized tensor
     fewer alive: the second Snake runs in place on the first convolution's output (nothing else
@@ -266,8 +263,6 @@ def _lean_residual_class(base):
     are the same numbers). The stock forward keeps the first convolution's output alive through the
     second Snake and convolution, four full-rate tensors at once in the VAE's last stage (141 MB each
     for a 10 s window in bf16); this keeps three."""
-    if base in _LEAN_UNITS:
-        return _LEAN_UNITS[base]
 
     class LeanResidualUnit(base):
         def forward(self, hidden_state):
@@ -280,7 +275,6 @@ def _lean_residual_class(base):
                 hidden_state = hidden_state[..., padding:-padding]
             return out.add_(hidden_state)
 
-    _LEAN_UNITS[base] = LeanResidualUnit
     return LeanResidualUnit
 
 
