@@ -3,8 +3,8 @@
 Every activation the VAE decodes through is a fresh buffer of up to 141 MB (a 10 s window in bf16),
 which glibc maps anew and the kernel faults in 4 KB at a time: 2 million page faults and 7 s of
 kernel time for a 30 s take in the engine's process on the 2-core EPYC here, a third of the
-decode. torch's own switch `THP_MEM_ALLOC_ENABLE=1` (since 2.2) aligns buffers of 2 MB and more to
-2 MB and advises huge pages for them, so each fault brings in 2 MB: 70 thousand faults, and the
+decode. torch's own switch `THP_MEM_ALLOC_ENABLE=1` (since 2.2) advises huge pages for buffers of
+2 MB and more, so each fault brings in 2 MB: 70 thousand faults, and the
 same decode took 13.2-15.3 s instead of 17.0-18.2 s, with no more memory. The results are the same
 numbers (only where buffers lie changes).
 
