@@ -6,9 +6,8 @@ runs in a fresh interpreter, whose heap holds no large free chunks yet."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+
+from fresh_interpreter import run_python
 
 from acestep_engine.runtime import heap
 
@@ -42,12 +41,7 @@ print(json.dumps({"before": before, "inside": inside, "small": small, "after": a
 
 
 def _probe(**env):
-    environment = {k: v for k, v in os.environ.items() if k != "ACESTEP_FAST_PATHS"}
-    environment.update(env)
-    done = subprocess.run([sys.executable, "-c", PROBE], env=environment, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(run_python(PROBE, timeout=120, **env).strip().splitlines()[-1])
 
 
 def test_large_buffers_get_their_own_mapping_only_inside_the_block():

@@ -5,12 +5,11 @@ in a fresh interpreter, since torch reads the setting once per process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from fresh_interpreter import run_python
 
 from acestep_engine.runtime import huge_pages
 
@@ -32,19 +31,10 @@ np.savez(sys.argv[2], latents=take.latents, audio=take.audio, active=huge_pages_
 """
 
 
-def _run(code, *args, **env):
-    environment = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ACESTEP_FAST_PATHS")}
-    environment.update(env)
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=environment, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
 @pytest.mark.parametrize("env, asked", [({}, True), ({"THP_MEM_ALLOC_ENABLE": "0"}, False),
                                         ({"ACESTEP_FAST_PATHS": "0"}, False)])
 def test_importing_the_engine_asks_for_huge_pages_unless_told_not_to(env, asked):
-    probe = json.loads(_run(PROBE, **env).strip().splitlines()[-1])
+    probe = json.loads(run_python(PROBE, **env).strip().splitlines()[-1])
     if huge_pages.system_allows() and sys.platform.startswith("linux"):
         assert probe["active"] == asked
         assert probe["variable"] == ("1" if asked else env.get("THP_MEM_ALLOC_ENABLE"))
@@ -53,8 +43,8 @@ def test_importing_the_engine_asks_for_huge_pages_unless_told_not_to(env, asked)
 
 
 def test_a_take_is_the_same_with_and_without_huge_pages(tiny_dir, tmp_path):
-    _run(GENERATE, tiny_dir, tmp_path / "huge.npz")
-    _run(GENERATE, tiny_dir, tmp_path / "small.npz", THP_MEM_ALLOC_ENABLE="0")
+    run_python(GENERATE, tiny_dir, tmp_path / "huge.npz")
+    run_python(GENERATE, tiny_dir, tmp_path / "small.npz", THP_MEM_ALLOC_ENABLE="0")
     huge, small = np.load(tmp_path / "huge.npz"), np.load(tmp_path / "small.npz")
     assert bool(huge["active"]) == huge_pages.system_allows() and not bool(small["active"])
     assert np.array_equal(huge["latents"], small["latents"]) and np.array_equal(huge["audio"], small["audio"])
