@@ -8,8 +8,9 @@ fields, fixed text) are fed in one forward; each row samples from its own seeded
 is checked per token. In the code phase only the audio-code rows of the LM head are computed.
 On CPUs the LM's linear layers run in oneDNN's packed layout while a loop lasts
 (`runtime.packed_linear`), its unpadded one-token bf16 steps attend with the query heads folded
-(`decode_attention`) and the loop runs in `torch.inference_mode`; `ACESTEP_FAST_PATHS=0` keeps the
-stock kernels under `no_grad`.
+(`decode_attention`), its one-token steps skip transformers' module plumbing (`lean_step`, same
+bits) and the loop runs in `torch.inference_mode`; `ACESTEP_FAST_PATHS=0` keeps the stock kernels and
+forward under `no_grad`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..runtime.packed_linear import packed_linears
 from .constraints import PlannerConstraint
 from .decode_attention import decode_attention
 from .growing_cache import growing_cache
+from .lean_step import LeanStep
 from .sampling import draw_row, sample_rows
 from .shapes import budget as shape_budget
 from .token_table import TokenTable
@@ -45,6 +47,7 @@ class Decoder:
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
         self._code_head_cache = (None,)
         self._packing = None
+        self._lean = None
 
     def forget_code_head(self) -> None:
         """Drop the LM-head view of the code rows (before the weights move: it must not keep them alive)."""
@@ -131,9 +134,7 @@ class Decoder:
         row has its count). Draws equal `_general_step`'s, which masks the same logits to the same
         candidates, without building, masking and scanning vocabulary-wide tensors each token."""
         first, weight = head
-        hidden = self.model.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
-                                  **{self._cache_arg: cache}).last_hidden_state[:, -1, :]
-        logits = self._head(hidden, weight).float()
+        logits = self._head(self._last_hidden(feed, mask, positions, cache), weight).float()
         if guided_rows:
             cond, uncond = logits[:guided_rows], logits[guided_rows:]
             logits = uncond + options.guidance * (cond - uncond)
@@ -149,18 +150,26 @@ class Decoder:
         """fp32 logits of the last position, `[rows, vocab]`. In the code phase only audio codes and
         EOS can follow, so only their rows of the LM head are computed (about 30 % of the vocabulary
         for the official LM; the others stay -inf, which the constraint would impose anyway)."""
-        kwargs = dict(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
-                      **{self._cache_arg: cache})
         head = self.code_head() if codes_only else None
         if head is None:
-            return self.model(**kwargs, logits_to_keep=1).logits[:, -1, :].float()
+            if self._lean is not None and self._lean.applies(feed, cache):
+                return self.model.lm_head(self._lean(feed, mask, positions, cache)[:, -1:, :])[:, -1, :].float()
+            return self.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
+                              logits_to_keep=1, **{self._cache_arg: cache}).logits[:, -1, :].float()
         first, weight = head
-        hidden = self.model.model(**kwargs).last_hidden_state[:, -1, :]
+        hidden = self._last_hidden(feed, mask, positions, cache)
         logits = torch.full((hidden.shape[0], self.table.vocab_size), float("-inf"), device=hidden.device)
         logits[:, first: first + weight.shape[0]] = self._head(hidden, weight).float()
         eos = self.model.lm_head.weight[self.table.eos_id]
         logits[:, self.table.eos_id] = (hidden @ eos).float()
         return logits
+
+    def _last_hidden(self, feed, mask, positions, cache) -> torch.Tensor:
+        """`[rows, hidden]`: the LM's final hidden state at the last fed position (`lean_step` where it applies)."""
+        if self._lean is not None and self._lean.applies(feed, cache):
+            return self._lean(feed, mask, positions, cache)[:, -1, :]
+        return self.model.model(input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True,
+                                **{self._cache_arg: cache}).last_hidden_state[:, -1, :]
 
     def _head(self, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """hidden @ weight.T for LM-head rows: packed once per loop where the loop runs packed."""
@@ -178,11 +187,11 @@ class Decoder:
 
         parking.restore(self.model)  # pack real weights, not a parked module's placeholders
         with packed_linears(root, rows=rows) as packing, decode_attention(self.model):
-            self._packing = packing
+            self._packing, self._lean = packing, LeanStep.of(self.model)
             try:
                 yield
             finally:
-                self._packing = None
+                self._packing = self._lean = None
 
     def code_head(self):
         """(first token id, LM-head rows) of the valid audio codes when their ids are contiguous (they

@@ -67,6 +67,7 @@ def attach(module: torch.nn.Module, keys: dict[str, tuple[Path, str]], dtype: to
         if state.parked:
             restore(module)
 
+    restore_first.acestep_parking = True  # what the LM's lean decode step may leave to the stock forward
     for sub in module.modules():
         if any(True for _ in sub.parameters(recurse=False)):
             sub.register_forward_pre_hook(restore_first)
