@@ -203,3 +203,34 @@ def test_a_planner_that_parks_its_lm_between_calls_decodes_packed_and_parks_agai
     assert packed_calls and parking.is_parked(planner.model)  # packed while it ran, parked after
     monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
     assert planner.codes(blueprint, seed=3) == fast and parking.is_parked(planner.model)
+
+
+def test_a_plan_packs_the_lm_once_for_both_of_its_phases(planner, monkeypatch):
+    packs = []
+    real = packed_linear.pack
+    monkeypatch.setattr(packed_linear, "pack", lambda weight, rows: packs.append(weight.shape) or real(weight, rows))
+    planner.bring_back()
+    layers = sum(1 for m in planner.model.model.modules() if type(m) is nn.Linear)
+    idea = Blueprint(caption="a slow waltz for a rainy afternoon", duration=10)
+    planned, codes = planner.plan(idea, seed=5)
+    assert planned.bpm is not None and codes.count("<|audio_code_") == 50
+    assert len(packs) == layers + 1  # each layer once, and the audio-code rows of the head
+    packs.clear()
+    planner.complete(idea, seed=5)  # a phase on its own packs for itself
+    assert len(packs) == layers
+    assert not any(p.is_inference() or p.numel() == 0 for p in planner.model.parameters())
+
+
+def test_a_planner_that_parks_its_lm_between_calls_plans_and_parks_again(tiny_dir, turbo, monkeypatch):
+    from acestep_engine.lm import Planner
+    from acestep_engine.models import LM_FOLDER, write_lm
+    from acestep_engine.runtime import parking
+
+    if not (tiny_dir / LM_FOLDER / "model.safetensors").is_file():
+        write_lm(tiny_dir / LM_FOLDER)
+    planner = Planner.from_pretrained(LM_FOLDER, checkpoints_dir=tiny_dir, device="cpu", offload=True)
+    idea = Blueprint(caption="a slow waltz for a rainy afternoon", duration=10)
+    fast = planner.plan(idea, seed=5)
+    assert parking.is_parked(planner.model) and not planner.decoder.kept
+    monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
+    assert planner.plan(idea, seed=5) == fast and parking.is_parked(planner.model)

@@ -48,6 +48,7 @@ class Decoder:
         self._code_head_cache = (None,)
         self._packing = None
         self._lean = None
+        self._kept = False
 
     def forget_code_head(self) -> None:
         """Drop the LM-head view of the code rows (before the weights move: it must not keep them alive)."""
@@ -175,12 +176,34 @@ class Decoder:
         """hidden @ weight.T for LM-head rows: packed once per loop where the loop runs packed."""
         return self._packing.matmul(hidden, weight) if self._packing is not None else hidden @ weight.T
 
+    @property
+    def kept(self) -> bool:
+        """Whether `kept_fast_kernels` holds the LM's layers packed now (it must not be moved or parked)."""
+        return self._kept
+
+    @contextmanager
+    def kept_fast_kernels(self):
+        """Keep the loops' fast kernels (packed layers, folded attention, lean steps) from one run to
+        the next while the block lasts: the phases of one plan pack the LM's layers once instead of
+        twice (packing and unpacking a 0.6B LM's layers costs 0.5-1 s on the 2-core EPYC here, as much
+        as ten decode steps). The layers only (`model.model`): an untied head's rows stay a view."""
+        if self._kept or not fast_paths_enabled():
+            yield
+            return
+        with self._fast_kernels(self.model.model, 2):
+            self._kept = True
+            try:
+                yield
+            finally:
+                self._kept = False
+
     @contextmanager
     def _fast_kernels(self, root, rows: int):
         """The loop's linear layers under `root` in oneDNN's packed layout (`runtime.packed_linear`),
-        its one-token steps through `decode_attention`. The code phase packs the layers only
-        (`model.model`): its head rows are a view of `lm_head`."""
-        if not fast_paths_enabled():
+        its one-token steps through `decode_attention` and `lean_step`. The code phase packs the
+        layers only (`model.model`): its head rows are a view of `lm_head`. Inside
+        `kept_fast_kernels` the kept ones serve."""
+        if not fast_paths_enabled() or self._kept:
             yield
             return
         from ..runtime import parking

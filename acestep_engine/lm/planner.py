@@ -38,6 +38,7 @@ import logging
 import numbers
 import secrets
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -95,7 +96,7 @@ class Planner:
         self.table = TokenTable(tokenizer, model.config.vocab_size, codebook_size)
         self.is_demo = bool(getattr(model.config, "acestep_workbench_random_weights", False)) \
             or (path is not None and (Path(path).parent / "acestep_workbench_checkpoints.json").is_file())
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a plan holds it across both phases
         self.decoder = Decoder(self.model, tokenizer, self.table, device)
         if engine is not None:
             self.attach(engine)
@@ -348,15 +349,30 @@ class Planner:
         bp = _checked(blueprint)
         _flag("keep_caption", keep_caption)
         SamplingOptions.of(sampling)
-        if prompts.has_all_metas(bp):
-            planned, cot = bp, None  # the four fields alone (codes_cot_values)
-        else:  # phase 1; its whole chain of thought goes into phase 2's prompt
+        if prompts.has_all_metas(bp):  # the four fields alone (codes_cot_values)
+            return bp, self._codes_batch(bp, 1, seed, progress, cancel, sampling)[0]
+        with self._both_phases():  # phase 1; its whole chain of thought goes into phase 2's prompt
             planned = self.complete(bp, seed=seed, progress=progress, cancel=cancel, keep_caption=keep_caption,
                                     **{k: v for k, v in sampling.items() if k not in ("guidance", "negative_prompt")})
-            cot = prompts.cot_values(planned)
-        codes = self._codes_batch(planned, 1, seed, progress, cancel, sampling, prompt_caption=bp.caption,
-                                  cot_values=cot)[0]
+            codes = self._codes_batch(planned, 1, seed, progress, cancel, sampling, prompt_caption=bp.caption,
+                                      cot_values=prompts.cot_values(planned))[0]
         return planned, codes
+
+    @contextmanager
+    def _both_phases(self):
+        """The two phases of a plan under one hold of the lock, with the LM's fast kernels kept
+        between them (`Decoder.kept_fast_kernels`) unless it leaves its device between calls."""
+        with self._lock:
+            if self.offloading:
+                yield
+                return
+            self._move_in()
+            try:
+                with self.decoder.kept_fast_kernels():
+                    yield
+            finally:
+                if self.offloading:  # the engine's memory plan changed meanwhile
+                    self._move_out()
 
     # ------------------------------------------------------------------ internals
     def _codes_batch(self, blueprint, batch_size, seeds, progress, cancel, sampling, prompt_caption=None,
@@ -428,7 +444,7 @@ class Planner:
             try:
                 return self.decoder.run(texts, shapes, seeds, options, report, cancel, stage, unconditional, decode)
             finally:
-                if self.offloading:
+                if self.offloading and not self.decoder.kept:
                     self._move_out()
 
     # ------------------------------------------------------------------ memory
