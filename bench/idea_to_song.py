@@ -21,6 +21,9 @@ machine (best of three each): the matmul rate in the engine's dtype and the copy
   DiT floor     steps x `bench/engine.py`'s FLOPs per step / rate
   VAE floor     audio seconds x the decoder's FLOPs per audio second (FLOP counter) / rate
 
+Beside the plan, what its own kernel allows: the LM's linear layers at the rate oneDNN's packed
+product reads weights here (`planner.packed_product_bandwidth`, well under the copy bandwidth).
+
 Targets (issue 25): the whole <= 1.0x the audio's length on a machine with a bf16 matmul rate of
 about 900 GFLOP/s, and <= 1.3x the sum of the floors on any machine. Also the peak resident memory
 after loading, planning and generating, against the resident weights (target: <= weights + 1.5 GB).
@@ -46,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests" / "real_vocabulary"))
 
 from end_to_end import resident_bytes, write_real_size  # noqa: E402
 from engine import dit_flops, matmul_roofline  # noqa: E402
-from planner import LM_0_6B, copy_bandwidth  # noqa: E402
+from planner import LM_0_6B, copy_bandwidth, packed_product_bandwidth  # noqa: E402
 
 IDEA = "a rainy-night lo-fi song about the last train home, warm Rhodes, vinyl crackle, soft female vocal"
 LM_FOLDER = "acestep-5Hz-lm-0.6B"
@@ -160,6 +163,7 @@ def main() -> None:
     dtype = resolve_device("cpu", args.dtype)[1]
     rate = best(lambda: matmul_roofline(dtype=dtype)) * 1e9
     bandwidth = best(copy_bandwidth)
+    kernel = packed_product_bandwidth(dtype)
     give_back_free_memory()
     rss_empty = _rss()  # torch, transformers, diffusers and Python, before any model
     start = time.perf_counter()
@@ -206,6 +210,8 @@ def main() -> None:
             ("DiT", timings["denoise_s"], dit_floor, f"8 steps, {frames} frames, {conditions} condition tokens"),
             ("VAE", timings["decode_s"], vae_floor, f"{args.seconds} s of audio"),
             ("save", save_s, 0.0, "")]
+    layer_bytes = sum(m.weight.numel() * m.weight.element_size() for m in planner.model.model.modules()
+                      if isinstance(m, torch.nn.Linear))
     whole = plan_s + timings["total_s"] + save_s
     floors = plan_floor + encode_floor + dit_floor + vae_floor
 
@@ -219,6 +225,11 @@ def main() -> None:
     for name, seconds, floor, what in rows:
         share = f"{floor / seconds:.0%}" if floor else ""
         print(f"| {name} | {seconds:.2f} | {floor:.2f} | {share} | {what} |")
+    if kernel is not None:
+        layers_s = sum(steps.values()) * layer_bytes / kernel
+        print(f"plan beside its kernel: the decode's packed products read weights at {kernel / GB:.1f} GB/s here "
+              f"({kernel / bandwidth:.0%} of the copy bandwidth), so its linear layers alone take {layers_s:.2f} s "
+              f"({layers_s / plan_s:.0%} of the plan)")
     ratio_audio, ratio_floors = whole / args.seconds, whole / floors
     print(f"whole: {whole:.1f} s for {args.seconds} s of audio = {ratio_audio:.2f}x its length "
           f"(target <= 1.0 on a ~900 GFLOP/s bf16 machine: {'OK' if ratio_audio <= 1.0 else 'not here'})")
