@@ -153,3 +153,10 @@ def test_available_variants_lists_complete_dit_folders(tiny_dir):
 def test_unknown_lm_name_is_rejected():
     with pytest.raises(ValueError, match="lm must be one of"):
         ckpt.components_for(lm="acestep-5Hz-lm-9B")
+
+
+def test_the_qwen3_models_load_with_their_own_modules_and_no_hub_kernels(planner, turbo):
+    # transformers 5 kernelizes by default where `kernels` is installed; on a GPU that would fetch and run
+    # kernels-community code from the Hub in place of the text encoder's and the LM's own modules.
+    assert planner.model.use_kernels is False
+    assert turbo.models.text_encoder.use_kernels is False

@@ -139,6 +139,9 @@ def test_what_the_lean_step_was_not_checked_for_gets_the_stock_forward(monkeypat
     assert LeanStep.of(adapted) is None
     training = _lm().train()
     assert LeanStep.of(training) is None
+    kernelized = _lm()
+    kernelized._use_kernels = True  # what `use_kernels=True` leaves: hub kernels replace some operations
+    assert LeanStep.of(kernelized) is None
     monkeypatch.setenv("ACESTEP_FAST_PATHS", "0")
     assert LeanStep.of(_lm()) is None
 

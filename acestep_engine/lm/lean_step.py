@@ -11,8 +11,8 @@ the stock forward's (tests compare them), and it builds SDPA's additive padding 
     step = LeanStep.of(model)                         # None unless `model` is a plain Qwen3 LM on a CPU
     hidden = step(input_ids, attention_mask, positions, cache)   # [rows, 1, hidden], one token per row
 
-It serves only what it was checked for: transformers' own Qwen3 classes with plain linear layers,
-full attention everywhere, SDPA, inference, one new token per row, a cache already filled by a
+It serves only what it was checked for: transformers' own Qwen3 classes with plain linear layers and
+no hub kernels, full attention everywhere, SDPA, inference, one new token per row, a cache already filled by a
 stock forward, and no hooks besides parking's (a parked model is run by the stock forward, which
 restores it). Anything else, or `ACESTEP_FAST_PATHS=0`, gets None and the stock forward.
 """
@@ -62,7 +62,8 @@ class LeanStep:
         except ImportError:
             return None
         inner = model.model if type(model) is qwen3.Qwen3ForCausalLM else model
-        if type(inner) is not qwen3.Qwen3Model or inner.training:
+        if type(inner) is not qwen3.Qwen3Model or inner.training \
+                or getattr(model, "use_kernels", False) or getattr(inner, "use_kernels", False):  # hub kernels
             return None
         config = inner.config
         if getattr(config, "_attn_implementation", None) not in ("sdpa", DECODE_ATTENTION) \

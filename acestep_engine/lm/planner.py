@@ -119,7 +119,7 @@ class Planner:
         from transformers import AutoTokenizer, Qwen3ForCausalLM
 
         from ..models.config_checks import check_lm_folder
-        from ..models.loader import own_saved_weights, resolve_device, transformers_attention
+        from ..models.loader import own_saved_weights, qwen3_options, resolve_device
         from ..runtime.heap import give_back_free_memory
 
         folder = cls._resolve_folder(path_or_name, checkpoints_dir, allow_download)
@@ -134,8 +134,7 @@ class Planner:
         tlogging.set_verbosity_error()
         tlogging.disable_progress_bar()
         try:
-            model = Qwen3ForCausalLM.from_pretrained(folder, dtype=dtype, use_safetensors=True,
-                                                     attn_implementation=transformers_attention(device, dtype)).to(device)
+            model = Qwen3ForCausalLM.from_pretrained(folder, **qwen3_options(device, dtype)).to(device)
             if device.type == "cpu":
                 own_saved_weights(model, folder)
                 give_back_free_memory()

@@ -301,13 +301,21 @@ def transformers_attention(device, dtype) -> str | None:
     return "eager" if attention_path_for(device, dtype) == FP32_SOFTMAX else None
 
 
+def qwen3_options(device, dtype) -> dict:
+    """`from_pretrained` keywords for the Qwen3 text encoder and LM: safetensors only, no code from the
+    checkpoint, and no hub kernels: transformers 5 kernelizes by default where the `kernels` package is
+    installed (a dependency of transformers), and on a GPU that downloads kernels-community's RMSNorm
+    and rotary code from the Hub and runs it, with other numerics than the modules upstream runs."""
+    return dict(dtype=dtype, use_safetensors=True, trust_remote_code=False, use_kernels=False,
+                attn_implementation=transformers_attention(device, dtype))
+
+
 def load_text_encoder(text_dir: Path, device, dtype):
     from transformers import AutoTokenizer, Qwen3Model
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(text_dir, trust_remote_code=False)
-        model = Qwen3Model.from_pretrained(text_dir, dtype=dtype, use_safetensors=True, trust_remote_code=False,
-                                           attn_implementation=transformers_attention(device, dtype))
+        model = Qwen3Model.from_pretrained(text_dir, **qwen3_options(device, dtype))
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"the text encoder in {text_dir} could not be loaded: {exc}") from exc
     model = model.to(device).eval().requires_grad_(False)
@@ -362,8 +370,7 @@ def load_diffusers_format(repo_dir: Path, device, dtype) -> LoadedModels:
     from ..runtime.fast_paths import prepare_vae
 
     vae = prepare_vae(AutoencoderOobleck.from_pretrained(repo_dir / "vae", **kwargs).to(device).eval())
-    text_encoder = Qwen3Model.from_pretrained(repo_dir / "text_encoder", dtype=dtype, use_safetensors=True,
-                                              attn_implementation=transformers_attention(device, dtype))
+    text_encoder = Qwen3Model.from_pretrained(repo_dir / "text_encoder", **qwen3_options(device, dtype))
     tokenizer = AutoTokenizer.from_pretrained(repo_dir / "tokenizer")
     cfg = dict(modules["transformer"].config)
     silence = modules["condition_encoder"].silence_latent.to(device=device, dtype=dtype)
