@@ -209,6 +209,7 @@ def test_a_plan_packs_the_lm_once_for_both_of_its_phases(planner, monkeypatch):
     packs = []
     real = packed_linear.pack
     monkeypatch.setattr(packed_linear, "pack", lambda weight, rows: packs.append(weight.shape) or real(weight, rows))
+    monkeypatch.setattr(planner, "offload", False)  # an earlier test's memory plan may have it offloading
     planner.bring_back()
     layers = sum(1 for m in planner.model.model.modules() if type(m) is nn.Linear)
     idea = Blueprint(caption="a slow waltz for a rainy afternoon", duration=10)
