@@ -32,11 +32,17 @@ def _one_token_attention(module, query, key, value, attention_mask, *args, **kwa
             and query.shape[1] % key.shape[1] == 0 and not kwargs.get("dropout") \
             and kwargs.get("position_bias") is None and kwargs.get("softcap") is None \
             and not kwargs.get("output_attentions"):
-        batch, heads, _, dim = query.shape
-        folded = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)
-        out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, scale=kwargs.get("scaling"))
-        return out.reshape(batch, heads, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+        return folded_attention(query, key, value, None, kwargs.get("scaling")).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+def folded_attention(query, key, value, mask, scale) -> torch.Tensor:
+    """SDPA of one query token per row with each group's query heads folded into the query axis,
+    as transformers does for a padded one-token step (`pack_gqa`): `[rows, 1, heads, dim]`."""
+    batch, heads, _, dim = query.shape
+    folded = query.reshape(batch, key.shape[1], heads // key.shape[1], dim)
+    out = torch.nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scale)
+    return out.reshape(batch, heads, 1, value.shape[-1]).transpose(1, 2)
 
 
 def _register() -> None:

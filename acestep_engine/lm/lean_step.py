@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..runtime.fast_paths import fast_paths_enabled
-from .decode_attention import NAME as DECODE_ATTENTION
+from .decode_attention import NAME as DECODE_ATTENTION, folded_attention
 
 
 def _qwen3_classes():
@@ -135,13 +135,9 @@ def _attend(query, key, value, mask, scaling, fold_unmasked: bool) -> torch.Tens
     """`[rows, 1, heads, dim]` attention of one query token per row, as the stock path computes it:
     with a padding mask (or without one where `decode_attention` does so, `fold_unmasked`) each
     group's query heads folded into the query axis, otherwise SDPA's own grouped-query attention."""
-    rows, heads, _, dim = query.shape
-    groups = key.shape[1]
-    if groups == heads:
-        out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)
-    elif mask is not None or fold_unmasked:
-        folded = query.reshape(rows, groups, heads // groups, dim)
-        out = nn.functional.scaled_dot_product_attention(folded, key, value, attn_mask=mask, scale=scaling)
-    else:
-        out = nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling, enable_gqa=True)
-    return out.reshape(rows, heads, 1, value.shape[-1]).transpose(1, 2)
+    grouped = key.shape[1] != query.shape[1]
+    if grouped and (mask is not None or fold_unmasked):
+        return folded_attention(query, key, value, mask, scaling)
+    out = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                     enable_gqa=grouped)
+    return out.transpose(1, 2)
