@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tests" / "real_vocabulary"))
 
 from end_to_end import resident_bytes, write_real_size  # noqa: E402
 from engine import dit_flops, matmul_roofline  # noqa: E402
-from planner import LM_0_6B, copy_bandwidth, packed_product_bandwidth  # noqa: E402
+from planner import LM_0_6B, copy_bandwidth, linear_weight_bytes, packed_product_bandwidth  # noqa: E402
 
 IDEA = "a rainy-night lo-fi song about the last train home, warm Rhodes, vinyl crackle, soft female vocal"
 LM_FOLDER = "acestep-5Hz-lm-0.6B"
@@ -210,8 +210,7 @@ def main() -> None:
             ("DiT", timings["denoise_s"], dit_floor, f"8 steps, {frames} frames, {conditions} condition tokens"),
             ("VAE", timings["decode_s"], vae_floor, f"{args.seconds} s of audio"),
             ("save", save_s, 0.0, "")]
-    layer_bytes = sum(m.weight.numel() * m.weight.element_size() for m in planner.model.model.modules()
-                      if isinstance(m, torch.nn.Linear))
+    layer_bytes = linear_weight_bytes(planner.model.model)
     whole = plan_s + timings["total_s"] + save_s
     floors = plan_floor + encode_floor + dit_floor + vae_floor
 

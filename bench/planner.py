@@ -13,7 +13,8 @@ once at the measured copy bandwidth (best of three, this run), over the measured
 (issue 25's target: guided constrained >= 50 %), and the same guided run on the stock kernels
 (`ACESTEP_FAST_PATHS=0`: no oneDNN-packed layers) with whether both wrote the same codes. Beside
 it, the floor the decode's own kernel sets: its linear layers and code rows read at the rate oneDNN's
-packed two-row product reaches here (`packed_product_bandwidth`), nothing else counted. `--profile` prints where a guided run spends its time (torch.profiler, top operators).
+packed two-row product reaches here (`packed_product_bandwidth`), nothing else counted.
+`--profile` prints where a guided run spends its time (torch.profiler, top operators).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def packed_product_bandwidth(dtype: torch.dtype, layers: int = 8, rows: int = 2,
             packed_product(x, weight)
         best_s = min(best_s, time.perf_counter() - start)
     return total / best_s
+
+
+def linear_weight_bytes(module: torch.nn.Module) -> int:
+    """The bytes of the weights of every linear layer under `module` (what a decode step's products read)."""
+    return sum(m.weight.numel() * m.weight.element_size() for m in module.modules() if isinstance(m, torch.nn.Linear))
 
 
 def main() -> None:
@@ -174,8 +180,7 @@ def main() -> None:
           f"({weight_bytes / 1e9:.2f} GB), {torch.get_num_threads()} threads; "
           f"{codes} codes ({args.seconds} s), prompt {ids.shape[1]} tokens")
     print(f"memory roofline: {bandwidth / 1e9:.1f} GB/s copy bandwidth -> {roofline * 1000:.0f} ms per decode step")
-    layer_bytes = sum(m.weight.numel() * m.weight.element_size() for m in model.model.modules()
-                      if isinstance(m, torch.nn.Linear))
+    layer_bytes = linear_weight_bytes(model.model)
     code_head_bytes = planner.table.codebook_size * config.hidden_size * dtype.itemsize
     if kernel is not None:
         kernel_floor = (layer_bytes + code_head_bytes) / kernel
